@@ -1,0 +1,91 @@
+"""The ``flowtrace`` command line: parses arguments, calls the library, picks a renderer.
+
+This is the only module that imports typer. Every command turns a FlowtraceError into
+one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flowtrace.errors import FlowtraceError
+
+app = typer.Typer(
+    name="flowtrace",
+    help="Follow a connection through kube-proxy's NAT across packet captures taken at the "
+    "client, on the nodes and in the pods.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+lab_app = typer.Typer(
+    help="Build Kubernetes Service scenarios in network namespaces and capture them.",
+    no_args_is_help=True,
+)
+app.add_typer(lab_app, name="lab")
+
+
+def _fail(error: Exception) -> typer.Exit:
+    typer.echo(f"flowtrace: {error}", err=True)
+    return typer.Exit(2)
+
+
+@app.command()
+def info(
+    captures: Annotated[list[Path], typer.Argument(help="Capture files or directories of captures.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object per capture.")] = False,
+) -> None:
+    """Describe captures: format, link types, interfaces, packets, time span, decode results."""
+    from flowtrace.pipeline import inspect_captures
+    from flowtrace.report.info import render_info, render_info_json
+
+    try:
+        summaries = inspect_captures([str(p) for p in captures])
+    except FlowtraceError as e:
+        raise _fail(e) from None
+    if json_out:
+        sys.stdout.write(render_info_json(summaries) + "\n")
+    else:
+        render_info(summaries)
+
+
+@lab_app.command("list")
+def lab_list() -> None:
+    """List the lab's scenarios, one line each."""
+    from flowtrace.lab import list_scenarios
+
+    for name, summary in list_scenarios():
+        typer.echo(f"{name:<24} {summary}")
+
+
+@lab_app.command("run")
+def lab_run(
+    scenarios: Annotated[list[str], typer.Argument(help="Scenario names (see 'flowtrace lab list'), or 'all'.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Directory to write DIR/SCENARIO/ into.")],
+    connections: Annotated[int | None, typer.Option(help="Connection count for scenarios that take one.")] = None,
+) -> None:
+    """Build SCENARIO in network namespaces, run its traffic, capture it, tear it down."""
+    from flowtrace.lab import run_scenarios
+
+    try:
+        for path in run_scenarios(scenarios, output, connections=connections):
+            typer.echo(str(path))
+    except FlowtraceError as e:
+        raise _fail(e) from None
+
+
+def main() -> None:
+    """Entry point of the ``flowtrace`` script."""
+    try:
+        app()
+    except FlowtraceError as e:  # pragma: no cover - commands catch their own
+        typer.echo(f"flowtrace: {e}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("flowtrace: interrupted", err=True)
+        sys.exit(130)

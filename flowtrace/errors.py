@@ -1,0 +1,69 @@
+"""The exception tree of flowtrace.
+
+::
+
+    FlowtraceError
+    ├── CaptureError              a capture file cannot be used
+    │   ├── CaptureOpenError      missing, unreadable, a directory without captures
+    │   └── CaptureFormatError    not a capture, empty, unknown link type, corrupt header
+    ├── InputError                a non-capture input is wrong (manifest, dump, snapshot)
+    └── LabError                  the lab cannot build or run a scenario
+
+Every error carries its context as attributes (``path``, ``offset``) and a message that
+names the file, so that the CLI can print ``str(error)`` as one line and exit 2.
+Malformed *packets* are never errors: they get a ``decode_status`` in the packets table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class FlowtraceError(Exception):
+    """Root of every error flowtrace raises on purpose."""
+
+
+class CaptureError(FlowtraceError):
+    """A capture file cannot be used.
+
+    Attributes:
+        path: the file concerned.
+        offset: byte offset in the (decompressed) file where the problem is, if known.
+        reason: what is wrong, without the file name.
+    """
+
+    def __init__(self, path: str | Path, reason: str, *, offset: int | None = None) -> None:
+        self.path = str(path)
+        self.reason = reason
+        self.offset = offset
+        where = f" at byte {offset}" if offset is not None else ""
+        super().__init__(f"{self.path}: {reason}{where}")
+
+
+class CaptureOpenError(CaptureError):
+    """The file is missing, unreadable, or a directory holds no capture."""
+
+
+class CaptureFormatError(CaptureError):
+    """The file is not a capture flowtrace can read (bad magic, empty, unknown link type)."""
+
+
+class InputError(FlowtraceError):
+    """A manifest, conntrack dump or Kubernetes snapshot is missing or malformed.
+
+    Attributes:
+        path: the file concerned (may be empty for command-line values).
+        reason: what is wrong.
+    """
+
+    def __init__(self, path: str | Path, reason: str, *, line: int | None = None) -> None:
+        self.path = str(path)
+        self.reason = reason
+        self.line = line
+        where = f" (line {line})" if line is not None else ""
+        prefix = f"{self.path}: " if self.path else ""
+        super().__init__(f"{prefix}{reason}{where}")
+
+
+class LabError(FlowtraceError):
+    """The lab cannot build or run a scenario (missing privilege or tool, failed command)."""

@@ -1,0 +1,199 @@
+"""Column declarations of every table flowtrace produces (name, dtype, unit, meaning).
+
+Each table is declared exactly once here; docs/tables.md is generated from, and tested
+against, these declarations. Missing values use a sentinel stated in the column's
+``missing`` field (``-1`` for signed integers, ``0`` where the value cannot be 0, NaN for
+categoricals) so that columns stay plain numpy arrays: compact and fast to join.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+SCHEMA_VERSION = 1
+"""Version of the table layouts and of the JSON documents built from them."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Column:
+    """One column of a table."""
+
+    name: str
+    """Column name; units and orientation are spelled in it (``ts_ns``, ``orig_bytes``)."""
+    dtype: str
+    """numpy dtype name, ``bool``, ``category`` (text categories), or ``str``."""
+    unit: str
+    """Unit of the values, or ``-`` for labels and identifiers."""
+    meaning: str
+    """What the value says, in one sentence."""
+    missing: str = ""
+    """The value used when the field does not apply or was not captured."""
+    categories: tuple[str, ...] = ()
+    """For a categorical with a fixed vocabulary: every allowed value, in order."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Table:
+    """A table's declaration: its name, purpose and columns in order."""
+
+    name: str
+    """Table name as used in the API, exports and docs."""
+    description: str
+    """What one row is."""
+    columns: tuple[Column, ...]
+    """The columns in their order in the DataFrame."""
+
+    @property
+    def names(self) -> list[str]:
+        """Column names in order."""
+        return [c.name for c in self.columns]
+
+    def column(self, name: str) -> Column:
+        """The declaration of column ``name``; raises KeyError if there is none."""
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def pandas_dtype(self, column: Column) -> object:
+        """The pandas dtype object to use for ``column``."""
+        if column.dtype == "category":
+            if column.categories:
+                return pd.CategoricalDtype(list(column.categories))
+            return "category"
+        if column.dtype == "str":
+            return object
+        return np.dtype(column.dtype)
+
+    def empty(self) -> pd.DataFrame:
+        """An empty DataFrame with every column and its declared dtype."""
+        data = {}
+        for c in self.columns:
+            dt = self.pandas_dtype(c)
+            if dt == "category":
+                data[c.name] = pd.Categorical([])
+            else:
+                data[c.name] = pd.Series([], dtype=dt)
+        return pd.DataFrame(data)
+
+    def conform(self, df: pd.DataFrame) -> pd.DataFrame:
+        """Return ``df`` with exactly the declared columns, in order, with declared dtypes.
+
+        Columns missing from ``df`` raise KeyError; extra columns are dropped. Casting
+        only happens where the dtype differs, so a conforming frame is not copied.
+        """
+        out = {}
+        for c in self.columns:
+            s = df[c.name]
+            dt = self.pandas_dtype(c)
+            if c.dtype == "category":
+                if not isinstance(s.dtype, pd.CategoricalDtype):
+                    s = s.astype(dt if c.categories else "category")
+                elif c.categories and list(s.cat.categories) != list(c.categories):
+                    s = s.cat.set_categories(list(c.categories))
+            elif c.dtype == "str":
+                if s.dtype != object:
+                    s = s.astype(object)
+            elif s.dtype != dt:
+                s = s.astype(dt)
+            out[c.name] = s
+        return pd.DataFrame(out, index=df.index)
+
+
+def _c(name: str, dtype: str, unit: str, meaning: str, missing: str = "", **kw: object) -> Column:
+    return Column(name=name, dtype=dtype, unit=unit, meaning=meaning, missing=missing, **kw)
+
+
+DIRECTIONS = ("in", "out", "unknown")
+"""Values of ``packets.direction``: received by, sent by, or unknown to the capturing host."""
+
+DECODE_STATUSES = ("ok", "truncated", "malformed", "unsupported")
+"""Values of ``packets.decode_status``.
+
+ok: every header up to the transport layer decoded. truncated: the capture stopped
+inside a header (snaplen). malformed: a header is inconsistent (bad version, length
+fields that contradict each other). unsupported: not IP (ARP, LLDP, …) or a protocol
+flowtrace does not decode; the link layer fields are still filled.
+"""
+
+ENCAPSULATIONS = (
+    "none", "vxlan", "geneve", "ipip", "ip6ip", "gre", "wireguard", "esp",
+)
+"""Values of ``packets.encap``: the outermost tunnel the innermost IP packet came through."""
+
+TCP_OPT_MSS = 0x01
+TCP_OPT_WSCALE = 0x02
+TCP_OPT_SACK_PERM = 0x04
+TCP_OPT_SACK = 0x08
+TCP_OPT_TIMESTAMP = 0x10
+TCP_OPT_FASTOPEN = 0x20
+
+IP_FLAG_DF = 0x01
+IP_FLAG_MF = 0x02
+IP_FLAG_FRAGMENT = 0x04
+IP_FLAG_OPTIONS = 0x08
+
+PACKETS = Table(
+    name="packets",
+    description="One row per captured frame, decoded down to the innermost IP packet.",
+    columns=(
+        _c("capture", "category", "-", "Capture name: the file stem, or NAME from NAME=PATH."),
+        _c("frame", "uint32", "-", "Frame number inside the capture, from 1, as Wireshark counts."),
+        _c("ts_ns", "int64", "ns", "Capture timestamp, nanoseconds since the Unix epoch (pcapng if_tsoffset applied)."),
+        _c("interface", "category", "-", "pcapng interface name (if_name), else '#N' for pcapng interface N; '' for pcap."),
+        _c("ifindex", "int32", "-", "Linux interface index from an SLL2 header (tcpdump -i any).", "-1"),
+        _c("direction", "category", "-", "in: received by the capturing host; out: sent by it (SLL packet type, pcapng epb_flags).", categories=DIRECTIONS),
+        _c("caplen", "uint32", "bytes", "Bytes of the frame present in the capture."),
+        _c("wirelen", "uint32", "bytes", "Length of the frame on the wire."),
+        _c("vlan", "int16", "-", "Outermost 802.1Q/802.1ad VLAN identifier.", "-1"),
+        _c("ethertype", "uint16", "-", "EtherType of the innermost link layer (SLL protocol; 0x0800/0x86dd for raw IP).", "0"),
+        _c("encap", "category", "-", "Outermost tunnel around the innermost IP packet.", "none", categories=ENCAPSULATIONS),
+        _c("outer_src", "category", "-", "Source address of the outermost IP header when tunnelled.", "NaN"),
+        _c("outer_dst", "category", "-", "Destination address of the outermost IP header when tunnelled.", "NaN"),
+        _c("vni", "int32", "-", "VXLAN or Geneve virtual network identifier.", "-1"),
+        _c("ip_version", "uint8", "-", "4 or 6 for the innermost IP header.", "0"),
+        _c("src", "category", "-", "Source address of the innermost IP header, in text form.", "NaN"),
+        _c("dst", "category", "-", "Destination address of the innermost IP header, in text form.", "NaN"),
+        _c("proto", "int16", "-", "IP protocol number of the innermost transport (after IPv6 extension headers).", "-1"),
+        _c("sport", "int32", "-", "TCP/UDP/SCTP source port.", "-1"),
+        _c("dport", "int32", "-", "TCP/UDP/SCTP destination port.", "-1"),
+        _c("ip_id", "uint32", "-", "IPv4 identification; IPv6 fragment identification.", "0"),
+        _c("ttl", "uint8", "hops", "IPv4 TTL or IPv6 hop limit.", "0"),
+        _c("tos", "uint8", "-", "IPv4 TOS or IPv6 traffic class (DSCP << 2 | ECN).", "0"),
+        _c("ip_len", "uint32", "bytes", "Length of the innermost IP packet per its header (wire length for TSO/GRO frames with length 0).", "0"),
+        _c("ip_flags", "uint8", "-", "Bits: 1 DF, 2 MF, 4 is a fragment, 8 has IPv4 options or IPv6 extension headers.", "0"),
+        _c("frag_offset", "uint16", "bytes", "Fragment offset.", "0"),
+        _c("tcp_flags", "uint16", "-", "TCP flags (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10, URG 0x20, ECE 0x40, CWR 0x80, AE 0x100).", "0"),
+        _c("seq", "uint32", "-", "TCP sequence number.", "0"),
+        _c("ack", "uint32", "-", "TCP acknowledgement number.", "0"),
+        _c("window", "uint16", "-", "TCP window field, unscaled.", "0"),
+        _c("tcp_opts", "uint8", "-", "TCP options present: 1 MSS, 2 window scale, 4 SACK permitted, 8 SACK, 16 timestamps, 32 fast open.", "0"),
+        _c("mss", "uint16", "bytes", "TCP MSS option.", "0"),
+        _c("wscale", "uint8", "-", "TCP window scale option (shift count).", "0"),
+        _c("tsval", "uint32", "-", "TCP timestamp value (valid when tcp_opts has 16).", "0"),
+        _c("tsecr", "uint32", "-", "TCP timestamp echo reply (valid when tcp_opts has 16).", "0"),
+        _c("payload_len", "uint32", "bytes", "Transport payload length on the wire, from the IP length (not caplen).", "0"),
+        _c("payload_hash", "uint64", "-", "64-bit hash of the first 32 bytes of the transport payload (all of it when shorter) and its length.", "0 = no payload or not captured"),
+        _c("l4_checksum", "int8", "-", "Transport checksum: 1 verified, 0 wrong, -1 not verified (not captured whole, zero UDP checksum, fragment).", "-1"),
+        _c("icmp_type", "int16", "-", "ICMP or ICMPv6 type.", "-1"),
+        _c("icmp_code", "int16", "-", "ICMP or ICMPv6 code.", "-1"),
+        _c("icmp_id", "uint16", "-", "ICMP echo identifier.", "0"),
+        _c("icmp_seq", "uint16", "-", "ICMP echo sequence number.", "0"),
+        _c("icmp_mtu", "uint32", "bytes", "Next-hop MTU of fragmentation-needed (3/4) or packet-too-big (ICMPv6 2).", "0"),
+        _c("quoted_src", "category", "-", "Source address of the packet an ICMP error quotes.", "NaN"),
+        _c("quoted_dst", "category", "-", "Destination address of the packet an ICMP error quotes.", "NaN"),
+        _c("quoted_proto", "int16", "-", "IP protocol of the quoted packet.", "-1"),
+        _c("quoted_sport", "int32", "-", "Source port of the quoted packet.", "-1"),
+        _c("quoted_dport", "int32", "-", "Destination port of the quoted packet.", "-1"),
+        _c("quoted_ip_id", "uint32", "-", "IPv4 identification of the quoted packet.", "0"),
+        _c("quoted_seq", "uint32", "-", "TCP sequence number of the quoted packet.", "0"),
+        _c("dns_id", "int32", "-", "DNS transaction id of a UDP packet to or from port 53/5353.", "-1"),
+        _c("decode_status", "category", "-", "How far decoding got: ok, truncated, malformed, unsupported.", categories=DECODE_STATUSES),
+    ),
+)
+
+TABLES: dict[str, Table] = {PACKETS.name: PACKETS}
+"""Every declared table by name."""
