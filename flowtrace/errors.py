@@ -9,6 +9,8 @@
     ├── InputError                a non-capture input is wrong (manifest, dump, snapshot)
     └── LabError                  the lab cannot build or run a scenario
 
+    CaptureWarning (UserWarning)  a capture was read but something is off (cut mid-record)
+
 Every error carries its context as attributes (``path``, ``offset``) and a message that
 names the file, so that the CLI can print ``str(error)`` as one line and exit 2.
 Malformed *packets* are never errors: they get a ``decode_status`` in the packets table.
@@ -67,3 +69,7 @@ class InputError(FlowtraceError):
 
 class LabError(FlowtraceError):
     """The lab cannot build or run a scenario (missing privilege or tool, failed command)."""
+
+
+class CaptureWarning(UserWarning):
+    """A capture was read, but not whole: cut in the middle of a record, trailing garbage."""
