@@ -1,4 +1,33 @@
-"""flowtrace: follow one connection across packet captures through kube-proxy's NAT."""
+"""flowtrace: follow one connection across packet captures through kube-proxy's NAT.
+
+The public API: ``read_packets`` (captures -> packets table) and ``inspect_captures``.
+"""
+
+from flowtrace.errors import (
+    CaptureError,
+    CaptureFormatError,
+    CaptureOpenError,
+    CaptureWarning,
+    FlowtraceError,
+    InputError,
+    LabError,
+)
+from flowtrace.pipeline import inspect_captures, read_packets
+from flowtrace.schema import PACKETS, SCHEMA_VERSION
 
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+
+__all__ = [
+    "PACKETS",
+    "SCHEMA_VERSION",
+    "CaptureError",
+    "CaptureFormatError",
+    "CaptureOpenError",
+    "CaptureWarning",
+    "FlowtraceError",
+    "InputError",
+    "LabError",
+    "__version__",
+    "inspect_captures",
+    "read_packets",
+]

@@ -1,0 +1,111 @@
+"""The classic libpcap file format: both byte orders, µs and ns magic, Kuznetzov's variant."""
+
+from __future__ import annotations
+
+import struct
+from typing import BinaryIO
+
+import numpy as np
+
+from flowtrace.capture import linktypes
+from flowtrace.capture.files import CaptureSource, read_exact
+from flowtrace.capture.reader import MAX_RECORD, CaptureReader, strided, to_array
+from flowtrace.capture.records import DIR_IN, DIR_OUT, DIR_UNKNOWN, Interface, RecordBatch
+from flowtrace.errors import CaptureFormatError
+
+_MAGIC = {
+    b"\xd4\xc3\xb2\xa1": ("<", 6, 16),
+    b"\xa1\xb2\xc3\xd4": (">", 6, 16),
+    b"\x4d\x3c\xb2\xa1": ("<", 9, 16),
+    b"\xa1\xb2\x3c\x4d": (">", 9, 16),
+    b"\x34\xcd\xb2\xa1": ("<", 6, 24),
+    b"\xa1\xb2\xcd\x34": (">", 6, 24),
+}
+
+
+class PcapReader(CaptureReader):
+    """Reader for pcap files. One interface; link type and snaplen from the file header."""
+
+    format = "pcap"
+
+    def __init__(self, source: CaptureSource, f: BinaryIO, compression: str | None, magic: bytes) -> None:
+        super().__init__(source, f, compression)
+        endian, self.tsresol, self.record_header = _MAGIC[magic]
+        self.modified = self.record_header == 24
+        self.byte_order = "little" if endian == "<" else "big"
+        rest = read_exact(f, 20, self.path, "pcap file header", 4)
+        major, minor, thiszone, _sigfigs, snaplen, network = struct.unpack(endian + "HHiIII", rest)
+        self.version = f"{major}.{minor}"
+        self.thiszone = thiszone
+        link_type = network & 0xFFFF
+        if network & 0x03FF0000 or not linktypes.is_supported(link_type):
+            raise CaptureFormatError(
+                self.path, f"unsupported link type {network} ({linktypes.name(link_type)})", offset=20
+            )
+        self.fcs_len = (network >> 28) * 2 if network & 0x04000000 else 0
+        self.interfaces.append(
+            Interface(
+                id=0, section=0, local_id=0, link_type=link_type, snaplen=snaplen,
+                tsresol=self.tsresol, label="",
+            )
+        )
+        self._u32 = struct.Struct(endian + "I").unpack_from
+        self._endian = endian
+        self._pending_offset = 24
+
+    @property
+    def time_resolution(self) -> str:
+        """``us`` or ``ns`` from the magic number."""
+        return "ns" if self.tsresol == 9 else "us"
+
+    def _walk(self, buf: bytearray, base: int) -> tuple[int, RecordBatch | None, bool]:
+        n = len(buf)
+        hl = self.record_header
+        u32 = self._u32
+        offs: list[int] = []
+        append = offs.append
+        pos = 0
+        stop = False
+        while pos + hl <= n:
+            caplen = u32(buf, pos + 8)[0]
+            if caplen > MAX_RECORD:
+                self._warn(
+                    f"corrupt record header at byte {base + pos} (caplen {caplen}); "
+                    f"{self.frames + len(offs)} records read before it"
+                )
+                stop = True
+                break
+            end = pos + hl + caplen
+            if end > n:
+                break
+            append(pos)
+            pos = end
+        if not offs:
+            return pos, None, stop
+        data = to_array(buf, pos)
+        o = np.asarray(offs, dtype=np.int64)
+        u4 = strided(data, self._endian + "u4")
+        sec = u4[o].astype(np.int64)
+        frac = u4[o + 4].astype(np.int64)
+        caplen = u4[o + 8].astype(np.int64)
+        wirelen = u4[o + 12].astype(np.int64)
+        ts = sec * 1_000_000_000 + (frac if self.tsresol == 9 else frac * 1000)
+        direction = np.full(o.shape[0], DIR_UNKNOWN, dtype=np.int8)
+        if self.modified:
+            pkt_type = data[o + 22]
+            direction[pkt_type == 4] = DIR_OUT
+            direction[pkt_type < 4] = DIR_IN
+        if self.fcs_len:
+            caplen = np.maximum(caplen - self.fcs_len, 0)
+        batch = RecordBatch(
+            data=data,
+            offset=o + hl,
+            caplen=caplen,
+            wirelen=wirelen,
+            ts_ns=ts,
+            interface=np.zeros(o.shape[0], dtype=np.int32),
+            direction=direction,
+            first_frame=self.frames + 1,
+        )
+        self.interfaces[0].packets += len(batch)
+        return pos, batch, stop

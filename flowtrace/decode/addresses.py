@@ -1,0 +1,56 @@
+"""Interning IP addresses into categorical codes, shared by every capture of one read."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import numpy as np
+
+
+class AddressBook:
+    """Maps IPv4 and IPv6 addresses to dense integer codes and back to their text form.
+
+    Only the distinct addresses of a batch pass through Python; a batch of n packets
+    costs one ``np.unique`` and one gather.
+    """
+
+    def __init__(self) -> None:
+        self._codes: dict[tuple[int, int], int] = {}
+        self.texts: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def _code(self, key: tuple[int, int]) -> int:
+        code = self._codes.get(key)
+        if code is None:
+            code = len(self.texts)
+            self._codes[key] = code
+            if key[0] == 4:
+                self.texts.append(str(ipaddress.IPv4Address(key[1])))
+            else:
+                self.texts.append(str(ipaddress.IPv6Address(key[1])))
+        return code
+
+    def v4(self, addrs: np.ndarray) -> np.ndarray:
+        """int32 codes of uint32 IPv4 addresses (host-order integers of the dotted quad)."""
+        if addrs.size == 0:
+            return np.zeros(0, dtype=np.int32)
+        uniq, inverse = np.unique(addrs, return_inverse=True)
+        lut = np.fromiter((self._code((4, int(a))) for a in uniq.tolist()), dtype=np.int32, count=uniq.size)
+        return lut[inverse.reshape(-1)]
+
+    def v6(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        """int32 codes of IPv6 addresses given as two uint64 halves (most significant first)."""
+        if hi.size == 0:
+            return np.zeros(0, dtype=np.int32)
+        pairs = np.empty(hi.size, dtype=[("hi", np.uint64), ("lo", np.uint64)])
+        pairs["hi"] = hi
+        pairs["lo"] = lo
+        uniq, inverse = np.unique(pairs, return_inverse=True)
+        lut = np.fromiter(
+            (self._code((6, (int(h) << 64) | int(lw))) for h, lw in zip(uniq["hi"].tolist(), uniq["lo"].tolist(), strict=True)),
+            dtype=np.int32,
+            count=uniq.size,
+        )
+        return lut[inverse.reshape(-1)]

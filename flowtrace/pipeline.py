@@ -1,0 +1,67 @@
+"""The one place where the stages are wired together: captures -> packets -> … -> reports."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from os import PathLike
+
+import pandas as pd
+
+from flowtrace.capture.files import CaptureSource, expand_sources
+from flowtrace.capture.reader import CaptureFile, CaptureReader
+from flowtrace.decode.batch import decode_batch
+from flowtrace.decode.summary import CaptureSummary, summarize
+from flowtrace.decode.table import PacketTableBuilder
+
+log = logging.getLogger("flowtrace")
+log.addHandler(logging.NullHandler())
+
+CaptureArg = str | PathLike[str]
+
+
+def _as_list(captures: CaptureArg | Sequence[CaptureArg]) -> list[str]:
+    if isinstance(captures, (str, PathLike)):
+        return [str(captures)]
+    return [str(c) for c in captures]
+
+
+def read_sources(sources: Sequence[CaptureSource]) -> tuple[pd.DataFrame, list[CaptureReader]]:
+    """Read and decode ``sources`` into one packets table; also return each capture's reader.
+
+    Raises CaptureError (CaptureOpenError, CaptureFormatError) for a file that cannot be
+    read at all; a capture cut mid-record yields its complete records and a CaptureWarning.
+    """
+    builder = PacketTableBuilder()
+    readers: list[CaptureReader] = []
+    for source in sources:
+        code = builder.add_capture(source.name)
+        with CaptureFile(source) as reader:
+            for batch in reader.batches():
+                st = decode_batch(batch, reader.interfaces, builder.book)
+                builder.add(code, batch, st, reader.interfaces)
+            reader.close()
+        readers.append(reader)
+        log.debug("read %s: %d frames", source.path, reader.frames)
+    return builder.finish(), readers
+
+
+def read_packets(captures: CaptureArg | Sequence[CaptureArg]) -> pd.DataFrame:
+    """Read captures into the packets table (see docs/tables.md), one row per frame.
+
+    ``captures`` is a path, ``NAME=PATH``, a directory of captures, or a list of them.
+    Returns a DataFrame with the columns of ``flowtrace.schema.PACKETS``; rows are in
+    capture order, then frame order. Raises CaptureOpenError / CaptureFormatError.
+    """
+    packets, _ = read_sources(expand_sources(_as_list(captures)))
+    return packets
+
+
+def inspect_captures(captures: CaptureArg | Sequence[CaptureArg]) -> list[CaptureSummary]:
+    """Describe each capture: format, interfaces, counts per status/protocol (``flowtrace info``)."""
+    sources = expand_sources(_as_list(captures))
+    summaries = []
+    for source in sources:
+        packets, readers = read_sources([source])
+        summaries.append(summarize(readers[0], packets))
+    return summaries
