@@ -74,6 +74,7 @@ class PcapngReader(CaptureReader):
         self.sections = 0
         self._section_base = 0
         self._section_ifaces: list[int] = []
+        self._skip_section = False
         self._set_endian(endian)
         self._pending = magic + head
         self._pending_offset = 0
@@ -103,6 +104,11 @@ class PcapngReader(CaptureReader):
         if self.sections == 0:
             self.byte_order = "little" if self._endian == "<" else "big"
         self.sections += 1
+        major, minor = struct.unpack_from(self._endian + "HH", buf, pos + 12)
+        self._skip_section = major != 1
+        if self._skip_section:
+            self._warn(f"section {self.sections - 1} at byte {base + pos} has unsupported pcapng version "
+                       f"{major}.{minor}; its blocks are skipped")
         self._section_base = len(self.interfaces)
         self._section_ifaces = []
 
@@ -167,6 +173,9 @@ class PcapngReader(CaptureReader):
                 break
             if pos + blen > n:
                 break
+            if self._skip_section and btype != SHB:
+                pos += blen
+                continue
             if btype == EPB:
                 epbs.append(pos)
             elif btype == SPB:
@@ -175,6 +184,7 @@ class PcapngReader(CaptureReader):
                 if epbs or spbs or opbs:
                     break  # finish this section's batch first: byte order may change
                 self._section(buf, pos, blen, base)
+                hdr = self._hdr
             elif btype == IDB:
                 if epbs or spbs or opbs:
                     break  # packets before it keep the interface table they were read with
