@@ -482,30 +482,39 @@ def check_row(df: pd.DataFrame, index: int, **expected: object) -> None:
     assert not bad, f"row {index}: " + "; ".join(bad)
 
 
-NO_TUNNEL = {"encap": "none", "outer_src": None, "outer_dst": None, "vni": -1}
-NO_ICMP = {
-    "icmp_type": -1,
-    "icmp_code": -1,
-    "icmp_id": 0,
-    "icmp_seq": 0,
-    "icmp_mtu": 0,
-    "quoted_src": None,
-    "quoted_dst": None,
-    "quoted_proto": -1,
-    "quoted_sport": -1,
-    "quoted_dport": -1,
-    "quoted_ip_id": 0,
-    "quoted_seq": 0,
-}
-NO_TCP = {
-    "tcp_flags": 0,
-    "seq": 0,
-    "ack": 0,
-    "window": 0,
-    "tcp_opts": 0,
-    "mss": 0,
-    "wscale": 0,
-    "tsval": 0,
-    "tsecr": 0,
-}
+def sentinel(column: str) -> object:
+    """The missing-value sentinel the schema declares for ``column`` (None for NaN)."""
+    from flowtrace.schema import PACKETS
+
+    text = PACKETS.column(column).missing.split()
+    if not text or text[0] == "NaN":
+        return None
+    try:
+        return int(text[0], 0)
+    except ValueError:
+        return text[0]
+
+
+def sentinels(*columns: str) -> dict[str, object]:
+    return {c: sentinel(c) for c in columns}
+
+
+NO_TUNNEL = sentinels("outer_src", "outer_dst", "vni") | {"encap": "none"}
+NO_ICMP = sentinels(
+    "icmp_type",
+    "icmp_code",
+    "icmp_id",
+    "icmp_seq",
+    "icmp_mtu",
+    "quoted_src",
+    "quoted_dst",
+    "quoted_proto",
+    "quoted_sport",
+    "quoted_dport",
+    "quoted_ip_id",
+    "quoted_seq",
+)
+NO_TCP = sentinels(
+    "tcp_flags", "seq", "ack", "window", "tcp_opts", "mss", "wscale", "tsval", "tsecr"
+)
 """Sentinels of the columns that do not apply, to check along with a row's own fields."""

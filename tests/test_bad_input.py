@@ -121,6 +121,19 @@ def test_pcapng_with_unsupported_major_version(write_capture):
     assert_names(e.value, path)
 
 
+def test_pcapng_section_of_unknown_version_after_a_good_one(write_capture):
+    ng = Pcapng()
+    ng.interface(LINKTYPE_ETHERNET)
+    ng.packet(0, frame(1))
+    ng.section(version=(2, 0))
+    ng.interface(LINKTYPE_ETHERNET)
+    ng.packet(0, frame(2))
+    path = write_capture("v1v2.pcapng", ng.to_bytes())
+    with pytest.warns(CaptureWarning):
+        df = flowtrace.read_packets(str(path))
+    assert df.sport.tolist()[:1] == [1001]
+
+
 def test_pcapng_without_section_header(write_capture):
     ng = Pcapng(shb=False)
     ng.interface(LINKTYPE_ETHERNET)

@@ -54,7 +54,9 @@ def tcp4(sport: int = 40000, dport: int = 80, payload: bytes = b"hello") -> byte
 
 def udp6() -> bytes:
     return bytes(
-        IPv6(src="fd00::1", dst="fd00:0:0:1::2", hlim=64) / UDP(sport=5000, dport=6000) / b"x" * 10
+        IPv6(src="fd00::1", dst="fd00:0:0:1::2", hlim=64)
+        / UDP(sport=5000, dport=6000)
+        / (b"x" * 10)
     )
 
 

@@ -557,7 +557,7 @@ def quoted_tcp4(length: int = 28) -> bytes:
 
 
 def quoted_udp4() -> bytes:
-    return bytes(IP(src=C4, dst=S4, id=778) / UDP(sport=40001, dport=53) / b"q" * 20)
+    return bytes(IP(src=C4, dst=S4, id=778) / UDP(sport=40001, dport=53) / (b"q" * 20))
 
 
 QUOTED_TCP4 = {
@@ -835,8 +835,9 @@ def test_payload_hash_invariants(decode):
         / TCP(sport=1766, dport=8080, seq=1, flags="PA")
         / (head + b"B" * 68)
     )
-    # Same first 32 bytes, other length: other hash.
-    c = IP(src=C4, dst=S4) / TCP(sport=40000, dport=80, seq=1, flags="PA") / (head + b"A" * 69)
+    # Shorter than 32 bytes, one byte apart in length: other hash.
+    c = IP(src=C4, dst=S4) / TCP(sport=40000, dport=80, seq=1, flags="PA") / head[:20]
+    c2 = IP(src=C4, dst=S4) / TCP(sport=40000, dport=80, seq=1, flags="PA") / (head[:20] + b"\0")
     # Other first 32 bytes, same length: other hash.
     d = (
         IP(src=C4, dst=S4)
@@ -846,11 +847,11 @@ def test_payload_hash_invariants(decode):
     # Same payload over IPv6 and UDP: the hash only sees the payload.
     e = IPv6(src=C6, dst=S6) / TCP(sport=1, dport=2, flags="PA") / (head + b"A" * 68)
     f = IP(src=C4, dst=S4) / UDP(sport=1, dport=2) / (head + b"C" * 68)
-    df = decode(a, b, c, d, e, f)
+    df = decode(a, b, c, d, e, f, c2)
     h = df.payload_hash.tolist()
     assert all(x != 0 for x in h)
     assert h[0] == h[1] == h[4] == h[5]
-    assert len({h[0], h[2], h[3]}) == 3
+    assert len({h[0], h[2], h[3], h[6]}) == 4
 
 
 def test_payload_hash_of_short_payload(decode):

@@ -290,6 +290,15 @@ def test_gre_transparent_ethernet(decode):
     )
 
 
+def test_gre_with_a_payload_that_is_not_ip(decode):
+    # PPP over GRE (PPTP-style, 0x880B): nothing inside to decode, and nothing was cut.
+    lcp = b"\xff\x03\xc0\x21" + bytes([1, 1, 0, 14, 1, 4, 5, 220, 5, 6, 0x12, 0x34, 0x56, 0x78])
+    frame = ether(outer_ip(47, gre(lcp, protocol=0x880B, key=1)))
+    df = decode(frame)
+    check_row(df, 0, src=NODE_A, dst=NODE_B, proto=47, ip_id=0x3333, caplen=len(frame))
+    assert df.decode_status.iloc[0] in ("ok", "unsupported")
+
+
 # --------------------------------------------------------------------------- opaque
 
 
