@@ -14,6 +14,7 @@ userspace when it fills or after the block timeout (1 s for tcpdump), so callers
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -69,7 +70,7 @@ def _wait_ready(sb: Sandbox, cap: CaptureProc, marker: str, timeout: float = 10.
 
 def start_tcpdump(sb: Sandbox, host: str, iface: str, path: Path, log_dir: Path, *, snaplen: int = 0) -> CaptureProc:
     """Start ``tcpdump -i IFACE -w PATH`` in ``host``'s namespace; return once it listens."""
-    cmd = ["tcpdump", "-i", iface, "-s", str(snaplen), "-B", str(TCPDUMP_BUFFER_KIB), "-n", "-U",
+    cmd = ["tcpdump", "-i", iface, "-s", str(snaplen), "-B", str(TCPDUMP_BUFFER_KIB), "-n", "-U", "-Z", "root",
            "-w", str(path)]
     cap = CaptureProc(host=host, path=path, tool="tcpdump", interfaces=[iface], command=cmd,
                       stderr_path=log_dir / f"{path.name}.stderr")
@@ -125,14 +126,23 @@ class ConntrackEvents:
 
 
 def _subscribed(pid: int) -> bool:
-    """Whether process ``pid`` has a NETLINK_NETFILTER socket joined to event groups."""
+    """Whether process ``pid`` owns a NETLINK_NETFILTER socket joined to event groups."""
     try:
         lines = Path(f"/proc/{pid}/net/netlink").read_text().splitlines()[1:]
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
     except OSError:
         return False
+    inodes = set()
+    for fd in fds:
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
     for line in lines:
         cols = line.split()
-        if len(cols) >= 4 and cols[1] == "12" and cols[2] == str(pid) and int(cols[3], 16) != 0:
+        if len(cols) >= 10 and cols[1] == "12" and int(cols[3], 16) != 0 and cols[9] in inodes:
             return True
     return False
 

@@ -22,6 +22,7 @@ Every loop is bounded in count and time; nothing here runs without a deadline.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import random
@@ -156,8 +157,7 @@ class _Conn:
 
 
 def _finish(c: _Conn, sel: selectors.BaseSelector, *, error: str | None, rst: bool) -> dict[str, Any]:
-    with_suppress = sel.get_map() is not None and c.sock in sel.get_map()
-    if with_suppress:
+    with contextlib.suppress(KeyError, ValueError):
         sel.unregister(c.sock)
     if rst:
         c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -353,6 +353,19 @@ def dns_client(args: argparse.Namespace) -> int:
     return 0
 
 
+def probe(args: argparse.Namespace) -> int:
+    """Send one UDP datagram to port 9 of each --dst so that neighbours get resolved."""
+    for dst in args.dst:
+        family = socket.AF_INET6 if ":" in dst else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            try:
+                s.sendto(b"flowtrace-lab warm-up", (dst, 9))
+            except OSError:
+                continue
+    time.sleep(args.wait)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run one traffic program."""
     p = argparse.ArgumentParser(prog="python3 -m flowtrace.lab.traffic")
@@ -390,9 +403,12 @@ def main(argv: list[str] | None = None) -> int:
     dc.add_argument("--interval", type=float, default=0.05)
     dc.add_argument("--start-id", type=int, default=0)
     dc.add_argument("--seed", type=int, default=1)
+    pr = sub.add_parser("probe")
+    pr.add_argument("--dst", action="append", default=[])
+    pr.add_argument("--wait", type=float, default=0.2)
     args = p.parse_args(argv)
-    return {"tcp-server": tcp_server, "tcp-client": tcp_client,
-            "dns-server": dns_server, "dns-client": dns_client}[args.cmd](args)
+    return {"tcp-server": tcp_server, "tcp-client": tcp_client, "dns-server": dns_server,
+            "dns-client": dns_client, "probe": probe}[args.cmd](args)
 
 
 if __name__ == "__main__":
