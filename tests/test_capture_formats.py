@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import struct
+
+import numpy as np
 import pytest
 from craft import (
     AF_INET,
@@ -570,3 +573,47 @@ def test_directory_and_file_together(write_capture, tmp_path):
     f = write_capture("two.pcap", pcap([ether(tcp4()), ether(tcp4())]))
     df = flowtrace.read_packets([tmp_path / "d", f"client={f}"])
     assert df.capture.astype(str).tolist() == ["one", "client", "client"]
+
+
+def test_frames_stay_in_file_order_with_timestamps_going_back(read_capture):
+    recs = [Rec(ether(tcp4(sport=s)), T0 + t, 0) for s, t in ((1, 5), (2, 3), (3, 9), (4, 3))]
+    df = read_capture(pcap(recs))
+    assert df.sport.tolist() == [1, 2, 3, 4]
+    assert df.frame.tolist() == [1, 2, 3, 4]
+    assert df.ts_ns.tolist() == [(T0 + t) * NS for t in (5, 3, 9, 3)]
+
+
+def _many_frames(n: int) -> list[bytes]:
+    base = bytearray(ether(tcp4(payload=b"x" * 900)))
+    out = []
+    for i in range(n):
+        struct.pack_into(">H", base, 14 + 4, i & 0xFFFF)  # IP id
+        struct.pack_into(">H", base, 14 + 20, 1024 + i % 60000)  # TCP source port
+        out.append(bytes(base[: len(base) - (i % 7) * 100]))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["pcap", "pcapng", "pcap.gz", "pcapng.gz"])
+def test_large_capture_crosses_read_chunks(read_capture, kind):
+    frames = _many_frames(12_000)  # about 10 MB: several read chunks, records straddling them
+    if kind.startswith("pcapng"):
+        ng = Pcapng()
+        ng.interface(LINKTYPE_ETHERNET, name="eth0", tsresol=9)
+        for i, f in enumerate(frames):
+            ng.packet(0, f, ts=T0 * NS + i, flags=EPB_INBOUND if i % 2 else EPB_OUTBOUND)
+        raw = ng.to_bytes()
+    else:
+        raw = pcap([Rec(f, T0, i) for i, f in enumerate(frames)], nanosecond=True)
+    data = gz(raw) if kind.endswith(".gz") else raw
+    df = read_capture(data, "big." + kind)
+    n = len(frames)
+    assert len(df) == n
+    assert (df.frame.to_numpy() == np.arange(1, n + 1)).all()
+    assert (df.ts_ns.to_numpy() == T0 * NS + np.arange(n)).all()
+    assert (df.ip_id.to_numpy() == np.arange(n) & 0xFFFF).all()
+    assert (df.sport.to_numpy() == 1024 + np.arange(n) % 60000).all()
+    assert (df.caplen.to_numpy() == np.array([len(f) for f in frames])).all()
+    assert (df.decode_status == "ok").all()
+    if kind.startswith("pcapng"):
+        expected = np.where(np.arange(n) % 2 == 1, "in", "out")
+        assert (df.direction.astype(str).to_numpy() == expected).all()
