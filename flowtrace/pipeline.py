@@ -10,7 +10,9 @@ import pandas as pd
 
 from flowtrace.capture.files import CaptureSource, expand_sources
 from flowtrace.capture.reader import CaptureFile, CaptureReader
+from flowtrace.capture.memory import pin_mmap_threshold
 from flowtrace.decode.batch import decode_batch
+from flowtrace.decode.state import BatchState
 from flowtrace.decode.summary import CaptureSummary, summarize
 from flowtrace.decode.table import PacketTableBuilder
 
@@ -32,18 +34,32 @@ def read_sources(sources: Sequence[CaptureSource]) -> tuple[pd.DataFrame, list[C
     Raises CaptureError (CaptureOpenError, CaptureFormatError) for a file that cannot be
     read at all; a capture cut mid-record yields its complete records and a CaptureWarning.
     """
+    pin_mmap_threshold()
     builder = PacketTableBuilder()
     readers: list[CaptureReader] = []
     for source in sources:
         code = builder.add_capture(source.name)
         with CaptureFile(source) as reader:
+            start = builder.size
             for batch in reader.batches():
-                st = decode_batch(batch, reader.interfaces, builder.book)
-                builder.add(code, batch, st, reader.interfaces)
+                n = len(batch)
+                builder.reserve(n, projected=_projected_rows(reader, builder.size - start + n, start))
+                out = builder.views(n)
+                decode_batch(batch, reader.interfaces, builder.book, BatchState(batch, out))
+                builder.commit(code, batch, reader.interfaces, out)
+                del out
             reader.close()
         readers.append(reader)
         log.debug("read %s: %d frames", source.path, reader.frames)
     return builder.finish(), readers
+
+
+def _projected_rows(reader: CaptureReader, rows_so_far: int, base_rows: int) -> int:
+    """Rows the table will hold after this capture, extrapolated from the bytes read so far."""
+    if not reader.expected_size or not reader.consumed:
+        return 0
+    rate = rows_so_far / max(reader.consumed, 1)
+    return base_rows + int(reader.expected_size * rate * 1.02) + 256
 
 
 def read_packets(captures: CaptureArg | Sequence[CaptureArg]) -> pd.DataFrame:

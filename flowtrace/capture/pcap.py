@@ -9,7 +9,7 @@ import numpy as np
 
 from flowtrace.capture import linktypes
 from flowtrace.capture.files import CaptureSource, read_exact
-from flowtrace.capture.reader import MAX_RECORD, CaptureReader, strided, to_array
+from flowtrace.capture.reader import MAX_RECORD, CaptureReader, strided
 from flowtrace.capture.records import DIR_IN, DIR_OUT, DIR_UNKNOWN, Interface, RecordBatch
 from flowtrace.errors import CaptureFormatError
 
@@ -58,8 +58,8 @@ class PcapReader(CaptureReader):
         """``us`` or ``ns`` from the magic number."""
         return "ns" if self.tsresol == 9 else "us"
 
-    def _walk(self, buf: bytearray, base: int) -> tuple[int, RecordBatch | None, bool]:
-        n = len(buf)
+    def _walk(self, buf: np.ndarray, mv: memoryview, fill: int, base: int) -> tuple[int, RecordBatch | None, bool]:
+        n = fill
         hl = self.record_header
         u32 = self._u32
         offs: list[int] = []
@@ -67,7 +67,7 @@ class PcapReader(CaptureReader):
         pos = 0
         stop = False
         while pos + hl <= n:
-            caplen = u32(buf, pos + 8)[0]
+            (caplen,) = u32(mv, pos + 8)
             if caplen > MAX_RECORD:
                 self._warn(
                     f"corrupt record header at byte {base + pos} (caplen {caplen}); "
@@ -82,7 +82,7 @@ class PcapReader(CaptureReader):
             pos = end
         if not offs:
             return pos, None, stop
-        data = to_array(buf, pos)
+        data = buf
         o = np.asarray(offs, dtype=np.int64)
         u4 = strided(data, self._endian + "u4")
         sec = u4[o].astype(np.int64)

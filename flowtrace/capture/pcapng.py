@@ -9,7 +9,7 @@ import numpy as np
 
 from flowtrace.capture import linktypes
 from flowtrace.capture.files import CaptureSource, read_exact
-from flowtrace.capture.reader import MAX_RECORD, CaptureReader, strided, to_array
+from flowtrace.capture.reader import MAX_RECORD, CaptureReader, strided
 from flowtrace.capture.records import (
     DIR_IN,
     DIR_OUT,
@@ -32,7 +32,7 @@ BYTE_ORDER_MAGIC = 0x1A2B3C4D
 _ISB_OPTIONS = {4: "ifrecv", 5: "ifdrop", 6: "filteraccept", 7: "osdrop", 8: "usrdeliv"}
 
 
-def _options(body: bytes | bytearray, start: int, end: int, endian: str) -> dict[int, bytes]:
+def _options(body: bytes | bytearray | memoryview, start: int, end: int, endian: str) -> dict[int, bytes]:
     """Parse a pcapng option list in ``body[start:end]`` into {code: value} (last wins)."""
     out: dict[int, bytes] = {}
     hdr = struct.Struct(endian + "HH")
@@ -93,7 +93,7 @@ class PcapngReader(CaptureReader):
         return labels.pop() if len(labels) == 1 else "mixed"
 
     # -- non-packet blocks ---------------------------------------------------------------
-    def _section(self, buf: bytearray, pos: int, blen: int, base: int) -> None:
+    def _section(self, buf: memoryview, pos: int, blen: int, base: int) -> None:
         bom = bytes(buf[pos + 8 : pos + 12])
         if bom == b"\x4d\x3c\x2b\x1a":
             self._set_endian("<")
@@ -112,7 +112,7 @@ class PcapngReader(CaptureReader):
         self._section_base = len(self.interfaces)
         self._section_ifaces = []
 
-    def _interface(self, buf: bytearray, pos: int, blen: int) -> None:
+    def _interface(self, buf: memoryview, pos: int, blen: int) -> None:
         link_type, _reserved, snaplen = struct.unpack_from(self._endian + "HHI", buf, pos + 8)
         opts = _options(buf, pos + 16, pos + blen - 4, self._endian)
         tsresol = opts[9][0] if opts.get(9) else 6
@@ -133,7 +133,7 @@ class PcapngReader(CaptureReader):
         self.interfaces.append(iface)
         self._section_ifaces.append(gid)
 
-    def _statistics(self, buf: bytearray, pos: int, blen: int) -> None:
+    def _statistics(self, buf: memoryview, pos: int, blen: int) -> None:
         local = self._u32(buf, pos + 8)[0]
         if local >= len(self._section_ifaces):
             return
@@ -145,8 +145,10 @@ class PcapngReader(CaptureReader):
         self.interfaces[self._section_ifaces[local]].stats = stats
 
     # -- the walk ------------------------------------------------------------------------
-    def _walk(self, buf: bytearray, base: int) -> tuple[int, RecordBatch | None, bool]:
-        n = len(buf)
+    def _walk(self, buf: np.ndarray, mv: memoryview, fill: int, base: int) -> tuple[int, RecordBatch | None, bool]:
+        n = fill
+        arr = buf
+        buf = mv  # type: ignore[assignment]  # struct and slicing work on the memoryview
         hdr = self._hdr
         epbs: list[int] = []
         spbs: list[int] = []
@@ -196,10 +198,9 @@ class PcapngReader(CaptureReader):
             pos += blen
         if not (epbs or spbs or opbs):
             return pos, None, stop
-        return pos, self._batch(buf, pos, epbs, spbs, opbs), stop
+        return pos, self._batch(arr, buf, epbs, spbs, opbs), stop
 
-    def _batch(self, buf: bytearray, used: int, epbs: list[int], spbs: list[int], opbs: list[int]) -> RecordBatch:
-        data = to_array(buf, used)
+    def _batch(self, data: np.ndarray, buf: memoryview, epbs: list[int], spbs: list[int], opbs: list[int]) -> RecordBatch:
         u4 = strided(data, self._endian + "u4")
         u2 = strided(data, self._endian + "u2")
         parts = []
@@ -258,7 +259,7 @@ class PcapngReader(CaptureReader):
             direction=direction, first_frame=self.frames + 1,
         )
 
-    def _directions(self, buf: bytearray, blk: np.ndarray, off: np.ndarray, cap: np.ndarray,
+    def _directions(self, buf: memoryview, blk: np.ndarray, off: np.ndarray, cap: np.ndarray,
                     blen: np.ndarray, has_opts_field: np.ndarray) -> np.ndarray:
         """epb_flags direction bits of every EPB/OPB that carries options; else unknown."""
         direction = np.full(blk.shape[0], DIR_UNKNOWN, dtype=np.int8)

@@ -8,6 +8,7 @@ timestamps and interfaces. Memory grows with the decoded table, never with the f
 from __future__ import annotations
 
 import lzma
+import zlib
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,16 +51,21 @@ class CaptureReader:
         self.interfaces: list[Interface] = []
         self.warnings: list[str] = []
         self.frames = 0
+        self.consumed = 0
+        """Bytes of the (decompressed) file walked so far."""
+        self.expected_size: int | None = None
+        """Size of the (decompressed) file when known up front, for capacity planning."""
         self._f = f
         self._pending = b""
         self._pending_offset = 0
 
     # -- subclass interface -------------------------------------------------------------
-    def _walk(self, buf: bytearray, base: int) -> tuple[int, RecordBatch | None, bool]:
-        """Walk complete records at the start of ``buf`` (file offset ``base``).
+    def _walk(self, buf: np.ndarray, mv: memoryview, fill: int, base: int) -> tuple[int, RecordBatch | None, bool]:
+        """Walk the complete records in ``mv[:fill]`` (``mv`` views ``buf``; file offset ``base``).
 
         Returns (bytes consumed, batch or None, stop) where stop means the rest of the
-        file cannot be read (corruption, already reported through _warn).
+        file cannot be read (corruption, already reported through _warn). The batch's
+        ``data`` is ``buf`` itself.
         """
         raise NotImplementedError
 
@@ -69,55 +75,69 @@ class CaptureReader:
         self.warnings.append(message)
         warnings.warn(text, CaptureWarning, stacklevel=4)
 
-    def _read(self, n: int) -> bytes:
+    def _fill(self, mv: memoryview) -> int:
+        """Read into ``mv`` until it is full or the file ends; returns the bytes read."""
+        got = 0
         try:
-            return self._f.read(n)
-        except (OSError, EOFError, lzma.LZMAError) as e:
+            while got < len(mv):
+                n = self._f.readinto(mv[got:])
+                if not n:
+                    break
+                got += n
+        except (OSError, EOFError, lzma.LZMAError, zlib.error) as e:
             self._warn(f"cannot read further ({e}); keeping the records before it")
-            return b""
+        return got
 
     def batches(self, chunk_bytes: int = CHUNK_BYTES) -> Iterator[RecordBatch]:
-        """Yield the capture's frames batch by batch, in file order."""
-        buf = bytearray(self._pending)
+        """Yield the capture's frames batch by batch, in file order.
+
+        Every batch shares one reusable buffer: decode a batch before asking for the next.
+        """
+        size = max(chunk_bytes, len(self._pending))
+        buf = np.zeros(size + PAD, dtype=np.uint8)
+        fill = len(self._pending)
+        buf[:fill] = np.frombuffer(self._pending, dtype=np.uint8)
         base = self._pending_offset
         eof = False
         while True:
-            if not eof:
-                chunk = self._read(chunk_bytes)
-                if chunk:
-                    buf += chunk
-                else:
-                    eof = True
-            if not buf:
+            if not eof and fill < size:
+                got = self._fill(memoryview(buf)[fill:size])
+                eof = fill + got < size
+                fill += got
+            if fill == 0:
                 break
-            consumed, batch, stop = self._walk(buf, base)
+            buf[fill : fill + PAD] = 0
+            mv = memoryview(buf)
+            consumed, batch, stop = self._walk(buf, mv, fill, base)
+            del mv
+            self.consumed = base + consumed
             if batch is not None and len(batch):
                 self.frames += len(batch)
                 yield batch
+                del batch
             if stop:
                 return
             if consumed:
-                del buf[:consumed]
+                rest = fill - consumed
+                buf[:rest] = buf[consumed:fill].copy()
+                fill = rest
                 base += consumed
             elif eof:
                 self._warn(
                     f"file ends in the middle of a record at byte {base} "
-                    f"({len(buf)} bytes left over); {self.frames} complete records read"
+                    f"({fill} bytes left over); {self.frames} complete records read"
                 )
                 return
+            elif fill == size:
+                # One record is larger than the buffer: grow it.
+                size *= 2
+                bigger = np.zeros(size + PAD, dtype=np.uint8)
+                bigger[:fill] = buf[:fill]
+                buf = bigger
 
     def close(self) -> None:
         """Release the file (the context manager that opened it closes the OS handle)."""
         self._f = None  # type: ignore[assignment]
-
-
-def to_array(buf: bytearray, n: int) -> np.ndarray:
-    """Copy the first ``n`` bytes of ``buf`` into a new uint8 array followed by PAD zeros."""
-    arr = np.zeros(n + PAD, dtype=np.uint8)
-    view = np.frombuffer(buf, dtype=np.uint8, count=n)
-    arr[:n] = view
-    del view
-    return arr
 
 
 def strided(data: np.ndarray, dtype: str) -> np.ndarray:
@@ -148,6 +168,23 @@ def open_capture(source: CaptureSource, f: BinaryIO, compression: str | None) ->
     raise CaptureFormatError(source.path, f"not a pcap or pcapng capture (starts with {shown})")
 
 
+def expected_size(path: Path, compression: str | None) -> int | None:
+    """Decompressed size of ``path`` when cheaply known: the file size, or gzip's ISIZE."""
+    try:
+        size = path.stat().st_size
+        if compression is None:
+            return size
+        if compression == "gzip" and size >= 18:
+            with open(path, "rb") as raw:
+                raw.seek(-4, 2)
+                isize = int.from_bytes(raw.read(4), "little")
+            # ISIZE is the size modulo 2**32; trust it only when it is plausible.
+            return isize if isize >= size else None
+    except OSError:
+        return None
+    return None
+
+
 class CaptureFile:
     """Context manager: ``with CaptureFile(source) as reader:`` opens, detects and closes."""
 
@@ -158,10 +195,12 @@ class CaptureFile:
     def __enter__(self) -> CaptureReader:
         f, compression = self._ctx.__enter__()
         try:
-            return open_capture(self.source, f, compression)
+            reader = open_capture(self.source, f, compression)
         except BaseException:
             self._ctx.__exit__(None, None, None)
             raise
+        reader.expected_size = expected_size(self.source.path, compression)
+        return reader
 
     def __exit__(self, *exc: object) -> None:
         self._ctx.__exit__(*exc)

@@ -17,6 +17,8 @@ class AddressBook:
     def __init__(self) -> None:
         self._codes: dict[tuple[int, int], int] = {}
         self.texts: list[str] = []
+        self._v4_keys = np.zeros(0, dtype=np.uint32)
+        self._v4_codes = np.zeros(0, dtype=np.int32)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -36,8 +38,18 @@ class AddressBook:
         """int32 codes of uint32 IPv4 addresses (host-order integers of the dotted quad)."""
         if addrs.size == 0:
             return np.zeros(0, dtype=np.int32)
+        keys = self._v4_keys
+        if keys.size:
+            pos = np.minimum(np.searchsorted(keys, addrs), keys.size - 1)
+            if (keys[pos] == addrs).all():
+                return self._v4_codes[pos]
+        # New addresses: intern the distinct ones, then refresh the sorted lookup.
         uniq, inverse = np.unique(addrs, return_inverse=True)
         lut = np.fromiter((self._code((4, int(a))) for a in uniq.tolist()), dtype=np.int32, count=uniq.size)
+        merged = np.union1d(keys, uniq)
+        self._v4_codes = np.fromiter((self._codes[(4, int(a))] for a in merged.tolist()), dtype=np.int32,
+                                     count=merged.size)
+        self._v4_keys = merged.astype(np.uint32)
         return lut[inverse.reshape(-1)]
 
     def v6(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:

@@ -31,13 +31,15 @@ def _cat(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.nda
     return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))  # type: ignore[return-value]
 
 
-def decode_batch(batch: RecordBatch, interfaces: Sequence[Interface], book: AddressBook) -> BatchState:
+def decode_batch(batch: RecordBatch, interfaces: Sequence[Interface], book: AddressBook,
+                 st: BatchState | None = None) -> BatchState:
     """Decode every frame of ``batch``; returns the filled BatchState (never raises on bad packets).
 
     ``interfaces`` gives each frame's link type through ``batch.interface``; ``book``
-    interns the addresses seen so that every capture of one read shares its codes.
+    interns the addresses seen so that every capture of one read shares its codes;
+    ``st`` may bring output arrays to decode into (default: fresh ones).
     """
-    st = BatchState(batch)
+    st = st if st is not None else BatchState(batch)
     v = FrameView(batch.data)
     link_of = np.asarray([i.link_type for i in interfaces], dtype=np.int64)
     frame_link = link_of[batch.interface] if len(interfaces) else np.zeros(len(batch), dtype=np.int64)

@@ -43,7 +43,7 @@ OUTPUT_COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("tsval", "uint32", 0),
     ("tsecr", "uint32", 0),
     ("payload_len", "uint32", 0),
-    ("payload_hash", "uint64", 0),
+    ("payload_hash", "uint32", 0),
     ("l4_checksum", "int8", -1),
     ("icmp_type", "int16", -1),
     ("icmp_code", "int16", -1),
@@ -53,9 +53,9 @@ OUTPUT_COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("quoted_src", "int32", -1),
     ("quoted_dst", "int32", -1),
     ("quoted_proto", "int16", -1),
-    ("quoted_sport", "int32", -1),
-    ("quoted_dport", "int32", -1),
-    ("quoted_ip_id", "uint32", 0),
+    ("quoted_sport", "uint16", 0),
+    ("quoted_dport", "uint16", 0),
+    ("quoted_ip_id", "uint16", 0),
     ("quoted_seq", "uint32", 0),
     ("dns_id", "int32", -1),
     ("decode_status", "uint8", OK),
@@ -71,12 +71,16 @@ class BatchState:
 
     __slots__ = ("end", "ip_end", "l3", "l4", "n", "out", "pay", "pseudo", "start", "wire_end")
 
-    def __init__(self, batch: RecordBatch) -> None:
+    def __init__(self, batch: RecordBatch, out: dict[str, np.ndarray] | None = None) -> None:
+        """Start the state of ``batch``; ``out`` may supply the output arrays (e.g. views into
+        the final table), which are reset to their defaults here."""
         n = len(batch)
         self.n = n
-        self.out: dict[str, np.ndarray] = {
-            name: np.full(n, default, dtype=dtype) for name, dtype, default in OUTPUT_COLUMNS
-        }
+        if out is None:
+            out = {name: np.empty(n, dtype=dtype) for name, dtype, _ in OUTPUT_COLUMNS}
+        for name, _dtype, default in OUTPUT_COLUMNS:
+            out[name][:] = default
+        self.out = out
         self.out["direction"][:] = batch.direction
         self.start = batch.offset
         self.end = batch.offset + batch.caplen

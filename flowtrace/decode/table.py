@@ -1,4 +1,11 @@
-"""Assembling decoded batches into the packets table (one DataFrame, declared dtypes)."""
+"""Assembling decoded batches into the packets table (one DataFrame, declared dtypes).
+
+The builder owns the table's final column arrays from the start: batches are decoded
+straight into slices of them, so no per-batch pieces are kept and nothing is
+concatenated. Capacity is projected from the bytes still to read and adjusted with
+``ndarray.resize`` (a realloc; for large arrays an mremap, without a copy), then the
+arrays are shrunk to the row count. Peak memory is the table itself plus one batch.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ import pandas as pd
 
 from flowtrace.capture.records import DIR_IN, DIR_OUT, DIR_UNKNOWN, Interface, RecordBatch
 from flowtrace.decode.addresses import AddressBook
-from flowtrace.decode.state import OUTPUT_COLUMNS, BatchState
+from flowtrace.decode.state import OUTPUT_COLUMNS
 from flowtrace.schema import DECODE_STATUSES, DIRECTIONS, ENCAPSULATIONS, PACKETS
 
 ADDRESS_COLUMNS = ("src", "dst", "outer_src", "outer_dst", "quoted_src", "quoted_dst")
@@ -17,9 +24,16 @@ _DIRECTION_CODE[DIR_IN] = DIRECTIONS.index("in")
 _DIRECTION_CODE[DIR_OUT] = DIRECTIONS.index("out")
 _DIRECTION_CODE[DIR_UNKNOWN] = DIRECTIONS.index("unknown")
 
+_RECORD_COLUMNS = {"capture": "int16", "frame": "uint32", "ts_ns": "int64", "interface": "int16",
+                   "caplen": "uint32", "wirelen": "uint32"}
+_STORE_DTYPES = {name: dtype for name, dtype, _ in OUTPUT_COLUMNS}
+_STORE_DTYPES.update(_RECORD_COLUMNS)
+for _name in ADDRESS_COLUMNS:
+    _STORE_DTYPES[_name] = "int16"  # widened to int32 when a read meets 32,000 addresses
+
 
 def _small_codes(codes: np.ndarray, ncat: int) -> np.ndarray:
-    """Cast categorical codes to the smallest signed integer dtype pandas would pick."""
+    """Cast categorical codes to the smallest signed integer dtype that holds ``ncat`` codes."""
     for dt in (np.int8, np.int16, np.int32):
         if ncat < np.iinfo(dt).max:
             return codes.astype(dt, copy=False)
@@ -31,19 +45,31 @@ def _categorical(codes: np.ndarray, categories: list[str] | tuple[str, ...]) -> 
     return pd.Categorical.from_codes(_small_codes(codes, len(categories)), dtype=dtype, validate=False)
 
 
-class PacketTableBuilder:
-    """Collects decoded batches of one or more captures; ``finish`` returns the packets table.
+def _resize(arr: np.ndarray, rows: int) -> np.ndarray:
+    """Grow or shrink ``arr`` to ``rows`` rows, in place when numpy allows it."""
+    try:
+        arr.resize(rows, refcheck=True)
+        return arr
+    except ValueError:  # referenced elsewhere: fall back to a copy
+        out = np.zeros(rows, dtype=arr.dtype)
+        keep = min(rows, arr.shape[0])
+        out[:keep] = arr[:keep]
+        return out
 
-    Column pieces are concatenated one column at a time, freeing the pieces as it goes,
-    so the peak memory is the table plus one column.
-    """
+
+class PacketTableBuilder:
+    """Owns the packets table while captures are decoded into it; ``finish`` returns it."""
 
     def __init__(self) -> None:
         self.book = AddressBook()
         self.captures: list[str] = []
         self.interface_labels: list[str] = []
         self._label_codes: dict[str, int] = {}
-        self._parts: dict[str, list[np.ndarray]] = {c.name: [] for c in PACKETS.columns}
+        self.size = 0
+        self.capacity = 0
+        self._cols: dict[str, np.ndarray] = {
+            name: np.zeros(0, dtype=dtype) for name, dtype in _STORE_DTYPES.items()
+        }
 
     def add_capture(self, name: str) -> int:
         """Register a capture name; returns its code."""
@@ -58,33 +84,63 @@ class PacketTableBuilder:
             self.interface_labels.append(label)
         return code
 
-    def add(self, capture: int, batch: RecordBatch, st: BatchState, interfaces: list[Interface]) -> None:
-        """Append the rows of one decoded batch of capture code ``capture``."""
+    def reserve(self, rows: int, *, projected: int = 0) -> None:
+        """Make room for ``rows`` more rows; ``projected`` is the expected final row count."""
+        need = self.size + rows
+        if need <= self.capacity:
+            return
+        target = max(need, projected, int(self.capacity * 1.5) if not projected else 0, 1024)
+        for name, arr in self._cols.items():
+            self._cols[name] = _resize(arr, target)
+        self.capacity = target
+
+    def views(self, rows: int) -> dict[str, np.ndarray]:
+        """Arrays for the decoder to fill for the next ``rows`` rows (call reserve first).
+
+        Slices of the table's columns, except the address codes, which the decoder
+        produces as int32 and ``commit`` stores in the table's narrower code dtype.
+        """
+        a, b = self.size, self.size + rows
+        out = {name: self._cols[name][a:b] for name, _dtype, _ in OUTPUT_COLUMNS if name not in ADDRESS_COLUMNS}
+        for name in ADDRESS_COLUMNS:
+            out[name] = np.empty(rows, dtype=np.int32)
+        return out
+
+    def commit(self, capture: int, batch: RecordBatch, interfaces: list[Interface],
+               out: dict[str, np.ndarray]) -> None:
+        """Store the decoded ``out`` (from ``views``) and the record columns of ``batch``.
+
+        Advances past the batch's rows; ``out`` must not be used after this call.
+        """
         n = len(batch)
-        parts = self._parts
-        parts["capture"].append(np.full(n, capture, dtype=np.int32))
-        parts["frame"].append(np.arange(batch.first_frame, batch.first_frame + n, dtype=np.uint32))
-        parts["ts_ns"].append(batch.ts_ns.astype(np.int64, copy=False))
-        lut = np.asarray([self._label(i.label) for i in interfaces] or [self._label("")], dtype=np.int32)
-        parts["interface"].append(lut[np.clip(batch.interface, 0, lut.size - 1)])
-        parts["caplen"].append(batch.caplen.astype(np.uint32))
-        parts["wirelen"].append(batch.wirelen.astype(np.uint32))
-        for name, _dtype, _default in OUTPUT_COLUMNS:
-            arr = st.out[name]
-            if name == "direction":
-                arr = _DIRECTION_CODE[arr]
-            parts[name].append(arr)
+        a, b = self.size, self.size + n
+        if len(self.book) >= np.iinfo(np.int16).max and self._cols["src"].dtype != np.int32:
+            for name in ADDRESS_COLUMNS:
+                self._cols[name] = self._cols[name].astype(np.int32)
+        c = self._cols
+        for name in ADDRESS_COLUMNS:
+            c[name][a:b] = out[name]
+        c["capture"][a:b] = capture
+        c["frame"][a:b] = np.arange(batch.first_frame, batch.first_frame + n, dtype=np.uint32)
+        c["ts_ns"][a:b] = batch.ts_ns
+        lut = np.asarray([self._label(i.label) for i in interfaces] or [self._label("")], dtype=np.int16)
+        c["interface"][a:b] = lut[np.clip(batch.interface, 0, lut.size - 1)]
+        c["caplen"][a:b] = batch.caplen
+        c["wirelen"][a:b] = batch.wirelen
+        c["direction"][a:b] = _DIRECTION_CODE[c["direction"][a:b]]
+        self.size = b
 
     def finish(self) -> pd.DataFrame:
         """The packets table of everything added; an empty table with every column if nothing was."""
-        if not self._parts["frame"]:
+        if not self.size:
             return PACKETS.empty()
+        for name, arr in self._cols.items():
+            self._cols[name] = _resize(arr, self.size)
         data: dict[str, object] = {}
         addresses = list(self.book.texts)
+        cols = self._cols
         for col in PACKETS.columns:
-            pieces = self._parts[col.name]
-            arr = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
-            pieces.clear()
+            arr = cols.pop(col.name)
             if col.name == "capture":
                 data[col.name] = _categorical(arr, self.captures)
             elif col.name == "interface":
@@ -99,4 +155,6 @@ class PacketTableBuilder:
                 data[col.name] = _categorical(arr, addresses)
             else:
                 data[col.name] = arr.astype(col.dtype, copy=False)
+            del arr
+        self.size = self.capacity = 0
         return pd.DataFrame(data, copy=False)

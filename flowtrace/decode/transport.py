@@ -84,7 +84,27 @@ def _tcp(v: FrameView, st: BatchState, rows: np.ndarray) -> None:
     st.mark(rows[cut], TRUNCATED)
     opts = ~bad & ~cut & (doff > 20)
     if opts.any():
-        _tcp_options(v, st, rows[opts], p[opts] + 20, p[opts] + doff[opts])
+        # Most segments of an established Linux connection carry exactly NOP, NOP, TS.
+        ts_only = opts & (doff == 32) & (v.u32(p + 20) == 0x0101080A)
+        if ts_only.any():
+            r, q = rows[ts_only], p[ts_only]
+            out["tsval"][r] = v.u32(q + 24)
+            out["tsecr"][r] = v.u32(q + 28)
+            out["tcp_opts"][r] = TCP_OPT_TIMESTAMP
+            opts &= ~ts_only
+        # Linux SYN and SYN-ACK: MSS, SACK permitted, timestamps, NOP, window scale.
+        syn = opts & (doff == 40) & (v.u32(p + 20) >> 16 == 0x0204) & (v.u32(p + 24) == 0x0402080A) \
+            & (v.u32(p + 36) >> 8 == 0x010303)
+        if syn.any():
+            r, q = rows[syn], p[syn]
+            out["mss"][r] = v.u16(q + 22)
+            out["tsval"][r] = v.u32(q + 28)
+            out["tsecr"][r] = v.u32(q + 32)
+            out["wscale"][r] = v.u8(q + 39)
+            out["tcp_opts"][r] = TCP_OPT_MSS | TCP_OPT_SACK_PERM | TCP_OPT_TIMESTAMP | TCP_OPT_WSCALE
+            opts &= ~syn
+        if opts.any():
+            _tcp_options(v, st, rows[opts], p[opts] + 20, p[opts] + doff[opts])
 
 
 def _tcp_options(v: FrameView, st: BatchState, rows: np.ndarray, start: np.ndarray, limit: np.ndarray) -> None:
