@@ -30,6 +30,7 @@ FLUSH_WAIT_S = 1.3
 
 TCPDUMP_BUFFER_KIB = 32768
 CONNTRACK_EVENTS_ARGS = ("conntrack", "-E", "-o", "timestamp,extended", "-b", "16777216")
+DUMPCAP_BUFFER_MIB = 32
 CONNTRACK_LIST_ARGS = ("conntrack", "-L", "-o", "extended")
 
 
@@ -83,7 +84,7 @@ def start_dumpcap(sb: Sandbox, host: str, ifaces: list[str], path: Path, log_dir
     """Start ``dumpcap -i A -i B ... -w PATH`` (pcapng, one IDB per interface) in ``host``."""
     cmd = ["dumpcap", "-q", "-n"]
     for iface in ifaces:
-        cmd += ["-i", iface]
+        cmd += ["-i", iface, "-B", str(DUMPCAP_BUFFER_MIB)]
     cmd += ["-w", str(path)]
     cap = CaptureProc(host=host, path=path, tool="dumpcap", interfaces=list(ifaces), command=cmd,
                       stderr_path=log_dir / f"{path.name}.stderr")
@@ -147,9 +148,15 @@ def _subscribed(pid: int) -> bool:
     return False
 
 
-def start_conntrack_events(sb: Sandbox, host: str, path: Path, log_dir: Path) -> ConntrackEvents:
-    """Start ``conntrack -E -o timestamp,extended`` in ``host``; return once subscribed."""
-    cmd = list(CONNTRACK_EVENTS_ARGS)
+def events_command(event_mask: str) -> list[str]:
+    """The ``conntrack -E`` command line recording ``event_mask`` (e.g. NEW,UPDATE,DESTROY)."""
+    return [*CONNTRACK_EVENTS_ARGS, "-e", event_mask]
+
+
+def start_conntrack_events(sb: Sandbox, host: str, path: Path, log_dir: Path, *,
+                           event_mask: str = "NEW,UPDATE,DESTROY") -> ConntrackEvents:
+    """Start ``conntrack -E -o timestamp,extended -e MASK`` in ``host``; return once subscribed."""
+    cmd = events_command(event_mask)
     ev = ConntrackEvents(host=host, path=path, command=cmd, stderr_path=log_dir / f"{path.name}.stderr")
     ev.proc = sb.spawn(f"conntrack:{host}", cmd, host=host, stdout=path, stderr=ev.stderr_path)
     proc = ev.proc

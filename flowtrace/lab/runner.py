@@ -173,7 +173,7 @@ def _warm_up(sb: Sandbox, net: Network, env: dict[str, str]) -> None:
         "router": [*topo.NODE_V4.values(), *topo.NODE_V6.values()],
     }
     for node in topo.NODES:
-        other = [n for n in topo.NODES if n != node][0]
+        other = next(n for n in topo.NODES if n != node)
         targets[node] = [topo.ROUTER_NODE_V4, topo.ROUTER_NODE_V6, topo.NODE_V4[other], topo.NODE_V6[other]]
         targets[node] += [p.ipv4 for p in net.spec.pods if p.node == node]
         targets[node] += [p.ipv6 for p in net.spec.pods if p.node == node]
@@ -191,14 +191,17 @@ def _warm_up(sb: Sandbox, net: Network, env: dict[str, str]) -> None:
 
 def _capture_all(sb: Sandbox, scn: Scenario, net: Network, rec: RunRecord) -> None:
     dest, logs = rec.dest, rec.dest / "logs"
-    (dest / "pcapng").mkdir(exist_ok=True)
+    if scn.dumpcap:
+        (dest / "pcapng").mkdir(exist_ok=True)
     for node in topo.NODES:
-        rec.conntrack[node] = cap.start_conntrack_events(sb, node, dest / f"{node}.conntrack-events.txt", logs)
+        rec.conntrack[node] = cap.start_conntrack_events(sb, node, dest / f"{node}.conntrack-events.txt", logs,
+                                                         event_mask=scn.conntrack_events)
     rec.captures.append(cap.start_tcpdump(sb, "client", "eth0", dest / "client.pcap", logs))
     for node in topo.NODES:
         rec.captures.append(cap.start_tcpdump(sb, node, "any", dest / f"{node}.pcap", logs))
-        ifaces = [i["name"] for i in net.hosts[node].interfaces if i["name"] != "lo"]
-        rec.captures.append(cap.start_dumpcap(sb, node, ifaces, dest / "pcapng" / f"{node}.pcapng", logs))
+        if scn.dumpcap:
+            ifaces = [i["name"] for i in net.hosts[node].interfaces if i["name"] != "lo"]
+            rec.captures.append(cap.start_dumpcap(sb, node, ifaces, dest / "pcapng" / f"{node}.pcapng", logs))
     for pod in scn.capture_pods:
         rec.captures.append(cap.start_tcpdump(sb, pod, "eth0", dest / f"{pod}.pcap", logs))
 
@@ -258,6 +261,8 @@ def run_scenario(scn: Scenario, out_dir: Path, *, connections: int | None = None
         rec.server_logs = {key: _jsonl(out) for key, _p, out in servers}
         rec.finished_ns = time.time_ns()
     truth.write_outputs(rec)
+    for path in dest.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
     return dest
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import bisect
 import json
+import platform
+import subprocess
 from collections import Counter, defaultdict
 from dataclasses import asdict
 from pathlib import Path
@@ -22,7 +24,7 @@ import flowtrace
 from flowtrace.lab import conntrack as ct
 from flowtrace.lab import k8s, kubeproxy, pcapread
 from flowtrace.lab import topology as topo
-from flowtrace.lab.capture import CONNTRACK_EVENTS_ARGS
+from flowtrace.lab.capture import events_command
 from flowtrace.lab.scenarios import Hop, Scenario
 
 if TYPE_CHECKING:
@@ -137,6 +139,10 @@ def _path(rec: RunRecord, idx: CaptureIndex, hops: tuple[Hop, ...], stages: list
         t = stages[min(hop.stage, len(stages) - 1)]
         if response and not hop.icmp:
             t = _rev(t)
+        if hop.dst_stage is not None:
+            d = stages[min(hop.dst_stage, len(stages) - 1)]
+            d = _rev(d) if response else d
+            t = (t[0], t[1], t[2], d[3], d[4])
         host = rec.network.hosts[hop.host]
         ifname = _hop_iface(hop, pods)
         iface_id = host.ifindex(ifname) if host.role == "node" else 0
@@ -156,7 +162,7 @@ def _hop_template(rec: RunRecord, hop: Hop) -> dict[str, Any]:
     ifname = _hop_iface(hop, pods)
     return {"host": hop.host, "capture": f"{hop.host}.pcap", "interface": ifname,
             "ifindex": rec.network.hosts[hop.host].ifindex(ifname), "direction": hop.direction,
-            "stage": hop.stage, "icmp_error": hop.icmp, "vxlan": hop.vxlan}
+            "stage": hop.stage, "dst_stage": hop.dst_stage, "icmp_error": hop.icmp, "vxlan": hop.vxlan}
 
 
 def _client_saw(idx: CaptureIndex, host: str, t: Tuple5, lo: int, hi: int) -> dict[str, Any]:
@@ -285,6 +291,21 @@ def _services_json(scn: Scenario) -> list[dict[str, Any]]:
     return out
 
 
+def tool_versions() -> dict[str, str]:
+    """Kernel release and the versions of the tools that made the files."""
+    out = {"kernel": platform.release()}
+    for tool, args in (("tcpdump", ["--version"]), ("dumpcap", ["--version"]), ("iptables", ["-V"]),
+                       ("conntrack", ["-V"]), ("iproute2", ["-V"])):
+        exe = "ip" if tool == "iproute2" else tool
+        try:
+            res = subprocess.run([exe, *args], capture_output=True, text=True, timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        text = (res.stdout or res.stderr).strip().splitlines()
+        out[tool] = text[0] if text else ""
+    return out
+
+
 def write_outputs(rec: RunRecord) -> None:
     """Write truth.json and k8s.json into the run's directory."""
     scn, dest = rec.scenario, rec.dest
@@ -296,8 +317,9 @@ def write_outputs(rec: RunRecord) -> None:
     events = {n: ct.parse_file(dest / f"{n}.conntrack-events.txt") for n in topo.NODES}
     connections, warnings = _connections(rec, idx, events)
     for c in rec.captures:
-        if c.stats.get("dropped"):
-            warnings.append(f"{c.path.name}: {c.stats['dropped']} packets dropped by the kernel")
+        drops = c.stats.get("dropped", 0) + sum(i["dropped"] for i in c.stats.get("interfaces", {}).values())
+        if drops:
+            warnings.append(f"{c.path.name}: {drops} packets dropped by the capture")
     ok = sum(1 for c in connections if c["outcome"]["ok"])
     doc: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -309,6 +331,7 @@ def write_outputs(rec: RunRecord) -> None:
         "generated_by": {"command": f"flowtrace lab run {scn.name} -o fixtures/pcaps",
                          "flowtrace_version": flowtrace.__version__,
                          "connections_override": rec.connections_override,
+                         "environment": tool_versions(),
                          "started_ns": rec.started_ns, "finished_ns": rec.finished_ns},
         "topology": {
             "hosts": [h.to_json() for h in rec.network.hosts.values()],
@@ -328,7 +351,7 @@ def write_outputs(rec: RunRecord) -> None:
                                        for n in topo.NODES},
                        "extra_rules": rec.extra_rules},
         "captures": _captures_json(rec),
-        "conntrack": {"events_command": " ".join(CONNTRACK_EVENTS_ARGS),
+        "conntrack": {"events_command": " ".join(events_command(scn.conntrack_events)),
                       "list_commands": rec.conntrack_list_commands,
                       "files": {n: {"events": f"{n}.conntrack-events.txt", "table": f"{n}.conntrack.txt",
                                     "clock_shift_ns": 0} for n in topo.NODES},
