@@ -9,8 +9,8 @@ from os import PathLike
 import pandas as pd
 
 from flowtrace.capture.files import CaptureSource, expand_sources
-from flowtrace.capture.reader import CaptureFile, CaptureReader
 from flowtrace.capture.memory import pin_mmap_threshold
+from flowtrace.capture.reader import CaptureFile, CaptureReader
 from flowtrace.decode.batch import decode_batch
 from flowtrace.decode.state import BatchState
 from flowtrace.decode.summary import CaptureSummary, summarize

@@ -79,6 +79,15 @@ class Table:
                 data[c.name] = pd.Series([], dtype=dt)
         return pd.DataFrame(data)
 
+    def markdown(self) -> str:
+        """The table's reference section for docs/tables.md (generated, checked by a test)."""
+        lines = [f"## {self.name}", "", self.description, "",
+                 "| column | dtype | unit | missing | meaning |", "|---|---|---|---|---|"]
+        for c in self.columns:
+            dtype = c.dtype + (f" ({', '.join(c.categories)})" if c.categories else "")
+            lines.append(f"| `{c.name}` | {dtype} | {c.unit} | {c.missing or '-'} | {c.meaning} |")
+        return "\n".join(lines) + "\n"
+
     def conform(self, df: pd.DataFrame) -> pd.DataFrame:
         """Return ``df`` with exactly the declared columns, in order, with declared dtypes.
 
@@ -197,3 +206,31 @@ PACKETS = Table(
 
 TABLES: dict[str, Table] = {PACKETS.name: PACKETS}
 """Every declared table by name."""
+
+
+TABLES_DOC_INTRO = """# Tables
+
+Every stage of flowtrace hands the next one a table: a pandas DataFrame whose columns
+are declared once in `flowtrace/schema.py` (name, dtype, unit, meaning, missing value).
+This page is generated from those declarations and a test keeps it in sync:
+`python -c "import flowtrace.schema as s; print(s.render_tables_doc(), end='')" > docs/tables.md`.
+
+Conventions:
+
+- Times are `int64` nanoseconds since the Unix epoch (`ts_ns`); durations end in `_ns`.
+- Addresses are pandas categoricals of their text form (`"10.244.2.7"`, `"fd00::1"`), so
+  `df[df.src == "10.244.2.7"]` works and stays compact; IPv6 is in RFC 5952 form.
+- Missing values are sentinels stated per column (`-1` for signed integers, `0` where a
+  column says so, NaN for categoricals), so that columns stay plain numpy arrays.
+- Column names follow Zeek's orientation words where they apply (`orig_`, `resp_`).
+- An empty input gives an empty table with every column, never `None`.
+
+Schema version: {version}.
+"""
+
+
+def render_tables_doc() -> str:
+    """The whole of docs/tables.md."""
+    parts = [TABLES_DOC_INTRO.format(version=SCHEMA_VERSION)]
+    parts.extend(t.markdown() for t in TABLES.values())
+    return "\n".join(parts)

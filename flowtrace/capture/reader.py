@@ -8,8 +8,8 @@ timestamps and interfaces. Memory grows with the decoded table, never with the f
 from __future__ import annotations
 
 import lzma
-import zlib
 import warnings
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO

@@ -7,6 +7,8 @@ buffer: the sum of any byte range is a difference of two prefix sums.
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 
 from flowtrace.decode.state import OK, BatchState
@@ -73,7 +75,7 @@ def _segment_sums(words: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray
     sums = np.empty(a.size, dtype=np.uint64)
     cuts = np.searchsorted(a, np.arange(a[0], a[-1] + 1, SUM_SPAN_WORDS), side="left").tolist()
     cuts.append(a.size)
-    for i, j in zip(cuts[:-1], cuts[1:], strict=True):
+    for i, j in pairwise(cuts):
         if i == j:
             continue
         lo, hi = int(a[i]), int(b[j - 1])
