@@ -62,13 +62,13 @@ def info_renderable(s: CaptureSummary) -> RenderableType:
                       i["time_resolution"], f"{i['packets']:,}", drops)
         parts.append(t)
     if s.sll2_ifindexes:
-        t = Table(title="SLL2 interface indexes (names only hold on the capturing host)",
-                  title_justify="left", box=None, pad_edge=False)
+        t = Table(title="SLL2 interface indexes", title_justify="left", box=None, pad_edge=False)
         for col in ("ifindex", "packets", "in", "out"):
             t.add_column(col, justify="right")
         for row in s.sll2_ifindexes:
             t.add_row(str(row["ifindex"]), f"{row['packets']:,}", f"{row['in']:,}", f"{row['out']:,}")
         parts.append(t)
+        parts.append("[dim]index-to-name mappings hold only on the capturing host (ip -o link there)[/dim]")
     for w in s.warnings:
         parts.append(f"[yellow]warning:[/yellow] {w}")
     return Panel(Group(*parts), title=f"[bold]{s.capture}[/bold]  {s.path}", title_align="left")
