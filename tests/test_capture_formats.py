@@ -584,12 +584,13 @@ def test_frames_stay_in_file_order_with_timestamps_going_back(read_capture):
 
 
 def _many_frames(n: int) -> list[bytes]:
-    base = bytearray(ether(tcp4(payload=b"x" * 900)))
+    bases = [bytearray(ether(tcp4(payload=b"x" * (900 - k * 100)))) for k in range(7)]
     out = []
     for i in range(n):
+        base = bases[i % 7]
         struct.pack_into(">H", base, 14 + 4, i & 0xFFFF)  # IP id
         struct.pack_into(">H", base, 14 + 20, 1024 + i % 60000)  # TCP source port
-        out.append(bytes(base[: len(base) - (i % 7) * 100]))
+        out.append(bytes(base))
     return out
 
 
