@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import bz2
-import gzip
+import io
 import lzma
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -57,7 +58,7 @@ def looks_like_capture(path: Path) -> bool:
     try:
         with open_compressed(path) as (f, _):
             head = f.read(4)
-    except (OSError, CaptureOpenError, EOFError, lzma.LZMAError):
+    except (OSError, CaptureOpenError):
         return False
     return head in PCAP_MAGICS or head == PCAPNG_MAGIC
 
@@ -98,13 +99,89 @@ def expand_sources(args: list[str]) -> list[CaptureSource]:
     return sources
 
 
+class DecompressedStream(io.RawIOBase):
+    """A gzip, bzip2 or xz file read through an incremental decompressor.
+
+    Unlike gzip.GzipFile, a stream cut short yields every byte decompressed before the
+    cut (``truncated`` becomes True) instead of failing the read that meets the end;
+    concatenated gzip members are read one after the other. Corrupt data raises OSError.
+    """
+
+    def __init__(self, raw: BinaryIO, compression: str) -> None:
+        self.raw = raw
+        self.compression = compression
+        self.truncated = False
+        self._pending = b""
+        self._done = False
+        self._dec = self._new()
+
+    def _new(self) -> object:
+        if self.compression == "gzip":
+            return zlib.decompressobj(wbits=31)
+        if self.compression == "bzip2":
+            return bz2.BZ2Decompressor()
+        return lzma.LZMADecompressor()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: object) -> int:  # type: ignore[override]
+        view = memoryview(b).cast("B")
+        want = len(view)
+        got = 0
+        while got < want:
+            if self._pending:
+                n = min(len(self._pending), want - got)
+                view[got : got + n] = self._pending[:n]
+                self._pending = self._pending[n:]
+                got += n
+                continue
+            if self._done:
+                break
+            self._pending = self._step(want - got)
+        return got
+
+    def _step(self, want: int) -> bytes:
+        dec = self._dec
+        try:
+            if dec.eof:  # type: ignore[attr-defined]
+                rest = dec.unused_data  # type: ignore[attr-defined]
+                if self.compression != "gzip" or not rest.strip(b"\0"):
+                    self._done = True
+                    return b""
+                self._dec = dec = self._new()
+                return dec.decompress(rest, max(want, 1 << 16))  # type: ignore[attr-defined]
+            if self.compression == "gzip" and dec.unconsumed_tail:  # type: ignore[attr-defined]
+                return dec.decompress(dec.unconsumed_tail, max(want, 1 << 16))  # type: ignore[attr-defined]
+            if self.compression != "gzip" and not dec.needs_input:  # type: ignore[attr-defined]
+                return dec.decompress(b"", max(want, 1 << 16))  # type: ignore[attr-defined]
+            chunk = self.raw.read(1 << 20)
+            if not chunk:
+                self._done = True
+                self.truncated = True
+                return b""
+            return dec.decompress(chunk, max(want, 1 << 16))  # type: ignore[attr-defined]
+        except (zlib.error, OSError, EOFError, lzma.LZMAError, ValueError) as e:
+            self._done = True
+            raise OSError(f"corrupt {self.compression} data: {e}") from None
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            parts = []
+            while chunk := self.read(1 << 20):
+                parts.append(chunk)
+            return b"".join(parts)
+        buf = bytearray(n)
+        got = self.readinto(buf)
+        return bytes(buf[:got])
+
+
 class open_compressed:
     """Context manager yielding ``(binary file, compression or None)`` for ``path``."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._raw: BinaryIO | None = None
-        self._f: BinaryIO | None = None
 
     def __enter__(self) -> tuple[BinaryIO, str | None]:
         if self.path.is_dir():
@@ -121,19 +198,11 @@ class open_compressed:
         head = raw.read(6)
         raw.seek(0)
         compression = next((c for m, c in COMPRESSIONS.items() if head.startswith(m)), None)
-        if compression == "gzip":
-            self._f = gzip.GzipFile(fileobj=raw, mode="rb")
-        elif compression == "bzip2":
-            self._f = bz2.BZ2File(raw, mode="rb")
-        elif compression == "xz":
-            self._f = lzma.LZMAFile(raw, mode="rb")
-        else:
-            self._f = raw
-        return self._f, compression
+        if compression is None:
+            return raw, None
+        return DecompressedStream(raw, compression), compression  # type: ignore[return-value]
 
     def __exit__(self, *exc: object) -> None:
-        if self._f is not None and self._f is not self._raw:
-            self._f.close()
         if self._raw is not None:
             self._raw.close()
 
@@ -142,7 +211,7 @@ def read_exact(f: BinaryIO, n: int, path: Path, what: str, offset: int) -> bytes
     """Read exactly ``n`` bytes or raise CaptureFormatError naming ``what`` was cut."""
     try:
         data = f.read(n)
-    except (OSError, EOFError, lzma.LZMAError) as e:
+    except OSError as e:
         raise CaptureFormatError(path, f"cannot decompress: {e}", offset=offset) from None
     if len(data) < n:
         if offset == 0 and not data:

@@ -49,6 +49,25 @@ def _options(body: bytes | bytearray | memoryview, start: int, end: int, endian:
     return out
 
 
+def _supported_version(major: int, minor: int) -> bool:
+    """pcapng versions readers accept: 1.0, and 1.2 which some writers emit (as libpcap does)."""
+    return major == 1 and minor in (0, 2)
+
+
+def _options_fit(body: bytes | bytearray | memoryview, start: int, end: int, endian: str) -> bool:
+    """True when the option list in ``body[start:end]`` stays inside it."""
+    hdr = struct.Struct(endian + "HH")
+    pos = start
+    while pos + 4 <= end:
+        code, length = hdr.unpack_from(body, pos)
+        if code == 0:
+            return True
+        pos += 4 + ((length + 3) & ~3)
+        if pos > end:
+            return False
+    return True
+
+
 def _text(value: bytes | None) -> str:
     if not value:
         return ""
@@ -71,6 +90,19 @@ class PcapngReader(CaptureReader):
         else:
             raise CaptureFormatError(self.path, "pcapng section header has no byte-order magic", offset=8)
         self.byte_order = "little" if endian == "<" else "big"
+        blen = struct.unpack(endian + "I", head[:4])[0]
+        if blen < 28 or blen & 3 or blen > 1 << 20:
+            raise CaptureFormatError(self.path, f"corrupt section header block (length {blen})", offset=4)
+        rest = read_exact(f, blen - 12, self.path, "section header block", 12)
+        major, minor = struct.unpack_from(endian + "HH", rest, 0)
+        if not _supported_version(major, minor):
+            raise CaptureFormatError(self.path, f"unsupported pcapng version {major}.{minor}", offset=12)
+        if struct.unpack_from(endian + "I", rest, len(rest) - 4)[0] != blen:
+            raise CaptureFormatError(self.path, "corrupt section header block (trailing length differs)", offset=blen - 4)
+        body = magic + head + rest
+        if not _options_fit(body, 24, blen - 4, endian):
+            raise CaptureFormatError(self.path, "corrupt section header block (an option overruns it)", offset=24)
+        head = head + rest
         self.sections = 0
         self._section_base = 0
         self._section_ifaces: list[int] = []
@@ -105,7 +137,7 @@ class PcapngReader(CaptureReader):
             self.byte_order = "little" if self._endian == "<" else "big"
         self.sections += 1
         major, minor = struct.unpack_from(self._endian + "HH", buf, pos + 12)
-        self._skip_section = major != 1
+        self._skip_section = not _supported_version(major, minor)
         if self._skip_section:
             self._warn(f"section {self.sections - 1} at byte {base + pos} has unsupported pcapng version "
                        f"{major}.{minor}; its blocks are skipped")

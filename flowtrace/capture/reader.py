@@ -7,9 +7,7 @@ timestamps and interfaces. Memory grows with the decoded table, never with the f
 
 from __future__ import annotations
 
-import lzma
 import warnings
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -51,6 +49,7 @@ class CaptureReader:
         self.interfaces: list[Interface] = []
         self.warnings: list[str] = []
         self.frames = 0
+        self._told_truncated = False
         self.consumed = 0
         """Bytes of the (decompressed) file walked so far."""
         self.expected_size: int | None = None
@@ -84,8 +83,12 @@ class CaptureReader:
                 if not n:
                     break
                 got += n
-        except (OSError, EOFError, lzma.LZMAError, zlib.error) as e:
+        except OSError as e:
             self._warn(f"cannot read further ({e}); keeping the records before it")
+        if getattr(self._f, "truncated", False) and not self._told_truncated:
+            self._told_truncated = True
+            self._warn(f"the {self.compression} stream ends before its end marker; "
+                       "keeping what was decompressed")
         return got
 
     def batches(self, chunk_bytes: int = CHUNK_BYTES) -> Iterator[RecordBatch]:
@@ -156,7 +159,7 @@ def open_capture(source: CaptureSource, f: BinaryIO, compression: str | None) ->
 
     try:
         head = f.read(4)
-    except (OSError, EOFError, lzma.LZMAError) as e:
+    except OSError as e:
         raise CaptureFormatError(source.path, f"cannot decompress: {e}") from None
     if not head:
         raise CaptureFormatError(source.path, "empty file")

@@ -13,7 +13,7 @@ from flowtrace.decode.fallback import decode_fallback
 from flowtrace.decode.ip import decode_ip
 from flowtrace.decode.link import beyond_link, decode_link, ethernet
 from flowtrace.decode.payload import hash_payloads, verify_checksums
-from flowtrace.decode.state import OK, UNSUPPORTED, BatchState
+from flowtrace.decode.state import MALFORMED, OK, UNSUPPORTED, BatchState
 from flowtrace.decode.transport import decode_transport
 from flowtrace.decode.tunnel import ETHERNET_INNER, detect_tunnels
 from flowtrace.decode.view import FrameView
@@ -68,4 +68,5 @@ def decode_batch(batch: RecordBatch, interfaces: Sequence[Interface], book: Addr
     decode_transport(v, st, book, transport)
     hash_payloads(v, st)
     verify_checksums(v, st)
+    st.mark(np.flatnonzero(st.bogus), MALFORMED)
     return st

@@ -47,13 +47,18 @@ def _ipv4(v: FrameView, st: BatchState, book: AddressBook, rows: np.ndarray, p: 
     vhl = v.u8(p)
     ihl = (vhl & 0x0F).astype(np.int64) * 4
     total = v.u16(p + 2).astype(np.int64)
+    wire_end = st.wire_end[rows]
     bad = ((vhl >> 4) != 4) | (ihl < 20) | ((total != 0) & (total < ihl))
     st.mark(rows[bad], MALFORMED)
-    rows, p, end, ihl, total = rows[~bad], p[~bad], end[~bad], ihl[~bad], total[~bad]
-    wire_end = st.wire_end[rows]
+    rows, p, end, ihl, total, wire_end = rows[~bad], p[~bad], end[~bad], ihl[~bad], total[~bad], wire_end[~bad]
+    # A total length beyond the frame on the wire is bogus (Wireshark's "Bogus IP length"):
+    # the headers still decode, the row ends up malformed.
+    bogus = p + total > wire_end
+    st.bogus[rows[bogus]] = True
+    total = np.where(bogus, wire_end - p, total)
     # TSO/GSO frames captured on the sender may carry total length 0.
     total = np.where(total == 0, wire_end - p, total)
-    ip_end = np.minimum(p + total, np.maximum(wire_end, end))
+    ip_end = p + total
     out = st.out
     src = v.u32(p + 12)
     dst = v.u32(p + 16)
@@ -93,7 +98,10 @@ def _ipv6(v: FrameView, st: BatchState, book: AddressBook, rows: np.ndarray, p: 
     rows, p, end, w0 = rows[~bad], p[~bad], end[~bad], w0[~bad]
     plen = v.u16(p + 4).astype(np.int64)
     wire_end = st.wire_end[rows]
-    ip_end = np.where(plen == 0, np.maximum(wire_end, end), np.minimum(p + 40 + plen, np.maximum(wire_end, end)))
+    bogus = (plen != 0) & (p + 40 + plen > wire_end)
+    st.bogus[rows[bogus]] = True
+    # Payload length 0: a jumbogram or a GSO/GRO frame; it ends with the frame.
+    ip_end = np.where((plen == 0) | bogus, wire_end, p + 40 + plen)
     nh = v.u8(p + 6).astype(np.int16)
     s_hi, s_lo, d_hi, d_lo = v.u64(p + 8), v.u64(p + 16), v.u64(p + 24), v.u64(p + 32)
     out = st.out

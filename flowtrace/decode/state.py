@@ -69,7 +69,7 @@ class BatchState:
     (absolute indexes into the batch buffer, -1 where the layer is absent).
     """
 
-    __slots__ = ("end", "ip_end", "l3", "l4", "n", "out", "pay", "pseudo", "start", "wire_end")
+    __slots__ = ("bogus", "end", "ip_end", "l3", "l4", "n", "out", "pay", "pseudo", "start", "wire_end")
 
     def __init__(self, batch: RecordBatch, out: dict[str, np.ndarray] | None = None) -> None:
         """Start the state of ``batch``; ``out`` may supply the output arrays (e.g. views into
@@ -90,6 +90,8 @@ class BatchState:
         self.ip_end = np.full(n, -1, dtype=np.int64)
         self.pay = np.full(n, -1, dtype=np.int64)
         self.pseudo = np.zeros(n, dtype=np.uint64)
+        self.bogus = np.zeros(n, dtype=bool)
+        """Rows whose IP length claims more than the frame: decoded, then marked malformed."""
 
     @property
     def status(self) -> np.ndarray:
