@@ -24,6 +24,8 @@ from typer.testing import CliRunner
 
 from flowtrace.cli import app
 
+pytestmark = pytest.mark.filterwarnings("ignore::flowtrace.errors.CaptureWarning")
+
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 MANIFEST = CORPUS / "MANIFEST.tsv"
 

@@ -379,6 +379,7 @@ def test_info_several_captures_named_and_directories(write_capture, tmp_path):
     assert [d["format"] for d in doc] == ["pcap", "pcap", "pcapng"]
 
 
+@pytest.mark.filterwarnings("ignore::flowtrace.errors.CaptureWarning")
 def test_info_cut_capture_warns_and_counts_complete_records(write_capture):
     raw = pcap([Rec(ether(TCP4), T0, i) for i in range(5)])
     path = write_capture("cut.pcap", raw[:-7])
