@@ -223,6 +223,9 @@ class Network:
             self._up(r, port)
             sb.sysctl(r, f"net.ipv4.conf.{port}.proxy_arp", 1)
             sb.sysctl(r, f"net.ipv6.conf.{port}.proxy_ndp", 1)
+            # Proxy answers are delayed up to 0.8 s by default; a VPC answers at once.
+            sb.sysctl(r, f"net.ipv4.neigh.{port}.proxy_delay", 0)
+            sb.sysctl(r, f"net.ipv6.neigh.{port}.proxy_delay", 0)
             sb.ip(r, "route", "add", f"{NODE_V4[node]}/32", "dev", port, "src", ROUTER_NODE_V4)
             sb.ip(r, "-6", "route", "add", f"{NODE_V6[node]}/128", "dev", port)
             for other in NODES:

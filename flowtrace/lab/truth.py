@@ -116,13 +116,19 @@ def _chain(client: Tuple5, news: dict[Tuple5, list[tuple[str, ct.CtEntry]]], lo:
             return chain
         node, entry = min(cands, key=lambda c: abs((c[1].ts_ns or 0) - lo))
         chain.append((node, entry))
+        # The same connection may re-create its entry on a node (e.g. a SYN retransmitted
+        # after an RST closed it): keep those too, after the one that drives the chain.
+        chain += [(n, e) for n, e in cands if n == node and e is not entry]
         used.add(node)
         cur = (entry.proto, entry.reply["dst"], int(entry.reply["dport"]), entry.reply["src"], int(entry.reply["sport"]))
 
 
 def _stages(client: Tuple5, chain: list[tuple[str, ct.CtEntry]]) -> list[Tuple5]:
-    stages = [client]
-    for _node, e in chain:
+    stages, seen = [client], set()
+    for node, e in chain:
+        if node in seen:
+            continue
+        seen.add(node)
         stages.append((e.proto, e.reply["dst"], int(e.reply["dport"]), e.reply["src"], int(e.reply["sport"])))
     return stages
 
@@ -231,7 +237,8 @@ def _connections(rec: RunRecord, idx: CaptureIndex, events: dict[str, list[ct.Ct
             "start_ns": r["start_ns"], "end_ns": r["end_ns"], "endpoint": endpoint,
             "nat": [{"node": n, "event_line": e.line_no, "ts_ns": e.ts_ns, "state": e.state,
                      "orig": _tdict(e.orig_tuple()), "reply": _tdict(e.reply_tuple()),
-                     "dnat": e.dnat, "snat": e.snat, "flags": e.flags} for n, e in chain],
+                     "dnat": e.dnat, "snat": e.snat, "flags": e.flags,
+                     "recreated": any(m == n for m, _ in chain[:k])} for k, (n, e) in enumerate(chain)],
             "outcome": {"ok": r["ok"], "error": r.get("error"), "peer": r.get("peer"),
                         "bytes_sent": r.get("bytes_sent"), "bytes_received": r.get("bytes_received")},
         }
@@ -249,6 +256,26 @@ def _connections(rec: RunRecord, idx: CaptureIndex, events: dict[str, list[ct.Ct
                         warnings.append(f"connection {r['id']}: {direction} hop {j} saw no packet")
         out.append(conn)
     return out, warnings
+
+
+def _other_events(events: dict[str, list[ct.CtEntry]], connections: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """NEW events that belong to no client connection (e.g. the VXLAN underlay's own flow)."""
+    claimed = {(n["node"], n["event_line"]) for c in connections for n in c["nat"]}
+    out = []
+    for node, entries in events.items():
+        for e in entries:
+            if e.event != "NEW" or (node, e.line_no) in claimed:
+                continue
+            o = e.orig_tuple()
+            if e.proto == "udp" and o[4] == topo.VXLAN_PORT:
+                note = "VXLAN underlay flow between the nodes (outer UDP 8472)"
+            elif e.proto in ("icmp", "icmpv6"):
+                note = "ICMP not attached to a client connection"
+            else:
+                note = "not matched to a client connection"
+            out.append({"node": node, "event_line": e.line_no, "ts_ns": e.ts_ns, "orig": _tdict(o),
+                        "reply": _tdict(e.reply_tuple()), "note": note})
+    return out
 
 
 def _captures_json(rec: RunRecord) -> list[dict[str, Any]]:
@@ -364,6 +391,7 @@ def write_outputs(rec: RunRecord) -> None:
         "client_summary": {"connections": len(connections), "ok": ok, "failed": len(connections) - ok,
                            "errors": dict(Counter(c["outcome"]["error"] for c in connections if c["outcome"]["error"]))},
         "warnings": warnings[:200],
+        "other_conntrack_events": _other_events(events, connections),
         "connections": connections,
     }
     (dest / "truth.json").write_text(dumps(doc))
