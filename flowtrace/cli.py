@@ -7,6 +7,7 @@ one line on stderr and exit status 2.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -79,8 +80,15 @@ def lab_run(
         raise _fail(e) from None
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: object = None, line: str | None = None) -> None:
+    """Print library warnings as one plain line, like errors, instead of Python's format."""
+    typer.echo(f"flowtrace: warning: {message}", err=True)
+
+
 def main() -> None:
     """Entry point of the ``flowtrace`` script."""
+    warnings.showwarning = _show_warning
     try:
         app()
     except FlowtraceError as e:  # pragma: no cover - commands catch their own
