@@ -185,7 +185,7 @@ def test_nat_bindings_are_the_kernels_new_events(name: str) -> None:
             first = conn["nat"][0]["orig"]
             assert {k: first[k] for k in ("src", "sport", "dst", "dport")} == \
                    {k: conn["client"][k] for k in ("src", "sport", "dst", "dport")}
-    expect_nat = name not in ("no-endpoints", "hairpin")
+    expect_nat = name not in ("no-endpoints", "hairpin", "local-policy-blackhole")
     assert (seen > 0) == expect_nat
 
 
@@ -398,3 +398,33 @@ def test_k8s_snapshot_matches_truth() -> None:
             assert pod["status"]["podIP"] == pod["status"]["podIPs"][0]["ip"]
         nodes = [i for i in snap["items"] if i["kind"] == "Node"]
         assert {a["address"] for n in nodes for a in n["status"]["addresses"]} >= {"10.0.1.11", "10.0.1.12"}
+
+
+def test_local_policy_blackhole_drops_silently_on_node1() -> None:
+    doc = truth("local-policy-blackhole")
+    assert doc["services"][0]["external_traffic_policy"] == "Local"
+    rules = (FIXTURES / "local-policy-blackhole" / "node1.iptables-save.txt").read_text()
+    assert re.search(r"-A KUBE-EXTERNAL-SERVICES -d 203\.0\.113\.10/32 .*has no local endpoints.* -j DROP", rules)
+    assert "KUBE-SVL-" not in rules
+    assert "-j KUBE-SVL-CDGGSHYLG3RE2FKL" in (FIXTURES / "local-policy-blackhole" / "node2.iptables-save.txt").read_text()
+    out_of_node1 = [ip for _t, _i, pt, ip in packets(FIXTURES / "local-policy-blackhole" / "node1.pcap")
+                    if pt == 4 and isinstance(ip.data, (dpkt.tcp.TCP, dpkt.icmp.ICMP))]
+    assert out_of_node1 == []
+    assert all(c["outcome"]["error"] == "connect-timeout" and c["nat"] == [] for c in doc["connections"])
+    snap = json.loads((FIXTURES / "local-policy-blackhole" / "k8s.json").read_text())
+    svc = next(i for i in snap["items"] if i["kind"] == "Service")
+    assert svc["spec"]["externalTrafficPolicy"] == "Local" and svc["spec"]["healthCheckNodePort"] == 32000
+
+
+def test_snaplen_scenario_cuts_only_the_node_captures() -> None:
+    for cap in truth("cross-node-snaplen")["captures"]:
+        data = (FIXTURES / "cross-node-snaplen" / cap["file"]).read_bytes()
+        if cap["format"] == "pcap":
+            snaplen = struct.unpack_from("<I", data, 16)[0]
+            assert snaplen == (96 if cap["role"] == "node" else 262144), cap["file"]
+            off, cut = 24, 0
+            while off + 16 <= len(data):
+                _s, _f, caplen, wirelen = struct.unpack_from("<IIII", data, off)
+                cut += caplen < wirelen
+                off += 16 + caplen
+            assert (cut > 0) == (cap["role"] == "node"), cap["file"]

@@ -80,11 +80,14 @@ def start_tcpdump(sb: Sandbox, host: str, iface: str, path: Path, log_dir: Path,
     return cap
 
 
-def start_dumpcap(sb: Sandbox, host: str, ifaces: list[str], path: Path, log_dir: Path) -> CaptureProc:
+def start_dumpcap(sb: Sandbox, host: str, ifaces: list[str], path: Path, log_dir: Path, *,
+                  snaplen: int = 0) -> CaptureProc:
     """Start ``dumpcap -i A -i B ... -w PATH`` (pcapng, one IDB per interface) in ``host``."""
     cmd = ["dumpcap", "-q", "-n"]
     for iface in ifaces:
         cmd += ["-i", iface, "-B", str(DUMPCAP_BUFFER_MIB)]
+        if snaplen:
+            cmd += ["-s", str(snaplen)]
     cmd += ["-w", str(path)]
     cap = CaptureProc(host=host, path=path, tool="dumpcap", interfaces=list(ifaces), command=cmd,
                       stderr_path=log_dir / f"{path.name}.stderr")

@@ -56,6 +56,8 @@ def _service(svc: Service) -> dict[str, Any]:
     }
     if svc.type in ("NodePort", "LoadBalancer"):
         spec["externalTrafficPolicy"] = svc.external_traffic_policy
+        if svc.health_check_node_port:
+            spec["healthCheckNodePort"] = svc.health_check_node_port
     status: dict[str, Any] = {"loadBalancer": {}}
     if svc.load_balancer_ips:
         status["loadBalancer"]["ingress"] = [{"ip": ip, "ipMode": "VIP"} for ip in svc.load_balancer_ips]

@@ -64,6 +64,8 @@ class Service:
     endpoints: tuple[Endpoint, ...]
     load_balancer_ips: tuple[str, ...] = ()
     external_traffic_policy: str = "Cluster"
+    health_check_node_port: int | None = None
+    """kube-proxy's health check port of an externalTrafficPolicy=Local Service."""
     selector_app: str = ""
     """Value of the ``app`` label the Service selects."""
 
@@ -82,6 +84,8 @@ class ProxyOptions:
     """False removes KUBE-EXT's KUBE-MARK-MASQ rule (the asymmetric-return deviation)."""
     random_fully: bool = True
     """Append ``--random-fully`` to MASQUERADE (kube-proxy does when iptables has it)."""
+    node_name: str = ""
+    """The node these rules are for (which endpoints are local, for Local traffic policy)."""
 
 
 def port_proto_hash(service_port_name: str, protocol: str) -> str:
@@ -215,24 +219,59 @@ def _service_port(
     if port.node_port:
         nat_rules.append(f"-A KUBE-NODEPORTS -m comment --comment {_q(name)} {match} "
                          f"--dport {port.node_port} -j {ext_chain}")
+    local = svc.external_traffic_policy == "Local"
+    local_eps = tuple(ep for ep in svc.endpoints if ep.node == options.node_name)
+    svl_chain = f"KUBE-SVL-{h}"
     if externally:
         nat_chains.append(ext_chain)
-        if options.masquerade_external:
-            comment = _q(f"masquerade traffic for {name} external destinations")
-            nat_rules.append(f"-A {ext_chain} -m comment --comment {comment} -j KUBE-MARK-MASQ")
-        nat_rules.append(f"-A {ext_chain} -j {svc_chain}")
+        if not local:
+            if options.masquerade_external:
+                comment = _q(f"masquerade traffic for {name} external destinations")
+                nat_rules.append(f"-A {ext_chain} -m comment --comment {comment} -j KUBE-MARK-MASQ")
+            nat_rules.append(f"-A {ext_chain} -j {svc_chain}")
+        else:
+            nat_rules += [
+                f"-A {ext_chain} -m comment --comment {_q(f'pod traffic for {name} external destinations')} "
+                f"-s {options.cluster_cidr} -j {svc_chain}",
+                f"-A {ext_chain} -m comment --comment {_q(f'masquerade LOCAL traffic for {name} external destinations')} "
+                "-m addrtype --src-type LOCAL -j KUBE-MARK-MASQ",
+                f"-A {ext_chain} -m comment --comment {_q(f'route LOCAL traffic for {name} external destinations')} "
+                f"-m addrtype --src-type LOCAL -j {svc_chain}",
+            ]
+            if local_eps:
+                nat_rules.append(f"-A {ext_chain} -j {svl_chain}")
+            else:
+                no_local = _q(f"{name} has no local endpoints")
+                for lb in svc.load_balancer_ips:
+                    filter_rules.append(f"-A KUBE-EXTERNAL-SERVICES -m comment --comment {no_local} {match} "
+                                        f"-d {lb} --dport {port.port} -j DROP")
+                if port.node_port:
+                    filter_rules.append(f"-A KUBE-EXTERNAL-SERVICES -m comment --comment {no_local} "
+                                        f"-m addrtype --dst-type LOCAL {match} --dport {port.node_port} -j DROP")
+            if svc.health_check_node_port:
+                filter_rules.append(f"-A KUBE-NODEPORTS -m comment --comment {_q(f'{name} health check node port')} "
+                                    f"-m tcp -p tcp --dport {svc.health_check_node_port} -j ACCEPT")
     nat_chains.append(svc_chain)
     nat_rules.append(f"-A {svc_chain} -m comment --comment {cluster_comment} {match} "
                      f"-d {svc.cluster_ip} --dport {port.port} ! -s {options.cluster_cidr} -j KUBE-MARK-MASQ")
-    n = len(svc.endpoints)
-    seps = []
-    for i, ep in enumerate(svc.endpoints):
+    nat_rules += _balance(svc_chain, name, proto, port, svc.endpoints)
+    if local and externally and local_eps:
+        nat_chains.append(svl_chain)
+        nat_rules += _balance(svl_chain, name, proto, port, local_eps)
+    for ep in svc.endpoints:
         ep_str = endpoint_string(ep.ip, port.target_port)
         sep = endpoint_chain(name, proto, ep_str)
-        seps.append((sep, ep, ep_str))
-        stat = f" -m statistic --mode random --probability {1.0 / (n - i):0.10f}" if i < n - 1 else ""
-        nat_rules.append(f"-A {svc_chain} -m comment --comment {_q(f'{name} -> {ep_str}')}{stat} -j {sep}")
-    for sep, ep, ep_str in seps:
         nat_chains.append(sep)
         nat_rules.append(f"-A {sep} -m comment --comment {_q(name)} -s {ep.ip} -j KUBE-MARK-MASQ")
         nat_rules.append(f"-A {sep} -m comment --comment {_q(name)} {match} -j DNAT --to-destination {ep_str}")
+
+
+def _balance(chain: str, name: str, proto: str, port: ServicePort, eps: tuple[Endpoint, ...]) -> list[str]:
+    """writeServiceToEndpointRules: one jump per endpoint, 1/(n-i) probabilities, last one certain."""
+    rules, n = [], len(eps)
+    for i, ep in enumerate(eps):
+        ep_str = endpoint_string(ep.ip, port.target_port)
+        stat = f" -m statistic --mode random --probability {1.0 / (n - i):0.10f}" if i < n - 1 else ""
+        rules.append(f"-A {chain} -m comment --comment {_q(f'{name} -> {ep_str}')}{stat} "
+                     f"-j {endpoint_chain(name, proto, ep_str)}")
+    return rules

@@ -85,7 +85,7 @@ def _install_rules(sb: Sandbox, scn: Scenario, rec: RunRecord) -> None:
         for family, tool in ((4, "iptables-restore"), (6, "ip6tables-restore")):
             opts = kubeproxy.ProxyOptions(
                 cluster_cidr=topo.CLUSTER_CIDR_V4 if family == 4 else topo.CLUSTER_CIDR_V6,
-                masquerade_external=scn.masquerade_external)
+                masquerade_external=scn.masquerade_external, node_name=node)
             text = kubeproxy.render(list(scn.services), family=family, options=opts)
             (rec.dest / "logs" / f"{node}.kube-proxy.ipv{family}.restore").write_text(text)
             sb.run([tool, "-w"], host=node, input=text)
@@ -198,10 +198,12 @@ def _capture_all(sb: Sandbox, scn: Scenario, net: Network, rec: RunRecord) -> No
                                                          event_mask=scn.conntrack_events)
     rec.captures.append(cap.start_tcpdump(sb, "client", "eth0", dest / "client.pcap", logs))
     for node in topo.NODES:
-        rec.captures.append(cap.start_tcpdump(sb, node, "any", dest / f"{node}.pcap", logs))
+        rec.captures.append(cap.start_tcpdump(sb, node, "any", dest / f"{node}.pcap", logs,
+                                              snaplen=scn.node_snaplen))
         if scn.dumpcap:
             ifaces = [i["name"] for i in net.hosts[node].interfaces if i["name"] != "lo"]
-            rec.captures.append(cap.start_dumpcap(sb, node, ifaces, dest / "pcapng" / f"{node}.pcapng", logs))
+            rec.captures.append(cap.start_dumpcap(sb, node, ifaces, dest / "pcapng" / f"{node}.pcapng", logs,
+                                                  snaplen=scn.node_snaplen))
     for pod in scn.capture_pods:
         rec.captures.append(cap.start_tcpdump(sb, pod, "eth0", dest / f"{pod}.pcap", logs))
 

@@ -14,7 +14,7 @@ reverse of that stage's tuple. ``icmp`` hops carry an ICMP error quoting the tup
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from flowtrace.lab import topology as topo
 from flowtrace.lab.kubeproxy import Endpoint, Service, ServicePort
@@ -82,6 +82,8 @@ class Scenario:
     capture_pods: tuple[str, ...] = ()
     dumpcap: bool = True
     """Also capture each node with dumpcap into pcapng/NODE.pcapng."""
+    node_snaplen: int = 0
+    """Snapshot length of the node captures (0 = whole packets)."""
     conntrack_events: str = "NEW,UPDATE,DESTROY"
     """Event types ``conntrack -E -e`` records."""
     derived_from: str | None = None
@@ -305,6 +307,31 @@ SCENARIOS: tuple[Scenario, ...] = (
                            H("node1", "veth:client-0", "out", 0), H("client-0", "eth0", "in", 0))),
         },
         expected_anomalies=(), capture_pods=("client-0", "coredns-0", "coredns-1")),
+    Scenario(
+        name="local-policy-blackhole",
+        summary="externalTrafficPolicy=Local, LB IP sent to a node without endpoint: dropped",
+        story="The web Service has externalTrafficPolicy=Local and its only endpoint, web-1, runs "
+              "on node2, but the router sends the LoadBalancer IP to node1. node1 has no local "
+              "endpoint: KUBE-EXT has no KUBE-SVL jump for outside sources and kube-proxy's "
+              "filter rule 'has no local endpoints' DROPs the SYN in FORWARD. Nothing leaves "
+              "node1, no ICMP, no RST; the client retransmits until connect() times out.",
+        network=NetworkSpec(pods=(WEB_1,)),
+        services=(replace(web_service(WEB_1), external_traffic_policy="Local", health_check_node_port=32000),),
+        clients=(_tcp(topo.LB_V4, connections=2, interval=0.5, connect_timeout=3.5),),
+        paths={"*": ((H("client", "eth0", "out", 0), H("node1", "eth0", "in", 0)), ())},
+        expected_anomalies=("no_local_endpoint_blackhole", "syn_retransmission"),
+        acceptable_anomalies=("no_reply", "drop_between_hops", "offload_artifact"),
+        capture_pods=("web-1",)),
+    Scenario(
+        name="cross-node-snaplen",
+        summary="cross-node with the nodes captured at snaplen 96 (headers only)",
+        story="As cross-node, but tcpdump and dumpcap on the nodes keep only the first 96 bytes "
+              "of each frame: headers survive, payloads are cut, so payload hashes are "
+              "unavailable at the nodes while the client and the pod have whole packets.",
+        network=NetworkSpec(pods=(WEB_1,)), services=(web_service(WEB_1),),
+        clients=(_tcp(topo.LB_V4),), paths={"*": _cross("node1", WEB_1)},
+        expected_anomalies=("source_ip_masqueraded", "capture_truncated"),
+        capture_pods=("web-1",), node_snaplen=96),
     Scenario(
         name="ipv6",
         summary="IPv6: LoadBalancer IPv6 -> node1 ip6tables DNAT+MASQUERADE -> pod on node2",
