@@ -1,0 +1,1 @@
+"""Inputs beside captures: conntrack dumps, Kubernetes snapshots, manifests."""

@@ -1,0 +1,403 @@
+"""conntrack's text formats: parsing ``conntrack -L`` / ``-E`` output (any ``-o`` variant,
+XML included) and printing entries in the exact ``conntrack -L`` line layout.
+
+Layout (conntrack-tools, libnetfilter_conntrack's snprintf_default)::
+
+    [ipv4     2 ]tcp      6 117 TIME_WAIT src=A dst=B sport=P dport=Q [packets= bytes=]
+    [UNREPLIED] src=B' dst=A' sport=Q' dport=P' [packets= bytes=] [ASSURED] mark=0 [zone=] use=1
+
+``-E`` prefixes ``[NEW]``/``[UPDATE]``/``[DESTROY]`` (right-aligned in 10 columns) and with
+``-o timestamp`` ``[SEC.USEC]`` where USEC is printed without zero padding.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from flowtrace.errors import InputError
+
+L4_NUMBERS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "sctp": 132, "dccp": 33, "udplite": 136,
+              "gre": 47, "unknown": 255}
+L4_NAMES = {v: k for k, v in L4_NUMBERS.items()}
+TCP_STATES = ("NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK",
+              "TIME_WAIT", "CLOSE", "SYN_SENT2")
+FLAGS = ("UNREPLIED", "ASSURED", "OFFLOAD", "HW_OFFLOAD", "UNKNOWN")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tuple:
+    """One direction of a conntrack entry."""
+
+    src: str
+    """Source address, text form."""
+    dst: str
+    """Destination address."""
+    sport: int | None = None
+    """TCP/UDP/SCTP source port."""
+    dport: int | None = None
+    """TCP/UDP/SCTP destination port."""
+    icmp_type: int | None = None
+    """ICMP type (ICMP entries)."""
+    icmp_code: int | None = None
+    """ICMP code."""
+    icmp_id: int | None = None
+    """ICMP identifier."""
+
+    def text(self) -> str:
+        """The tuple as conntrack prints it."""
+        base = f"src={self.src} dst={self.dst}"
+        if self.icmp_type is not None:
+            return f"{base} type={self.icmp_type} code={self.icmp_code} id={self.icmp_id}"
+        if self.sport is not None:
+            return f"{base} sport={self.sport} dport={self.dport}"
+        return base
+
+    def key(self) -> tuple:
+        """What identifies the tuple (for comparisons)."""
+        return (self.src, self.dst, self.sport, self.dport, self.icmp_type, self.icmp_code, self.icmp_id)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConntrackEntry:
+    """One conntrack entry (or event), as the kernel lists it or as flowtrace reconstructs it."""
+
+    family: str
+    """ipv4 or ipv6."""
+    proto: str
+    """Layer-4 protocol name as conntrack prints it (tcp, udp, icmp, icmpv6, …)."""
+    orig: Tuple
+    """The original direction: as the initiator sent it, before NAT."""
+    reply: Tuple
+    """The reply direction: what a reply looks like arriving at the NAT point, after NAT."""
+    timeout_s: int | None = None
+    """Seconds left before the entry expires (None in DESTROY events)."""
+    state: str | None = None
+    """TCP (or SCTP/DCCP) state; None for stateless protocols."""
+    flags: frozenset[str] = frozenset()
+    """UNREPLIED, ASSURED, OFFLOAD, …"""
+    mark: int = 0
+    """Connection mark."""
+    use: int = 1
+    """Reference count."""
+    zone: int | None = None
+    """Conntrack zone, when one is set."""
+    event: str | None = None
+    """NEW, UPDATE or DESTROY for ``-E`` lines; None for ``-L``."""
+    ts_ns: int | None = None
+    """Event time from ``-o timestamp``."""
+    node: str = ""
+    """Where the entry lives (capture or host name)."""
+    counters: tuple[tuple[int, int], tuple[int, int]] | None = None
+    """((orig packets, orig bytes), (reply packets, reply bytes)) with accounting on."""
+    extra: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+    """Other key=value fields of the line (id=, secctx=, labels=, …)."""
+    line: int | None = field(default=None, compare=False)
+    """Line number in the file it was read from."""
+
+    @property
+    def proto_number(self) -> int:
+        """IP protocol number."""
+        return L4_NUMBERS.get(self.proto, 255)
+
+    @property
+    def dnat(self) -> bool:
+        """True when the reply comes from elsewhere than the original destination."""
+        return self.reply.src != self.orig.dst or self.reply.sport != self.orig.dport
+
+    @property
+    def snat(self) -> bool:
+        """True when the reply goes elsewhere than the original source."""
+        return self.reply.dst != self.orig.src or self.reply.dport != self.orig.sport
+
+    def key(self) -> tuple:
+        """Identity for comparing reconstructions with dumps: protocol and both tuples."""
+        return (self.family, self.proto, self.orig.key(), self.reply.key())
+
+    def format(self, *, extended: bool = False) -> str:
+        """The ``conntrack -L`` line (``-o extended`` adds the layer-3 prefix)."""
+        parts = []
+        if extended:
+            parts.append(f"{self.family:<8} {2 if self.family == 'ipv4' else 10} ")
+        parts.append(f"{self.proto:<8} {self.proto_number} ")
+        if self.timeout_s is not None:
+            parts.append(f"{self.timeout_s} ")
+        if self.state:
+            parts.append(f"{self.state} ")
+        parts.append(self.orig.text() + " ")
+        if self.counters:
+            parts.append(f"packets={self.counters[0][0]} bytes={self.counters[0][1]} ")
+        if "UNREPLIED" in self.flags:
+            parts.append("[UNREPLIED] ")
+        parts.append(self.reply.text() + " ")
+        if self.counters:
+            parts.append(f"packets={self.counters[1][0]} bytes={self.counters[1][1]} ")
+        for flag in ("ASSURED", "OFFLOAD", "HW_OFFLOAD"):
+            if flag in self.flags:
+                parts.append(f"[{flag}] ")
+        parts.append(f"mark={self.mark} ")
+        if self.zone is not None:
+            parts.append(f"zone={self.zone} ")
+        parts.append(f"use={self.use}")
+        return "".join(parts)
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+_EVENT = re.compile(r"^\s*(?:\[(\d+)\.(\d+)\s*\]\s*)?(?:\[(NEW|UPDATE|DESTROY)\]\s*)?")
+_KV = re.compile(r"^([a-z_\-]+)=(.*)$")
+
+
+def parse_line(text: str, *, line: int | None = None, node: str = "") -> ConntrackEntry | None:
+    """Parse one line of ``conntrack -L`` or ``-E`` output; None for lines that are not entries
+    (blank, the ``conntrack v1.4.7 …`` summary). Raises InputError for a malformed entry line."""
+    stripped = text.strip()
+    if not stripped or stripped.startswith("conntrack v") or stripped.startswith("#"):
+        return None
+    m = _EVENT.match(text)
+    ts_ns = None
+    event = None
+    if m:
+        if m.group(1):
+            ts_ns = int(m.group(1)) * 1_000_000_000 + int(m.group(2)) * 1000
+        event = m.group(3)
+        text = text[m.end():]
+    tokens = text.split()
+    if not tokens:
+        return None
+    family = "ipv4"
+    if tokens[0] in ("ipv4", "ipv6"):
+        family = tokens[0]
+        tokens = tokens[2:]
+    if len(tokens) < 2 or not tokens[1].isdigit():
+        raise InputError("", f"not a conntrack entry: {stripped[:80]!r}", line=line)
+    proto = tokens[0]
+    rest = tokens[2:]
+    timeout = None
+    if rest and rest[0].isdigit():
+        timeout = int(rest[0])
+        rest = rest[1:]
+    state = None
+    if rest and "=" not in rest[0] and not rest[0].startswith("["):
+        state = rest[0]
+        rest = rest[1:]
+    tuples: list[dict[str, str]] = [{}, {}]
+    counters: list[list[int]] = [[], []]
+    flags: set[str] = set()
+    extra: dict[str, str] = {}
+    current = -1
+    mark, use, zone = 0, 1, None
+    for tok in rest:
+        if tok.startswith("[") and tok.endswith("]"):
+            flags.add(tok[1:-1])
+            continue
+        kv = _KV.match(tok)
+        if not kv:
+            continue
+        k, v = kv.group(1), kv.group(2)
+        if k == "src":
+            current += 1
+            if current > 1:
+                raise InputError("", f"more than two tuples: {stripped[:80]!r}", line=line)
+        if k in ("src", "dst", "sport", "dport", "type", "code", "id") and 0 <= current <= 1 and \
+                not (k == "id" and "type" not in tuples[current]):
+            tuples[current][k] = v
+        elif k in ("packets", "bytes") and 0 <= current <= 1:
+            counters[current].append(int(v))
+        elif k == "mark":
+            mark = int(v, 0)
+        elif k == "use":
+            use = int(v)
+        elif k == "zone":
+            zone = int(v)
+        else:
+            extra[k] = v
+    if current < 1:
+        raise InputError("", f"conntrack entry without a reply tuple: {stripped[:80]!r}", line=line)
+    orig, reply = (_tuple(t, line, stripped) for t in tuples)
+    if family == "ipv4" and ":" in orig.src:
+        family = "ipv6"
+    return ConntrackEntry(
+        family=family, proto=proto, orig=orig, reply=reply, timeout_s=timeout, state=state,
+        flags=frozenset(flags), mark=mark, use=use, zone=zone, event=event, ts_ns=ts_ns, node=node,
+        counters=((counters[0][0], counters[0][1]), (counters[1][0], counters[1][1]))
+        if len(counters[0]) == 2 and len(counters[1]) == 2 else None,
+        extra=extra, line=line,
+    )
+
+
+def _tuple(t: dict[str, str], line: int | None, text: str) -> Tuple:
+    if "src" not in t or "dst" not in t:
+        raise InputError("", f"tuple without src/dst: {text[:80]!r}", line=line)
+
+    def num(key: str) -> int | None:
+        return int(t[key]) if key in t else None
+
+    return Tuple(src=t["src"], dst=t["dst"], sport=num("sport"), dport=num("dport"),
+                 icmp_type=num("type"), icmp_code=num("code"), icmp_id=num("id"))
+
+
+def _parse_xml(text: str, path: Path, node: str) -> list[ConntrackEntry]:
+    try:
+        root = ET.fromstring(text if text.lstrip().startswith("<?xml") or "<conntrack" in text[:200]
+                             else f"<conntrack>{text}</conntrack>")
+    except ET.ParseError as e:
+        raise InputError(path, f"not a conntrack XML dump: {e}") from None
+    out = []
+    for flow in root.iter("flow"):
+        entry: dict[str, object] = {"flags": set(), "timeout": None, "state": None, "mark": 0, "use": 1}
+        tuples: dict[str, Tuple] = {}
+        family, proto = "ipv4", "unknown"
+        for meta in flow.findall("meta"):
+            direction = meta.get("direction")
+            if direction in ("original", "reply"):
+                l3 = meta.find("layer3")
+                l4 = meta.find("layer4")
+                family = (l3.get("protoname") if l3 is not None else None) or family
+                proto = (l4.get("protoname") if l4 is not None else None) or proto
+
+                def val(parent: ET.Element | None, tag: str) -> str | None:
+                    el = parent.find(tag) if parent is not None else None
+                    return el.text if el is not None else None
+
+                sport, dport = val(l4, "sport"), val(l4, "dport")
+                itype, icode, iid = val(l4, "type"), val(l4, "code"), val(l4, "id")
+                tuples[direction] = Tuple(
+                    src=val(l3, "src") or "", dst=val(l3, "dst") or "",
+                    sport=int(sport) if sport else None, dport=int(dport) if dport else None,
+                    icmp_type=int(itype) if itype else None, icmp_code=int(icode) if icode else None,
+                    icmp_id=int(iid) if iid else None)
+            elif direction == "independent":
+                for child in meta:
+                    if child.tag == "timeout" and child.text:
+                        entry["timeout"] = int(child.text)
+                    elif child.tag == "state" and child.text:
+                        entry["state"] = child.text
+                    elif child.tag == "mark" and child.text:
+                        entry["mark"] = int(child.text)
+                    elif child.tag == "use" and child.text:
+                        entry["use"] = int(child.text)
+                    elif child.tag == "assured":
+                        entry["flags"].add("ASSURED")  # type: ignore[union-attr]
+                    elif child.tag == "unreplied":
+                        entry["flags"].add("UNREPLIED")  # type: ignore[union-attr]
+        if "original" in tuples and "reply" in tuples:
+            out.append(ConntrackEntry(
+                family=family, proto=proto, orig=tuples["original"], reply=tuples["reply"],
+                timeout_s=entry["timeout"], state=entry["state"],  # type: ignore[arg-type]
+                flags=frozenset(entry["flags"]), mark=entry["mark"], use=entry["use"],  # type: ignore[arg-type]
+                event=(flow.get("type") or "").upper() or None, node=node))
+    return out
+
+
+def read_dump(path: str | Path, *, node: str = "") -> list[ConntrackEntry]:
+    """Every entry of a ``conntrack -L`` or ``-E`` dump file (text or XML, any ``-o`` variant).
+
+    Raises InputError naming the file and line for anything that is not conntrack output.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(errors="replace")
+    except OSError as e:
+        raise InputError(p, e.strerror or str(e)) from None
+    if text.lstrip().startswith("<"):
+        return _parse_xml(text, p, node)
+    out = []
+    for i, raw in enumerate(text.splitlines(), start=1):
+        try:
+            entry = parse_line(raw, line=i, node=node)
+        except InputError as e:
+            raise InputError(p, e.reason, line=i) from None
+        if entry is not None:
+            out.append(entry)
+    return out
+
+
+def created_entries(entries: list[ConntrackEntry]) -> list[ConntrackEntry]:
+    """The entries a dump says were created: NEW events of ``-E`` output, or every ``-L`` entry."""
+    if any(e.event for e in entries):
+        return [e for e in entries if e.event == "NEW"]
+    return list(entries)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Comparison:
+    """Reconstructed entries against a dump."""
+
+    matched: list[tuple[ConntrackEntry, ConntrackEntry]]
+    """(reconstructed, dumped) pairs with the same protocol and tuples."""
+    missing_in_dump: list[ConntrackEntry]
+    """Reconstructed entries the dump does not have."""
+    missing_in_reconstruction: list[ConntrackEntry]
+    """Dumped entries flowtrace did not reconstruct."""
+    differing: list[tuple[ConntrackEntry, ConntrackEntry, list[str]]]
+    """Pairs with the same original tuple but a different reply tuple, state or flags."""
+
+    @property
+    def precision(self) -> float:
+        """Share of reconstructed entries found in the dump."""
+        total = len(self.matched) + len(self.missing_in_dump) + len(self.differing)
+        return len(self.matched) / total if total else 1.0
+
+    @property
+    def recall(self) -> float:
+        """Share of dumped entries reconstructed."""
+        total = len(self.matched) + len(self.missing_in_reconstruction) + len(self.differing)
+        return len(self.matched) / total if total else 1.0
+
+
+def compare(reconstructed: list[ConntrackEntry], dumped: list[ConntrackEntry], *,
+            check_state: bool = False) -> Comparison:
+    """Match entries one to one by (family, proto, orig, reply); list what is left over.
+
+    Entries whose original tuples agree but whose reply tuples (or, with ``check_state``,
+    state and flags) differ are reported as differing rather than as two misses.
+    """
+    pool: dict[tuple, list[ConntrackEntry]] = {}
+    for d in dumped:
+        pool.setdefault(d.key(), []).append(d)
+    matched, left = [], []
+    for r in reconstructed:
+        candidates = pool.get(r.key())
+        if candidates:
+            d = candidates.pop(0)
+            if check_state and (r.state != d.state or (r.flags ^ d.flags) & {"ASSURED", "UNREPLIED"}):
+                left.append(r)
+                candidates.insert(0, d)
+                continue
+            matched.append((r, d))
+        else:
+            left.append(r)
+    rest = [d for ds in pool.values() for d in ds]
+    by_orig: dict[tuple, list[ConntrackEntry]] = {}
+    for d in rest:
+        by_orig.setdefault((d.family, d.proto, d.orig.key()), []).append(d)
+    differing, missing_dump = [], []
+    used: set[int] = set()
+    for r in left:
+        candidates = by_orig.get((r.family, r.proto, r.orig.key()), [])
+        if candidates:
+            d = candidates.pop(0)
+            used.add(id(d))
+            what = []
+            if r.reply.key() != d.reply.key():
+                what.append(f"reply {r.reply.text()} != {d.reply.text()}")
+            if r.state != d.state:
+                what.append(f"state {r.state} != {d.state}")
+            for flag in ("ASSURED", "UNREPLIED"):
+                if (flag in r.flags) != (flag in d.flags):
+                    what.append(f"[{flag}] {'only reconstructed' if flag in r.flags else 'only in dump'}")
+            differing.append((r, d, what))
+        else:
+            missing_dump.append(r)
+    missing_rec = [d for d in rest if id(d) not in used]
+    return Comparison(matched=matched, missing_in_dump=missing_dump,
+                      missing_in_reconstruction=missing_rec, differing=differing)
+
+
+def without_timeout(entry: ConntrackEntry) -> ConntrackEntry:
+    """The entry with its timeout cleared (timeouts differ between any two readings)."""
+    return replace(entry, timeout_s=None)

@@ -1,0 +1,163 @@
+"""Sightings: every matchable packet with where and when it was seen, grouped by signature.
+
+A *sighting group* is one packet seen at several observation points (or several times
+at one): the rows of the packets table that share a signature. Strong (TCP) groups are
+taken as they are; weak groups (UDP, ICMP) are split where sightings are further apart
+than a time window once clocks are aligned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from flowtrace.correlate.signature import NONE, packet_signatures
+
+DIR_UNKNOWN, DIR_IN, DIR_OUT = 0, 1, 2
+INITIAL_TTLS = (32, 64, 128, 255)
+"""TTLs operating systems start packets with: a packet carrying one was sent by the host
+that captured it (or crossed no router), the basis of the direction guess for captures
+without direction metadata."""
+
+
+@dataclass(slots=True, kw_only=True)
+class Sightings:
+    """Matchable packets as parallel arrays, sorted by (group, capture, ts, frame).
+
+    Only packets whose signature occurs at least twice are kept: a packet seen once
+    cannot link anything.
+    """
+
+    row: np.ndarray
+    """int64 row of the packet in the packets table."""
+    group: np.ndarray
+    """int64 sighting group, dense from 0."""
+    capture: np.ndarray
+    """int32 capture code (packets.capture categorical code)."""
+    ts: np.ndarray
+    """int64 raw capture timestamp (ns)."""
+    ttl: np.ndarray
+    """int16 IP TTL / hop limit."""
+    direction: np.ndarray
+    """int8 DIR_* from the capture, or guessed from the TTL where the capture has none."""
+    strength: np.ndarray
+    """int8 signature strength of the group."""
+    point: np.ndarray
+    """int32 observation point (capture, interface, ifindex, direction) of the sighting."""
+    capture_names: list[str]
+    """Capture names by code."""
+
+    def __len__(self) -> int:
+        return int(self.row.shape[0])
+
+
+def observed_directions(packets: pd.DataFrame) -> np.ndarray:
+    """int8 direction of every packet: the capture's own, else out for initial TTLs, else in."""
+    codes = {"in": DIR_IN, "out": DIR_OUT, "unknown": DIR_UNKNOWN}
+    cat = packets["direction"]
+    lut = np.array([codes[str(c)] for c in cat.cat.categories], dtype=np.int8)
+    direction = lut[cat.cat.codes.to_numpy()]
+    unknown = direction == DIR_UNKNOWN
+    if unknown.any():
+        ttl = packets["ttl"].to_numpy()
+        initial = np.isin(ttl, INITIAL_TTLS)
+        direction = direction.copy()
+        direction[unknown & initial] = DIR_OUT
+        direction[unknown & ~initial & (packets["ip_version"].to_numpy() > 0)] = DIR_IN
+    return direction
+
+
+def build_sightings(packets: pd.DataFrame) -> Sightings:
+    """Group the matchable packets of ``packets`` by signature."""
+    sig, strength = packet_signatures(packets)
+    keep = np.flatnonzero(strength != NONE)
+    names = [str(c) for c in packets["capture"].cat.categories]
+    if not keep.size:
+        e64 = np.zeros(0, dtype=np.int64)
+        return Sightings(row=e64, group=e64, capture=np.zeros(0, np.int32), ts=e64,
+                         ttl=np.zeros(0, np.int16), direction=np.zeros(0, np.int8),
+                         strength=np.zeros(0, np.int8), point=np.zeros(0, np.int32),
+                         capture_names=names)
+    _uniq, inverse, counts = np.unique(sig[keep], return_inverse=True, return_counts=True)
+    multi = counts[inverse] >= 2
+    keep = keep[multi]
+    inverse = inverse[multi]
+    # Re-number the surviving groups densely.
+    _, group = np.unique(inverse, return_inverse=True)
+    capture = packets["capture"].cat.codes.to_numpy().astype(np.int32)[keep]
+    ts = packets["ts_ns"].to_numpy()[keep]
+    frame = packets["frame"].to_numpy()[keep]
+    order = np.lexsort((frame, ts, capture, group))
+    direction = observed_directions(packets)
+    rows = keep[order]
+    return Sightings(
+        row=rows,
+        group=group[order].astype(np.int64),
+        capture=capture[order],
+        ts=ts[order],
+        ttl=packets["ttl"].to_numpy()[rows].astype(np.int16),
+        direction=direction[rows],
+        strength=strength[rows],
+        point=observation_points(packets)[rows],
+        capture_names=names,
+    )
+
+
+def observation_points(packets: pd.DataFrame) -> np.ndarray:
+    """int32 code of each packet's observation point: (capture, interface, ifindex, direction)."""
+    if not len(packets):
+        return np.zeros(0, dtype=np.int32)
+    key = (packets["capture"].cat.codes.to_numpy().astype(np.int64) << 40) \
+        | (packets["interface"].cat.codes.to_numpy().astype(np.int64) << 34) \
+        | ((packets["ifindex"].to_numpy().astype(np.int64) + 1) << 2) \
+        | packets["direction"].cat.codes.to_numpy().astype(np.int64)
+    return np.unique(key, return_inverse=True)[1].reshape(-1).astype(np.int32)
+
+
+def split_groups(s: Sightings, corrected_ts: np.ndarray, window_ns: int) -> Sightings:
+    """Split groups wherever consecutive sightings (in corrected time) are more than
+    ``window_ns`` apart: a packet sent again later with identical invariants (a UDP
+    datagram, a RST or a segment without timestamps) is a new occurrence. Returns a new,
+    re-sorted Sightings."""
+    if not len(s):
+        return s
+    order = np.lexsort((corrected_ts, s.group))
+    g = s.group[order]
+    t = corrected_ts[order]
+    new_group = np.ones(g.size, dtype=bool)
+    new_group[1:] = (g[1:] != g[:-1]) | (np.diff(t) > window_ns)
+    group = np.cumsum(new_group) - 1
+    regroup = np.empty_like(group)
+    regroup[order] = group
+    counts = np.bincount(regroup)
+    keep = counts[regroup] >= 2
+    _, dense = np.unique(regroup[keep], return_inverse=True)
+    fields = {name: getattr(s, name)[keep]
+              for name in ("row", "capture", "ts", "ttl", "direction", "strength", "point")}
+    frame_order = np.lexsort((fields["row"], fields["ts"], fields["capture"], dense))
+    return Sightings(
+        group=dense[frame_order].astype(np.int64),
+        capture_names=s.capture_names,
+        **{k: v[frame_order] for k, v in fields.items()},
+    )
+
+
+def clean_groups(s: Sightings, max_span_ns: int = 100_000_000) -> np.ndarray:
+    """Mask of sightings in groups fit for clock estimation: no observation point sees the
+    packet twice, and no capture sees it over more than ``max_span_ns``."""
+    if not len(s):
+        return np.zeros(0, dtype=bool)
+    ng = int(s.group.max()) + 1
+    key = s.group * (int(s.point.max()) + 1) + s.point
+    _, inv, counts = np.unique(key, return_inverse=True, return_counts=True)
+    dup_group = np.zeros(ng, dtype=bool)
+    dup_group[s.group[counts[inv.reshape(-1)] > 1]] = True
+    gc = s.group * (len(s.capture_names) + 1) + s.capture
+    start = np.flatnonzero(np.r_[True, gc[1:] != gc[:-1]])
+    end = np.r_[start[1:], gc.size] - 1
+    span = s.ts[end] - s.ts[start]
+    wide_group = np.zeros(ng, dtype=bool)
+    wide_group[s.group[start][span > max_span_ns]] = True
+    return ~(dup_group | wide_group)[s.group]
