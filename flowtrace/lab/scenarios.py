@@ -35,6 +35,8 @@ class Hop:
     """When set, the destination half of the tuple comes from this stage (a hop where
     netfilter has done only one of the two rewrites, e.g. a node's cni0 between the
     bridge's PREROUTING and the routing decision)."""
+    dst: tuple[str, int] | None = None
+    """A fixed destination (address, port) for a rewrite conntrack never confirmed."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,10 +94,10 @@ class Scenario:
 
 
 def H(host: str, iface: str, direction: str, stage: int, *, icmp: bool = False, vxlan: bool = False,
-      dst_stage: int | None = None) -> Hop:
+      dst_stage: int | None = None, dst: tuple[str, int] | None = None) -> Hop:
     """Shorthand for a Hop."""
     return Hop(host=host, iface=iface, direction=direction, stage=stage, icmp=icmp, vxlan=vxlan,
-               dst_stage=dst_stage)
+               dst_stage=dst_stage, dst=dst)
 
 
 WEB_0 = PodSpec(name="web-0", node="node1", ipv4="10.244.1.5", ipv6="fd00:10:244:1::5", app="web")
@@ -274,11 +276,14 @@ SCENARIOS: tuple[Scenario, ...] = (
         story="web-0 connects to its own ClusterIP. node1 (bridge-nf-call-iptables=1) DNATs "
               "the SYN back to web-0 and, the new destination being on the same bridge, bridges "
               "it to the port it came from; hairpin mode is off on that port, so the bridge "
-              "drops it. web-0 retransmits its SYN and connect() times out.",
+              "drops it: node1's capture shows the DNAT'd SYN (10.244.1.5 -> 10.244.1.5:8080, not "
+              "masqueraded) on cni0 and nowhere after, and no conntrack entry is ever confirmed. "
+              "web-0 retransmits its SYN and connect() times out.",
         network=NetworkSpec(pods=(WEB_0,), hairpin=False), services=(web_service(WEB_0, type="ClusterIP"),),
         clients=(ClientStep(host="web-0", kind="tcp", dst=WEB_CLUSTER_IP, port=80, connections=1,
                             connect_timeout=3.5),),
-        paths={"*": ((H("web-0", "eth0", "out", 0), H("node1", "veth:web-0", "in", 0)), ())},
+        paths={"*": ((H("web-0", "eth0", "out", 0), H("node1", "veth:web-0", "in", 0),
+                      H("node1", "cni0", "in", 0, dst=(WEB_0.ipv4, 8080))), ())},
         expected_anomalies=("hairpin_failure", "syn_retransmission"),
         acceptable_anomalies=("no_reply", "drop_between_hops", "offload_artifact"),
         capture_pods=("web-0",)),

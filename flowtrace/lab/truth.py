@@ -145,7 +145,9 @@ def _path(rec: RunRecord, idx: CaptureIndex, hops: tuple[Hop, ...], stages: list
         t = stages[min(hop.stage, len(stages) - 1)]
         if response and not hop.icmp:
             t = _rev(t)
-        if hop.dst_stage is not None:
+        if hop.dst is not None:
+            t = (t[0], t[1], t[2], hop.dst[0], hop.dst[1])
+        elif hop.dst_stage is not None:
             d = stages[min(hop.dst_stage, len(stages) - 1)]
             d = _rev(d) if response else d
             t = (t[0], t[1], t[2], d[3], d[4])
@@ -168,7 +170,8 @@ def _hop_template(rec: RunRecord, hop: Hop) -> dict[str, Any]:
     ifname = _hop_iface(hop, pods)
     return {"host": hop.host, "capture": f"{hop.host}.pcap", "interface": ifname,
             "ifindex": rec.network.hosts[hop.host].ifindex(ifname), "direction": hop.direction,
-            "stage": hop.stage, "dst_stage": hop.dst_stage, "icmp_error": hop.icmp, "vxlan": hop.vxlan}
+            "stage": hop.stage, "dst_stage": hop.dst_stage,
+            "dst": list(hop.dst) if hop.dst else None, "icmp_error": hop.icmp, "vxlan": hop.vxlan}
 
 
 def _client_saw(idx: CaptureIndex, host: str, t: Tuple5, lo: int, hi: int) -> dict[str, Any]:
