@@ -74,9 +74,8 @@ class Sandbox:
     Use as a context manager. ``prefix`` defaults to ``ft<pid>-``.
     """
 
-    def __init__(self, *, prefix: str | None = None, log_dir: Path | None = None) -> None:
+    def __init__(self, *, prefix: str | None = None) -> None:
         self.prefix = prefix or f"ft{os.getpid()}-"
-        self.log_dir = log_dir
         self.namespaces: list[str] = []
         self.processes: list[tuple[str, subprocess.Popen[bytes]]] = []
         self._open_files: list[IO[Any]] = []

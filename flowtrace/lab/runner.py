@@ -242,7 +242,7 @@ def run_scenario(scn: Scenario, out_dir: Path, *, connections: int | None = None
     dest = out_dir / scn.name
     _prepare_dest(dest)
     env = _env()
-    with Sandbox(log_dir=dest / "logs") as sb:
+    with Sandbox() as sb:
         net = Network(sb, scn.network)
         rec = RunRecord(scenario=scn, dest=dest, network=net, connections_override=connections)
         rec.started_ns = time.time_ns()
