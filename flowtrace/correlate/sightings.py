@@ -26,8 +26,8 @@ without direction metadata."""
 class Sightings:
     """Matchable packets as parallel arrays, sorted by (group, capture, ts, frame).
 
-    Only packets whose signature occurs at least twice are kept: a packet seen once
-    cannot link anything.
+    Packets seen once form groups of one: they link nothing, but a hop that saw a packet
+    the next hop did not is exactly what drop detection looks for.
     """
 
     row: np.ndarray
@@ -80,12 +80,8 @@ def build_sightings(packets: pd.DataFrame) -> Sightings:
                          ttl=np.zeros(0, np.int16), direction=np.zeros(0, np.int8),
                          strength=np.zeros(0, np.int8), point=np.zeros(0, np.int32),
                          capture_names=names)
-    _uniq, inverse, counts = np.unique(sig[keep], return_inverse=True, return_counts=True)
-    multi = counts[inverse] >= 2
-    keep = keep[multi]
-    inverse = inverse[multi]
-    # Re-number the surviving groups densely.
-    _, group = np.unique(inverse, return_inverse=True)
+    _, group = np.unique(sig[keep], return_inverse=True)
+    group = group.reshape(-1)
     capture = packets["capture"].cat.codes.to_numpy().astype(np.int32)[keep]
     ts = packets["ts_ns"].to_numpy()[keep]
     frame = packets["frame"].to_numpy()[keep]
@@ -129,13 +125,9 @@ def split_groups(s: Sightings, corrected_ts: np.ndarray, window_ns: int) -> Sigh
     new_group = np.ones(g.size, dtype=bool)
     new_group[1:] = (g[1:] != g[:-1]) | (np.diff(t) > window_ns)
     group = np.cumsum(new_group) - 1
-    regroup = np.empty_like(group)
-    regroup[order] = group
-    counts = np.bincount(regroup)
-    keep = counts[regroup] >= 2
-    _, dense = np.unique(regroup[keep], return_inverse=True)
-    fields = {name: getattr(s, name)[keep]
-              for name in ("row", "capture", "ts", "ttl", "direction", "strength", "point")}
+    dense = np.empty_like(group)
+    dense[order] = group
+    fields = {name: getattr(s, name) for name in ("row", "capture", "ts", "ttl", "direction", "strength", "point")}
     frame_order = np.lexsort((fields["row"], fields["ts"], fields["capture"], dense))
     return Sightings(
         group=dense[frame_order].astype(np.int64),

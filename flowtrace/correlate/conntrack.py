@@ -1,0 +1,302 @@
+"""The conntrack table each forwarding host held, rebuilt from what its capture shows.
+
+For every connection that entered and left a host's capture, the host's netfilter
+conntrack entry has the original tuple as the packet entered (before NAT) and the reply
+tuple as a reply must arrive to be translated back (the tuple it left with, reversed).
+Its life follows the packets the host saw, one per distinct packet however many
+interfaces showed it: created by the first packet, TCP states as in
+nf_conntrack_proto_tcp.c, [UNREPLIED] until a reply passed, [ASSURED] when the kernel
+sets it, killed by a lone RST before any reply, re-created by a SYN after a close, and
+expired after its state's timeout. Each creation is one ``conntrack -E`` NEW event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+from flowtrace.context.conntrack import ConntrackEntry, Tuple
+from flowtrace.correlate.path import REQUEST
+
+S_NONE, S_SS, S_SR, S_ES, S_FW, S_CW, S_LA, S_TW, S_CL, S_S2 = range(10)
+S_IV, S_IG = 10, 11
+STATE_NAMES = ("NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK",
+               "TIME_WAIT", "CLOSE", "SYN_SENT2")
+I_SYN, I_SYNACK, I_FIN, I_ACK, I_RST, I_NONE = range(6)
+
+_sNO, _sSS, _sSR, _sES, _sFW, _sCW, _sLA, _sTW, _sCL, _sS2, _sIV, _sIG = range(12)
+# tcp_conntracks[direction][index][state] as in net/netfilter/nf_conntrack_proto_tcp.c.
+TCP_TRANSITIONS = np.array([
+    [  # ORIGINAL
+        [_sSS, _sSS, _sIG, _sIG, _sIG, _sIG, _sIG, _sSS, _sSS, _sS2],  # syn
+        [_sIV, _sIV, _sSR, _sIV, _sIV, _sIV, _sIV, _sIV, _sIV, _sSR],  # synack
+        [_sIV, _sIV, _sFW, _sFW, _sLA, _sLA, _sLA, _sTW, _sCL, _sIV],  # fin
+        [_sES, _sIV, _sES, _sES, _sCW, _sCW, _sTW, _sTW, _sCL, _sIV],  # ack
+        [_sIV, _sCL, _sCL, _sCL, _sCL, _sCL, _sCL, _sCL, _sCL, _sCL],  # rst
+        [_sIV] * 10,                                                     # none
+    ],
+    [  # REPLY
+        [_sIV, _sS2, _sIV, _sIV, _sIV, _sIV, _sIV, _sSS, _sIV, _sS2],  # syn
+        [_sIV, _sSR, _sIG, _sIG, _sIG, _sIG, _sIG, _sIG, _sIG, _sSR],  # synack
+        [_sIV, _sIV, _sFW, _sFW, _sLA, _sLA, _sLA, _sTW, _sCL, _sIV],  # fin
+        [_sIV, _sIG, _sSR, _sES, _sCW, _sCW, _sTW, _sTW, _sCL, _sIG],  # ack
+        [_sIV, _sCL, _sCL, _sCL, _sCL, _sCL, _sCL, _sCL, _sCL, _sCL],  # rst
+        [_sIV] * 10,                                                     # none
+    ],
+], dtype=np.int8)
+
+TCP_TIMEOUTS_S = {"SYN_SENT": 120, "SYN_RECV": 60, "ESTABLISHED": 432000, "FIN_WAIT": 120,
+                  "CLOSE_WAIT": 60, "LAST_ACK": 30, "TIME_WAIT": 120, "CLOSE": 10, "SYN_SENT2": 120}
+"""Linux defaults (net.netfilter.nf_conntrack_tcp_timeout_*); kube-proxy may lower ESTABLISHED."""
+UDP_TIMEOUT_S = 30
+UDP_STREAM_TIMEOUT_S = 120
+UDP_STREAM_AFTER_S = 2
+ICMP_TIMEOUT_S = 30
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RebuiltEntry:
+    """A reconstructed conntrack entry with where it lived and when."""
+
+    entry: ConntrackEntry
+    """The entry as ``conntrack -L`` would print it at the end of the capture."""
+    node: str
+    """Capture of the host holding it."""
+    connection: int
+    """flowtrace connection id."""
+    created_ns: int
+    """Corrected time of the packet that created it (the NEW event)."""
+    last_ns: int
+    """Corrected time of the last packet that refreshed it."""
+    recreated: bool
+    """An earlier entry with the same tuples was closed or expired before this one."""
+    ended: str | None
+    """Why it is gone by the end of the capture: reset (RST before any reply), reopened
+    (a new SYN after close), expired, replaced (a later entry took its tuple); None when it
+    is still in the table."""
+
+
+def tcp_index(flags: np.ndarray) -> np.ndarray:
+    """conntrack's get_conntrack_index: RST, SYN-ACK, SYN, FIN, ACK, none."""
+    return np.where(flags & 0x04, I_RST, np.where(flags & 0x02, np.where(flags & 0x10, I_SYNACK, I_SYN),
+                    np.where(flags & 0x01, I_FIN, np.where(flags & 0x10, I_ACK, I_NONE)))).astype(np.int8)
+
+
+def host_events(packets: pd.DataFrame, corr_sightings: pd.DataFrame, host_connections: pd.DataFrame) -> pd.DataFrame:
+    """Packets each host's conntrack saw: one row per (host capture, connection, packet), in
+    time order, from the connections' sightings at that capture."""
+    st = corr_sightings
+    capture = packets["capture"].cat.codes.to_numpy()[st["row"].to_numpy()]
+    ev = pd.DataFrame({"capture": capture, "connection": st["connection"].to_numpy(),
+                       "group": st["group"].to_numpy(), "ts": st["ts"].to_numpy(),
+                       "direction": st["direction"].to_numpy(), "row": st["row"].to_numpy()})
+    ev = ev.merge(host_connections[["capture", "connection", "key", "proto"]], on=["capture", "connection"])
+    # ICMP errors about a connection travel with it but are RELATED, not part of the entry.
+    ev = ev[packets["proto"].to_numpy()[ev["row"].to_numpy()] == ev["proto"].to_numpy()]
+    ev = ev.sort_values(["key", "ts", "row"], kind="stable").drop_duplicates(["key", "group"])
+    return ev.reset_index(drop=True)
+
+
+def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, timeouts: dict[str, int]) -> pd.DataFrame:
+    """Run conntrack over each key's events; one output row per created entry."""
+    rows = ev["row"].to_numpy()
+    proto = packets["proto"].to_numpy()[rows]
+    flags = packets["tcp_flags"].to_numpy()[rows]
+    reply = ev["direction"].to_numpy() != REQUEST
+    ts = ev["ts"].to_numpy()
+    key = ev["key"].to_numpy()
+    idx = tcp_index(flags)
+    tcp_timeout = np.array([0] + [timeouts.get(n, TCP_TIMEOUTS_S[n]) for n in STATE_NAMES[1:]], dtype=np.int64)
+    out = []
+    # Per key a short Python walk over its few state-relevant events; pure ACK and data
+    # packets in ESTABLISHED only refresh the timer, so they are skipped in bulk.
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    ends = np.r_[starts[1:], key.size]
+    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+        is_tcp = proto[a] == 6
+        entry = None
+        for i in range(a, b):
+            t = int(ts[i])
+            if entry is not None:
+                limit = (tcp_timeout[entry["state"]] if is_tcp else
+                         (UDP_STREAM_TIMEOUT_S if entry["stream"] else UDP_TIMEOUT_S)) * 1_000_000_000
+                if t - entry["last"] > limit:
+                    entry["ended"] = "expired"
+                    out.append(entry)
+                    entry = None
+            d = 1 if reply[i] else 0
+            if entry is None:
+                if is_tcp:
+                    new = int(TCP_TRANSITIONS[0, idx[i], S_NONE]) if d == 0 else S_IV
+                    if new >= S_IV:
+                        continue  # conntrack creates no entry for this packet
+                    entry = {"key": key[i], "created": t, "last": t, "state": new, "seen_reply": False,
+                             "assured": False, "stream": False, "ended": None,
+                             "recreated": bool(out and out[-1]["key"] == key[i])}
+                else:
+                    entry = {"key": key[i], "created": t, "last": t, "state": 0, "seen_reply": False,
+                             "assured": False, "stream": False, "ended": None,
+                             "recreated": bool(out and out[-1]["key"] == key[i])}
+                continue
+            if is_tcp:
+                old = entry["state"]
+                new = int(TCP_TRANSITIONS[d, idx[i], old])
+                if d == 0 and idx[i] == I_SYN and old in (S_TW, S_CL):
+                    # A SYN reopening a closed connection: the kernel kills the entry and the
+                    # SYN creates a fresh one (another NEW event).
+                    entry["ended"] = "reopened"
+                    out.append(entry)
+                    entry = {"key": key[i], "created": t, "last": t, "state": S_SS, "seen_reply": False,
+                             "assured": False, "stream": False, "ended": None, "recreated": True}
+                    continue
+                if new == S_IV:
+                    continue
+                if idx[i] == I_RST and not entry["seen_reply"]:
+                    # Only a RST and no reply yet: the kernel deletes the entry at once.
+                    entry["ended"] = "reset"
+                    out.append(entry)
+                    entry = None
+                    continue
+                if new != S_IG:
+                    if (entry["seen_reply"] and not entry["assured"] and old in (S_SR, S_ES) and new == S_ES):
+                        entry["assured"] = True
+                    entry["state"] = new
+                if d == 1:
+                    entry["seen_reply"] = True
+                entry["last"] = t
+            else:
+                if d == 1:
+                    entry["seen_reply"] = True
+                if entry["seen_reply"] and t - entry["created"] > UDP_STREAM_AFTER_S * 1_000_000_000:
+                    entry["stream"] = True
+                    entry["assured"] = entry["assured"] or proto[a] == 17
+                entry["last"] = t
+        if entry is not None:
+            out.append(entry)
+    return pd.DataFrame(out, columns=["key", "created", "last", "state", "seen_reply", "assured", "stream",
+                                      "recreated", "ended"])
+
+
+ICMP_REQUESTS = (8, 13, 15, 17)
+"""ICMP types that create a conntrack entry (echo, timestamp, info, address mask requests)."""
+ICMPV6_REQUESTS = (128, 130)
+"""ICMPv6 types that create a conntrack entry (echo request, MLD query)."""
+ICMP_REPLY_TYPE = {8: 0, 13: 14, 15: 16, 17: 18, 128: 129, 130: 131}
+
+
+def _first_request_rows(hops: pd.DataFrame, span: pd.DataFrame) -> np.ndarray:
+    """Packet row of each (connection, capture)'s first request packet (for ICMP types)."""
+    if "first_row" in hops.columns:
+        req = hops[hops["direction"] == "request"].set_index(["connection", "hop"])["first_row"]
+        return req.loc[list(zip(span["connection"], span["min"], strict=True))].to_numpy()
+    return np.zeros(len(span), dtype=np.int64)
+
+
+def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.DataFrame, *,
+                   end_ns: dict[str, int] | None = None, timeouts: dict[str, int] | None = None) -> list[RebuiltEntry]:
+    """The conntrack entries of every host whose capture shows connections entering and leaving it.
+
+    ``end_ns`` gives, per capture, the (corrected) time the table is read at (default: the
+    capture's last packet), for the seconds-left column.
+    """
+    timeouts = timeouts or {}
+    req = hops[hops["direction"] == "request"]
+    if req.empty:
+        return []
+    per = req.groupby(["connection", "capture"], sort=False)
+    span = per["hop"].agg(["min", "max", "size"]).reset_index()
+    span = span[span["size"] >= 2]
+    if span.empty:
+        return []
+    by_hop = req.set_index(["connection", "hop"])
+    first = by_hop.loc[list(zip(span["connection"], span["min"], strict=True))]
+    last = by_hop.loc[list(zip(span["connection"], span["max"], strict=True))]
+    # conntrack confirms an entry only when the packet leaves the host (POSTROUTING): a
+    # request last seen arriving (dropped or hairpinned inside the host) created none.
+    # Neighbour discovery, router solicitations and other ICMP that is not a request are
+    # not tracked either.
+    left = last["packet_direction"].to_numpy() != "in"
+    proto = first["proto"].to_numpy()
+    icmp_type = packets["icmp_type"].to_numpy()
+    first_icmp = icmp_type[_first_request_rows(hops, span)]
+    trackable = np.isin(proto, (6, 17, 132)) | ((proto == 1) & np.isin(first_icmp, ICMP_REQUESTS)) \
+        | ((proto == 58) & np.isin(first_icmp, ICMPV6_REQUESTS))
+    keep = left & trackable
+    span, first, last = span[keep], first[keep], last[keep]
+    if span.empty:
+        return []
+    names = [str(c) for c in packets["capture"].cat.categories]
+    code = {n: i for i, n in enumerate(names)}
+    span = span.assign(capture_code=[code[c] for c in span["capture"]], key=np.arange(len(span)),
+                       proto=first["proto"].to_numpy())
+    hosts = span.rename(columns={"capture": "capture_name"}).rename(columns={"capture_code": "capture"})
+    ev = host_events(packets, sightings, hosts)
+    life = _lifecycle(ev, packets, timeouts)
+    out: list[RebuiltEntry] = []
+    ends = end_ns or {}
+    for rec in life.itertuples(index=False):
+        k = int(rec.key)
+        h = hosts.iloc[k]
+        f, l_ = first.iloc[k], last.iloc[k]
+        proto_num = int(f["proto"])
+        proto = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6", 132: "sctp"}.get(proto_num, "unknown")
+        family = "ipv6" if int(f["ip_version"]) == 6 else "ipv4"
+        ports = proto_num in (6, 17, 132)
+        if ports:
+            orig = Tuple(src=str(f["src"]), dst=str(f["dst"]), sport=int(f["sport"]), dport=int(f["dport"]))
+            rep = Tuple(src=str(l_["dst"]), dst=str(l_["src"]), sport=int(l_["dport"]), dport=int(l_["sport"]))
+        else:
+            row = int(f["first_row"])
+            itype = int(packets["icmp_type"].iat[row])
+            icode = int(packets["icmp_code"].iat[row])
+            iid = int(packets["icmp_id"].iat[row])
+            exit_id = int(packets["icmp_id"].iat[int(l_["first_row"])])
+            orig = Tuple(src=str(f["src"]), dst=str(f["dst"]), icmp_type=itype, icmp_code=icode, icmp_id=iid)
+            rep = Tuple(src=str(l_["dst"]), dst=str(l_["src"]), icmp_type=ICMP_REPLY_TYPE.get(itype, itype),
+                        icmp_code=0, icmp_id=exit_id)
+        state = STATE_NAMES[int(rec.state)] if proto_num == 6 else None
+        if proto_num == 6:
+            timeout = timeouts.get(state, TCP_TIMEOUTS_S.get(state, 0))
+        elif proto_num == 17:
+            timeout = UDP_STREAM_TIMEOUT_S if rec.stream else UDP_TIMEOUT_S
+        else:
+            timeout = ICMP_TIMEOUT_S
+        read_at = ends.get(h["capture_name"], int(rec.last))
+        left = max(int(timeout - (read_at - int(rec.last)) // 1_000_000_000), 0)
+        flags = set()
+        if not rec.seen_reply:
+            flags.add("UNREPLIED")
+        if rec.assured:
+            flags.add("ASSURED")
+        entry = ConntrackEntry(family=family, proto=proto, orig=orig, reply=rep, timeout_s=left, state=state,
+                               flags=frozenset(flags), node=h["capture_name"])
+        ended = rec.ended if isinstance(rec.ended, str) else None
+        if ended is None and read_at - int(rec.last) > timeout * 1_000_000_000:
+            ended = "expired"
+        out.append(RebuiltEntry(entry=entry, node=h["capture_name"], connection=int(h["connection"]),
+                                created_ns=int(rec.created), last_ns=int(rec.last), recreated=bool(rec.recreated),
+                                ended=ended))
+    return _mark_replaced(out)
+
+
+def _mark_replaced(entries: list[RebuiltEntry]) -> list[RebuiltEntry]:
+    """Entries whose original or reply tuple a later entry on the same host took over
+    (port reuse) are no longer in that host's table."""
+    latest: dict[tuple, int] = {}
+    order = sorted(range(len(entries)), key=lambda i: entries[i].created_ns)
+    replaced = set()
+    for i in order:
+        e = entries[i]
+        for k in ((e.node, "o", e.entry.orig.key()), (e.node, "r", e.entry.reply.key())):
+            if k in latest and latest[k] != i:
+                replaced.add(latest[k])
+            latest[k] = i
+    return [replace(e, ended="replaced") if i in replaced and e.ended is None else e
+            for i, e in enumerate(entries)]
+
+
+def live_entries(entries: list[RebuiltEntry], node: str | None = None) -> list[RebuiltEntry]:
+    """The entries still in the table at the end of the capture (what ``conntrack -L`` lists)."""
+    return [e for e in entries if e.ended is None and (node is None or e.node == node)]

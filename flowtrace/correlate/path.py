@@ -1,0 +1,65 @@
+"""Ordering the observations of a connection along its path, for the request and the response.
+
+A hop is one flow (one observation point) carrying packets of one direction of the
+connection. Hops are ordered without trusting clocks where the packets say more: a
+higher TTL of the same packet is further upstream; at equal TTL (bridging, veth pairs,
+a capture on each end of one link) the clock-corrected delay since the packet was first
+seen decides, which within one capture is exact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from flowtrace.correlate.sightings import Sightings
+
+REQUEST, RESPONSE = 0, 1
+DIRECTIONS = ("request", "response")
+
+
+def sighting_table(s: Sightings, corrected_ts: np.ndarray, flow_id: np.ndarray, from_orig: np.ndarray,
+                   connection: np.ndarray, flipped: np.ndarray) -> pd.DataFrame:
+    """One row per sighting with its flow, connection, path direction and delay since the
+    packet was first seen anywhere (corrected time)."""
+    flow = flow_id[s.row]
+    valid = flow >= 0
+    group = s.group[valid]
+    ct = corrected_ts[valid]
+    flow = flow[valid]
+    req = from_orig[s.row][valid] ^ flipped[flow]
+    order = np.lexsort((ct, group))
+    group, ct, flow, req = group[order], ct[order], flow[order], req[order]
+    rows = s.row[valid][order]
+    start = np.flatnonzero(np.r_[True, group[1:] != group[:-1]]) if group.size else np.zeros(0, np.int64)
+    first = np.repeat(ct[start], np.diff(np.r_[start, group.size])) if group.size else ct
+    return pd.DataFrame({
+        "row": rows,
+        "group": group,
+        "flow": flow,
+        "connection": connection[flow],
+        "direction": np.where(req, REQUEST, RESPONSE).astype(np.int8),
+        "ts": ct,
+        "delay": ct - first,
+        "ttl": s.ttl[valid][order],
+    })
+
+
+def order_hops(sightings: pd.DataFrame) -> pd.DataFrame:
+    """Hops per (connection, direction) in path order.
+
+    Columns: connection, direction, flow, hop (0 = most upstream), ttl (entry TTL of the
+    direction's packets there), delay_ns (median delay behind the first sighting),
+    first_ts_ns (corrected time of the first packet seen there), sightings.
+    """
+    if sightings.empty:
+        return pd.DataFrame(columns=["connection", "direction", "flow", "hop", "ttl", "delay_ns",
+                                     "first_ts_ns", "sightings"])
+    g = sightings.groupby(["connection", "direction", "flow"], sort=False, observed=True)
+    hops = g.agg(ttl=("ttl", "max"), delay_ns=("delay", "median"), first_ts_ns=("ts", "min"),
+                 sightings=("group", "size")).reset_index()
+    hops = hops.sort_values(["connection", "direction", "ttl", "delay_ns", "first_ts_ns"],
+                            ascending=[True, True, False, True, True], kind="stable")
+    hops["hop"] = hops.groupby(["connection", "direction"], sort=False).cumcount()
+    hops["delay_ns"] = hops["delay_ns"].round().astype(np.int64)
+    return hops.reset_index(drop=True)
