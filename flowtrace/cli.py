@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from flowtrace.errors import FlowtraceError
+from flowtrace.errors import FlowtraceError, InputError
 
 app = typer.Typer(
     name="flowtrace",
@@ -53,6 +53,50 @@ def info(
         sys.stdout.write(render_info_json(summaries) + "\n")
     else:
         render_info(summaries)
+
+
+@app.command()
+def flows(
+    captures: Annotated[list[Path], typer.Argument(help="Capture files or directories of captures (NAME=PATH names one).")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON document (schema_version, flows).")] = False,
+    csv_out: Annotated[bool, typer.Option("--csv", help="Print CSV, one line per flow.")] = False,
+    zeek_out: Annotated[bool, typer.Option("--zeek", help="Print a Zeek conn.log (TSV with Zeek's header lines).")] = False,
+    host: Annotated[list[str] | None, typer.Option("--host", help="Keep flows with an endpoint in this address or network (repeatable).")] = None,
+    port: Annotated[list[str] | None, typer.Option("--port", help="Keep flows with an endpoint on this port (repeatable; ICMP: the type).")] = None,
+    proto: Annotated[list[str] | None, typer.Option("--proto", help="Keep flows of this protocol: tcp, udp, icmp, icmp6, sctp or a number (repeatable).")] = None,
+    capture: Annotated[list[str] | None, typer.Option("--capture", help="Keep flows of this capture name (repeatable).")] = None,
+    timeout: Annotated[list[str] | None, typer.Option("--timeout", help="Override an idle timeout, KEY=SECONDS (repeatable; keys in docs/flows.md).")] = None,
+    kube_proxy_timeouts: Annotated[bool, typer.Option("--kube-proxy-timeouts", help="Use the conntrack timeouts kube-proxy sets (established 86400 s, close_wait 3600 s).")] = False,
+    limit: Annotated[int | None, typer.Option("--limit", min=0, help="Table only: show at most N flows.")] = None,
+) -> None:
+    """List connections per observation point (capture, interface, direction) with Zeek's conn_state and history."""
+    from flowtrace.flows import KUBE_PROXY_TIMEOUTS
+    from flowtrace.flows.select import FlowFilter
+    from flowtrace.flows.zeek import conn_log
+    from flowtrace.pipeline import flows as build_flows
+    from flowtrace.report.flows import flows_csv, flows_json, render_flows
+
+    try:
+        if json_out + csv_out + zeek_out > 1:
+            raise InputError("", "choose one of --json, --csv, --zeek")
+        timeouts: dict[str, float] = dict(KUBE_PROXY_TIMEOUTS) if kube_proxy_timeouts else {}
+        for item in timeout or []:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise InputError("", f"--timeout {item!r} is not KEY=SECONDS")
+            timeouts[key.strip()] = value.strip()  # type: ignore[assignment]  # validated by the library
+        selection = FlowFilter.parse(hosts=host or [], ports=port or [], protos=proto or [], captures=capture or [])
+        table = selection.apply(build_flows([str(p) for p in captures], timeouts=timeouts))
+    except FlowtraceError as e:
+        raise _fail(e) from None
+    if json_out:
+        sys.stdout.write(flows_json(table) + "\n")
+    elif csv_out:
+        sys.stdout.write(flows_csv(table))
+    elif zeek_out:
+        sys.stdout.write(conn_log(table))
+    else:
+        render_flows(table, limit=limit)
 
 
 @lab_app.command("list")

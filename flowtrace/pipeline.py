@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from os import PathLike
 
 import pandas as pd
@@ -15,6 +15,8 @@ from flowtrace.decode.batch import decode_batch
 from flowtrace.decode.state import BatchState
 from flowtrace.decode.summary import CaptureSummary, summarize
 from flowtrace.decode.table import PacketTableBuilder
+from flowtrace.flows import FlowSet
+from flowtrace.flows import build as build_flows
 
 log = logging.getLogger("flowtrace")
 log.addHandler(logging.NullHandler())
@@ -81,3 +83,26 @@ def inspect_captures(captures: CaptureArg | Sequence[CaptureArg]) -> list[Captur
         packets, readers = read_sources([source])
         summaries.append(summarize(readers[0], packets))
     return summaries
+
+
+def flow_set(source: pd.DataFrame | CaptureArg | Sequence[CaptureArg], *,
+             timeouts: Mapping[str, float] | None = None) -> tuple[pd.DataFrame, FlowSet]:
+    """The packets table of ``source`` and its FlowSet (flows, and each packet's flow and side).
+
+    ``source`` is a packets table or what ``read_packets`` takes. ``timeouts`` overrides
+    conntrack's idle timeouts (seconds, keys of ``flowtrace.flows.CONNTRACK_TIMEOUTS``).
+    Raises CaptureError for unreadable captures and InputError for a bad timeout.
+    """
+    packets = source if isinstance(source, pd.DataFrame) else read_packets(source)
+    return packets, build_flows(packets, timeouts=timeouts)
+
+
+def flows(source: pd.DataFrame | CaptureArg | Sequence[CaptureArg], *,
+          timeouts: Mapping[str, float] | None = None) -> pd.DataFrame:
+    """The flows table (see docs/flows.md): one row per connection per observation point.
+
+    ``source`` is a packets table (from ``read_packets``) or captures as ``read_packets``
+    takes them. ``timeouts`` overrides conntrack's idle timeouts in seconds. Raises
+    CaptureError for unreadable captures and InputError for a bad timeout.
+    """
+    return flow_set(source, timeouts=timeouts)[1].flows

@@ -204,7 +204,74 @@ PACKETS = Table(
     ),
 )
 
-TABLES: dict[str, Table] = {PACKETS.name: PACKETS}
+CONN_STATES = (
+    "S0", "S1", "SF", "REJ", "S2", "S3", "RSTO", "RSTR", "RSTOS0", "RSTRH", "SH", "SHR", "OTH",
+)
+"""Values of ``flows.conn_state``: Zeek's conn.log states (see docs/flows.md)."""
+
+SENDERS = ("none", "orig", "resp", "both")
+"""Values of ``flows.fin_sender`` and ``flows.rst_sender``."""
+
+FLOWS = Table(
+    name="flows",
+    description="One row per connection per observation point (capture, interface, direction), "
+    "oriented originator -> responder as seen there, with Zeek conn.log semantics.",
+    columns=(
+        _c("flow_id", "int64", "-", "Flow number in this table, 0.. in order of first packet; packets refer to it."),
+        _c("uid", "str", "-", "Zeek-style connection uid (C + 17 base62 characters), a deterministic hash of the flow."),
+        _c("capture", "category", "-", "Capture the flow was seen in."),
+        _c("interface", "category", "-", "Interface label of the observation point (packets.interface)."),
+        _c("ifindex", "int32", "-", "SLL2 interface index of the observation point.", "-1"),
+        _c("orig_direction", "category", "-", "Direction in which the originator's packets crossed the interface; replies cross the other way.", categories=DIRECTIONS),
+        _c("encap", "category", "-", "Tunnel around the flow's packets.", "none", categories=ENCAPSULATIONS),
+        _c("outer_orig_h", "category", "-", "Outer (tunnel) source address of the originator's packets.", "NaN"),
+        _c("outer_resp_h", "category", "-", "Outer (tunnel) destination address of the originator's packets.", "NaN"),
+        _c("vni", "int32", "-", "VXLAN/Geneve network identifier of the tunnel.", "-1"),
+        _c("ip_version", "uint8", "-", "4 or 6."),
+        _c("proto", "int16", "-", "IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6, 132 SCTP, …)."),
+        _c("orig_h", "category", "-", "Originator address: the SYN sender, else the SYN-ACK receiver, else the first packet's sender."),
+        _c("orig_p", "int32", "-", "Originator port; ICMP: the originator's message type (Zeek's id.orig_p).", "-1"),
+        _c("resp_h", "category", "-", "Responder address."),
+        _c("resp_p", "int32", "-", "Responder port; ICMP: the counterpart type, or the code for one-way types (Zeek's id.resp_p).", "-1"),
+        _c("icmp_id", "int32", "-", "ICMP echo/timestamp/info/mask identifier, part of the flow key as in conntrack.", "-1"),
+        _c("ts_ns", "int64", "ns", "Time of the first packet (Zeek's ts)."),
+        _c("last_ts_ns", "int64", "ns", "Time of the last packet."),
+        _c("duration_ns", "int64", "ns", "Zeek's duration: last packet before both sides closed (TCP) or last packet, minus ts_ns."),
+        _c("orig_pkts", "int64", "packets", "Packets the originator sent."),
+        _c("orig_bytes", "int64", "bytes", "Payload bytes the originator sent; TCP: from sequence numbers, as Zeek counts them."),
+        _c("orig_ip_bytes", "int64", "bytes", "IP bytes the originator sent (sum of the IP length fields)."),
+        _c("resp_pkts", "int64", "packets", "Packets the responder sent."),
+        _c("resp_bytes", "int64", "bytes", "Payload bytes the responder sent."),
+        _c("resp_ip_bytes", "int64", "bytes", "IP bytes the responder sent."),
+        _c("missed_bytes", "int64", "bytes", "TCP stream bytes never seen although later data or an ACK covered them (content gaps)."),
+        _c("conn_state", "category", "-", "Zeek's conn_state (S0, S1, SF, REJ, S2, S3, RSTO, RSTR, RSTOS0, RSTRH, SH, SHR, OTH).", categories=CONN_STATES),
+        _c("history", "str", "-", "Zeek's history letters (upper case originator, lower case responder).", "''"),
+        _c("community_id", "str", "-", "Community ID v1 of the flow's tuple (seed 0).", "''"),
+        _c("midstream", "bool", "-", "TCP without the originator's SYN in this capture: the flow started before it."),
+        _c("orig_isn", "int64", "-", "Originator's initial sequence number (its SYN).", "-1 (no SYN seen)"),
+        _c("resp_isn", "int64", "-", "Responder's initial sequence number (its SYN-ACK).", "-1 (no SYN-ACK seen)"),
+        _c("handshake_rtt_ns", "int64", "ns", "Last SYN before the first SYN-ACK to that SYN-ACK, at this observation point.", "-1"),
+        _c("ack_rtt_ns", "int64", "ns", "Last SYN-ACK to the originator's first ACK after it, at this observation point.", "-1"),
+        _c("syn_retransmissions", "int32", "packets", "SYNs from the originator after its first (same ISN)."),
+        _c("synack_retransmissions", "int32", "packets", "SYN-ACKs from the responder after its first."),
+        _c("orig_retransmissions", "int64", "packets", "Originator packets with payload at or below sequence space already sent (Zeek's T)."),
+        _c("resp_retransmissions", "int64", "packets", "Responder packets with payload at or below sequence space already sent (Zeek's t)."),
+        _c("fin_sender", "category", "-", "Which side sent a FIN.", categories=SENDERS),
+        _c("rst_sender", "category", "-", "Which side sent a RST.", categories=SENDERS),
+        _c("icmp_error_count", "int32", "packets", "ICMP errors quoting a packet of this flow (attached to it, not counted in pkts or bytes)."),
+        _c("icmp_error_types", "str", "-", "type/code of each attached ICMP error, comma-separated, in time order.", "''"),
+        _c("icmp_error_frames", "str", "-", "Frame numbers of the attached ICMP errors, comma-separated.", "''"),
+        _c("first_frame", "uint32", "-", "Frame number of the first packet."),
+        _c("last_frame", "uint32", "-", "Frame number of the last packet."),
+        _c("orig_first_tsval", "int64", "-", "TCP timestamp value of the originator's first packet that has one.", "-1"),
+        _c("resp_first_tsval", "int64", "-", "TCP timestamp value of the responder's first packet that has one.", "-1"),
+        _c("orig_first_ip_id", "int32", "-", "IPv4 identification of the originator's first packet.", "-1 (IPv6)"),
+        _c("orig_ttl", "uint8", "hops", "TTL / hop limit of the originator's first packet."),
+        _c("resp_ttl", "uint8", "hops", "TTL / hop limit of the responder's first packet.", "0 (no reply)"),
+    ),
+)
+
+TABLES: dict[str, Table] = {PACKETS.name: PACKETS, FLOWS.name: FLOWS}
 """Every declared table by name."""
 
 

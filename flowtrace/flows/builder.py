@@ -1,0 +1,448 @@
+"""Packets table -> FlowSet: the flows table plus, per packet, its flow and side.
+
+The steps, all over numpy arrays: select IP packets with a transport tuple; key them by
+observation point and canonical tuple (``key``); sort by key and time; split flows on port
+reuse and idle timeouts (``assign``); pick originators; aggregate per flow with reduceat;
+TCP sequence accounting (``tcp``), conn_state (``state``) and history (``history``); attach
+ICMP errors to the flows they quote (``icmp``); Community IDs (``community_id``); and
+assemble the declared table (``table``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from flowtrace.flows import assign, history, icmp, state, tcp
+from flowtrace.flows.alloc import heap_temporaries
+from flowtrace.flows.community_id import community_ids
+from flowtrace.flows.key import address_ranks, canonical, flow_ports, icmp_is
+from flowtrace.flows.table import assemble
+from flowtrace.flows.timeouts import resolve_timeouts
+from flowtrace.schema import DECODE_STATUSES, DIRECTIONS, PACKETS
+
+_OK_STATUS = (DECODE_STATUSES.index("ok"), DECODE_STATUSES.index("truncated"))
+_IN, _OUT, _UNKNOWN = (DIRECTIONS.index(d) for d in ("in", "out", "unknown"))
+_IP_MF, _IP_FRAGMENT = 0x02, 0x04
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FlowSet:
+    """The flows of a packets table and how its packets map onto them."""
+
+    flows: pd.DataFrame
+    """The flows table (``flowtrace.schema.FLOWS``), ``flow_id`` equal to the row position."""
+    flow_id: np.ndarray
+    """Per packet row (aligned with the packets table): its flow, -1 when it belongs to none
+    (not IP, not decoded far enough, no transport tuple)."""
+    from_orig: np.ndarray
+    """Per packet row: sent by the flow's originator. For an attached ICMP error: whether it
+    travels in the originator's direction (it answers a packet of the responder)."""
+    related: np.ndarray
+    """Per packet row: an ICMP error attached to ``flow_id`` by the packet it quotes; it is
+    not counted in the flow's packets and bytes."""
+
+
+def build(packets: pd.DataFrame, *, timeouts: Mapping[str, float] | None = None) -> FlowSet:
+    """Build the flows of ``packets`` (a packets table, ``flowtrace.schema.PACKETS``).
+
+    ``timeouts`` overrides conntrack's idle timeouts in seconds (keys of
+    ``flowtrace.flows.CONNTRACK_TIMEOUTS``). Raises InputError for a bad timeout and
+    KeyError if ``packets`` lacks a declared column. ``packets`` is not modified.
+    """
+    tmo = resolve_timeouts(timeouts)
+    missing = [c for c in PACKETS.names if c not in packets.columns]
+    if missing:
+        raise KeyError(f"not a packets table, missing columns: {', '.join(missing)}")
+    with heap_temporaries():
+        return _build(packets, tmo)
+
+
+def _build(packets: pd.DataFrame, tmo: dict[str, int]) -> FlowSet:
+    n = len(packets)
+    p = _Arrays(packets)
+    rank, packed = address_ranks(p.addresses)
+    ok = p.eligible()
+    err = ok & icmp_is("error", p.ip_version, p.icmp_type) & icmp.is_icmp(p.proto, p.ip_version) \
+        & (p.quoted_proto >= 0) & (p.quoted_src >= 0) & (p.quoted_dst >= 0)
+    first = _Core(p, np.flatnonzero(ok & ~err), tmo, rank)
+    err_rows = np.flatnonzero(err)
+    att = icmp.attach(errors=p.error_frame(err_rows), flows=first.key_frame(), rank=rank)
+    rest = err_rows[att.flow < 0]
+    second = _Core(p, rest, tmo, rank)
+
+    # One numbering for both, in order of first packet.
+    cores = [first, second]
+    starts = np.concatenate([c.per_flow["ts_ns"] for c in cores])
+    cap = np.concatenate([c.per_flow["capture"] for c in cores])
+    ff = np.concatenate([c.per_flow["first_frame"] for c in cores])
+    order = np.lexsort((ff, cap, starts))
+    new_id = np.empty(order.size, dtype=np.int64)
+    new_id[order] = np.arange(order.size, dtype=np.int64)
+    offset = first.n_flows
+
+    flow_id = np.full(n, -1, dtype=np.int64)
+    from_orig = np.zeros(n, dtype=bool)
+    related = np.zeros(n, dtype=bool)
+    for core, off in ((first, 0), (second, offset)):
+        flow_id[core.rows] = new_id[core.flow + off]
+        from_orig[core.rows] = core.from_orig
+    matched = att.flow >= 0
+    mrows = err_rows[matched]
+    mflow = att.flow[matched]
+    flow_id[mrows] = new_id[mflow]
+    # The quoted packet came from the originator -> the error travels back to it.
+    q_orig = att.quoted_from_lower[matched] == first.per_flow["orig_lower"][mflow]
+    from_orig[mrows] = ~q_orig
+    related[mrows] = True
+
+    per_flow = {k: np.concatenate([first.per_flow[k], second.per_flow[k]])[order] for k in first.per_flow}
+    per_flow["history"] = [h for c in cores for h in c.history]
+    per_flow["history"] = [per_flow["history"][i] for i in order.tolist()]
+    errs = _error_columns(p, mrows, new_id[mflow], order.size)
+    per_flow.update(errs)
+    per_flow["community_id"] = community_ids(
+        proto=per_flow["proto"].astype(np.int64), addr_a=per_flow["orig_h"], port_a=per_flow["orig_p"],
+        addr_b=per_flow["resp_h"], port_b=per_flow["resp_p"], one_way=per_flow["one_way"],
+        rank=rank, packed=packed)
+    flows = assemble(per_flow, packets=packets, addresses=p.addresses, outer_addresses=p.outer_addresses)
+    return FlowSet(flows=flows, flow_id=flow_id, from_orig=from_orig, related=related)
+
+
+def _error_columns(p: _Arrays, rows: np.ndarray, flows: np.ndarray, n_flows: int) -> dict[str, object]:
+    count = np.bincount(flows, minlength=n_flows).astype(np.int32)
+    types = np.full(n_flows, "", dtype=object)
+    frames = np.full(n_flows, "", dtype=object)
+    if rows.size:
+        o = np.lexsort((p.frame[rows], p.ts[rows], flows))
+        by_flow: dict[int, tuple[list[str], list[str]]] = {}
+        for r, f in zip(rows[o].tolist(), flows[o].tolist(), strict=True):
+            t, fr = by_flow.setdefault(f, ([], []))
+            t.append(f"{p.icmp_type[r]}/{p.icmp_code[r]}")
+            fr.append(str(p.frame[r]))
+        for f, (t, fr) in by_flow.items():
+            types[f] = ",".join(t)
+            frames[f] = ",".join(fr)
+    return {"icmp_error_count": count, "icmp_error_types": types, "icmp_error_frames": frames}
+
+
+class _Arrays:
+    """The packet columns flow building reads, as plain numpy arrays."""
+
+    def __init__(self, df: pd.DataFrame) -> None:
+        def codes(name: str) -> np.ndarray:
+            return df[name].cat.codes.to_numpy().astype(np.int64)
+
+        self.addresses: list[str] = [str(a) for a in df["src"].cat.categories]
+        self.src = codes("src")
+        self.dst = self._recode(df["dst"], self.addresses)
+        self.quoted_src = self._recode(df["quoted_src"], self.addresses)
+        self.quoted_dst = self._recode(df["quoted_dst"], self.addresses)
+        self.outer_addresses: list[str] = [str(a) for a in df["outer_src"].cat.categories]
+        self.outer_src = codes("outer_src")
+        self.outer_dst = self._recode(df["outer_dst"], self.outer_addresses)
+        self.capture = codes("capture")
+        self.interface = codes("interface")
+        self.direction = codes("direction")
+        self.encap = codes("encap")
+        self.status = codes("decode_status")
+        # Plain views of the numeric columns (no copies); callers widen what they gather.
+        for name in ("frame", "ifindex", "vni", "ip_version", "proto", "sport", "dport", "ip_id", "ttl",
+                     "ip_len", "ip_flags", "frag_offset", "seq", "ack", "window", "tcp_opts", "tsval",
+                     "icmp_type", "icmp_code", "icmp_id", "quoted_proto", "quoted_sport", "quoted_dport"):
+            setattr(self, name, df[name].to_numpy())
+        self.ts = df["ts_ns"].to_numpy()
+        self.flags = df["tcp_flags"].to_numpy()
+        self.payload = df["payload_len"].to_numpy()
+        self.checksum = df["l4_checksum"].to_numpy()
+        self.frag_tail = np.zeros(len(df), dtype=bool)
+        self._resolve_fragments()
+
+    @staticmethod
+    def _recode(col: pd.Series, categories: list[str]) -> np.ndarray:
+        """Codes of ``col`` in ``categories`` (the decoder shares one address list; be safe)."""
+        own = [str(a) for a in col.cat.categories]
+        codes = col.cat.codes.to_numpy().astype(np.int64)
+        if own == categories:
+            return codes
+        lookup = {a: i for i, a in enumerate(categories)}
+        extra = [a for a in own if a not in lookup]
+        for a in extra:
+            lookup[a] = len(categories)
+            categories.append(a)
+        table = np.array([lookup[a] for a in own] + [-1], dtype=np.int64)
+        return table[codes]
+
+    def _resolve_fragments(self) -> None:
+        """Give non-first fragments the ports of their first fragment (same capture, addresses,
+        protocol and IP ID); they then count in their flow's packets and bytes."""
+        tail = (self.frag_offset > 0) & (self.sport < 0)
+        if not tail.any():
+            return
+        head = (self.frag_offset == 0) & ((self.ip_flags & _IP_FRAGMENT) != 0) & (self.sport >= 0)
+        cols = ("capture", "src", "dst", "proto", "ip_id")
+        h = pd.DataFrame({c: getattr(self, c)[head] for c in cols} | {"row": np.flatnonzero(head)})
+        t = pd.DataFrame({c: getattr(self, c)[tail] for c in cols} | {"tail": np.flatnonzero(tail)})
+        m = t.merge(h.drop_duplicates(list(cols), keep="last"), on=list(cols), how="inner")
+        if not len(m):
+            return
+        tr, hr = m["tail"].to_numpy(), m["row"].to_numpy()
+        self.sport = self.sport.copy()
+        self.dport = self.dport.copy()
+        self.sport[tr] = self.sport[hr]
+        self.dport[tr] = self.dport[hr]
+        self.frag_tail[tr] = True
+
+    def eligible(self) -> np.ndarray:
+        """Rows that belong to a flow: IP, decoded (ok or truncated), with a transport tuple."""
+        ip = np.isin(self.ip_version, (4, 6)) & (self.src >= 0) & (self.dst >= 0) & (self.proto >= 0)
+        ok = np.isin(self.status, _OK_STATUS) | self.frag_tail
+        ports = np.isin(self.proto, (6, 17, 132))
+        icmpish = icmp.is_icmp(self.proto, self.ip_version)
+        tuple_ok = np.where(ports, (self.sport >= 0) & (self.dport >= 0),
+                            np.where(icmpish, self.icmp_type >= 0, True))
+        return ip & ok & tuple_ok
+
+    def error_frame(self, rows: np.ndarray) -> pd.DataFrame:
+        """The ICMP error rows as ``icmp.attach`` wants them."""
+        return pd.DataFrame({
+            "ts": self.ts[rows], "capture": self.capture[rows], "interface": self.interface[rows],
+            "ifindex": self.ifindex[rows], "direction": self.direction[rows], "encap": self.encap[rows],
+            "vni": self.vni[rows], "quoted_src": self.quoted_src[rows], "quoted_dst": self.quoted_dst[rows],
+            "quoted_proto": self.quoted_proto[rows], "quoted_sport": self.quoted_sport[rows],
+            "quoted_dport": self.quoted_dport[rows],
+        })
+
+
+def _i64(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``values[idx]`` widened to int64."""
+    return values[idx].astype(np.int64)
+
+
+class _Core:
+    """Flows of the packet rows ``rows``: grouping, splitting and per-flow aggregates."""
+
+    def __init__(self, p: _Arrays, rows: np.ndarray, tmo: dict[str, int], rank: np.ndarray) -> None:
+        proto, ver = _i64(p.proto, rows), _i64(p.ip_version, rows)
+        src, dst = p.src[rows], p.dst[rows]
+        pa, pb, one_way = flow_ports(proto, ver, _i64(p.sport, rows), _i64(p.dport, rows),
+                                    _i64(p.icmp_type, rows), _i64(p.icmp_code, rows))
+        lower = canonical(rank[src], pa, rank[dst], pb, one_way)
+        lo_a, hi_a = np.where(lower, src, dst), np.where(lower, dst, src)
+        lo_p, hi_p = np.where(lower, pa, pb).astype(np.int64), np.where(lower, pb, pa).astype(np.int64)
+        is_icmp = icmp.is_icmp(proto, ver)
+        iid = np.where(is_icmp & icmp_is("id", ver, p.icmp_type[rows]), _i64(p.icmp_id, rows), -1)
+        ld = assign.lower_direction(p.direction[rows], lower)
+        n_addr = np.int64(max(len(p.addresses), 1))
+        point = ((p.capture[rows] * np.int64(1 << 20) + p.interface[rows]) * 4 + ld) * 16 + p.encap[rows]
+        tunnel = (_i64(p.ifindex, rows) + 1) * np.int64(1 << 25) + (_i64(p.vni, rows) + 1)
+        ports = (((lo_p + 1) * np.int64(1 << 17) + (hi_p + 1)) * np.int64(1 << 9) + (proto + 1)) \
+            * np.int64(1 << 17) + (iid + 1)
+        gid = assign.factorize_rows([lo_a * n_addr + hi_a, ports, point, tunnel]) if rows.size \
+            else np.zeros(0, dtype=np.int64)
+        ts = p.ts[rows]
+        o = assign.sort_order(gid, ts)
+        self.rows = rows[o]
+        g = gid[o]
+        m = o.size
+        gstart = np.ones(m, dtype=bool)
+        if m:
+            gstart[1:] = g[1:] != g[:-1]
+        r = self.rows
+        kind = np.select([proto[o] == 6, proto[o] == 17, is_icmp[o]],
+                         [assign.KIND_TCP, assign.KIND_UDP, assign.KIND_ICMP], assign.KIND_OTHER)
+        flags = np.where(proto[o] == 6, p.flags[r], 0)
+        ts_s = ts[o]
+        lower_s = lower[o]
+        fstart = assign.split_flows(group_start=gstart, kind=kind, ts=ts_s, flags=flags, seq=_i64(p.seq, r),
+                                    ack=_i64(p.ack, r), lower=lower_s, timeouts=tmo)
+        flow = np.cumsum(fstart) - 1
+        starts = np.flatnonzero(fstart)
+        F = starts.size
+        self.n_flows = F
+        self.flow = flow
+        ends = np.append(starts[1:], m)
+        req = is_icmp[o] & icmp_is("request", ver[o], p.icmp_type[r])
+        orig_lower = assign.originators(flow_start=fstart, kind=kind, flags=flags, lower=lower_s, icmp_request=req)
+        fo = lower_s == orig_lower[flow]
+        self.from_orig = fo
+        pf: dict[str, np.ndarray] = {}
+        self.per_flow = pf
+        pf["orig_lower"] = orig_lower
+        fs = starts
+        pf["capture"] = p.capture[r[fs]] if F else np.zeros(0, dtype=np.int64)
+        pf["interface"] = p.interface[r[fs]] if F else np.zeros(0, dtype=np.int64)
+        pf["ifindex"] = _i64(p.ifindex, r[fs])
+        ld_s = ld[o]
+        pf["ld"] = ld_s[fs]
+        flip_dir = np.array([_OUT, _IN, _UNKNOWN], dtype=np.int64)
+        pf["orig_direction"] = np.where(orig_lower, ld_s[fs], flip_dir[ld_s[fs]]) if F else ld_s[fs]
+        pf["encap"] = p.encap[r[fs]]
+        first_from_orig = fo[fs]
+        pf["outer_orig_h"] = np.where(first_from_orig, p.outer_src[r[fs]], p.outer_dst[r[fs]])
+        pf["outer_resp_h"] = np.where(first_from_orig, p.outer_dst[r[fs]], p.outer_src[r[fs]])
+        pf["vni"] = p.vni[r[fs]]
+        pf["ip_version"] = ver[o][fs]
+        pf["proto"] = proto[o][fs]
+        la, ha, lp, hp = lo_a[o][fs], hi_a[o][fs], lo_p[o][fs], hi_p[o][fs]
+        pf["lo_a"], pf["hi_a"], pf["lo_p"], pf["hi_p"] = la, ha, lp, hp
+        pf["orig_h"] = np.where(orig_lower, la, ha)
+        pf["resp_h"] = np.where(orig_lower, ha, la)
+        pf["orig_p"] = np.where(orig_lower, lp, hp)
+        pf["resp_p"] = np.where(orig_lower, hp, lp)
+        pf["one_way"] = one_way[o][fs]
+        pf["icmp_id"] = iid[o][fs]
+        pf["ts_ns"] = ts_s[fs]
+        pf["first_ts"] = pf["ts_ns"]
+        last_ts = ts_s[ends - 1] if F else ts_s[fs]
+        pf["last_ts_ns"] = last_ts
+        pf["last_ts"] = last_ts
+        pf["first_frame"] = p.frame[r[fs]]
+        pf["last_frame"] = p.frame[r[ends - 1]] if F else p.frame[r[fs]]
+
+        def per_side(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            if not F:
+                z = np.zeros(0, dtype=np.int64)
+                return z, z
+            total = np.add.reduceat(values, fs)
+            orig = np.add.reduceat(np.where(fo, values, 0), fs)
+            return orig, total - orig
+
+        one = np.ones(m, dtype=np.int64)
+        pf["orig_pkts"], pf["resp_pkts"] = per_side(one)
+        pf["orig_ip_bytes"], pf["resp_ip_bytes"] = per_side(_i64(p.ip_len, r))
+        pf["orig_bytes"], pf["resp_bytes"] = per_side(_i64(p.payload, r))
+
+        def first_where(mask: np.ndarray, values: np.ndarray, missing: int) -> np.ndarray:
+            if not F:
+                return np.zeros(0, dtype=np.int64)
+            nxt = assign.next_true(mask)[fs]
+            found = nxt < ends
+            out = np.full(F, missing, dtype=np.int64)
+            out[found] = values[nxt[found]]
+            return out
+
+        has_ts = (proto[o] == 6) & ((p.tcp_opts[r] & 0x10) != 0)
+        pf["orig_first_tsval"] = first_where(fo & has_ts, p.tsval[r], -1)
+        pf["resp_first_tsval"] = first_where(~fo & has_ts, p.tsval[r], -1)
+        pf["orig_first_ip_id"] = first_where(fo & (ver[o] == 4), p.ip_id[r], -1)
+        pf["orig_ttl"] = first_where(fo, p.ttl[r].astype(np.int64), 0)
+        pf["resp_ttl"] = first_where(~fo, p.ttl[r].astype(np.int64), 0)
+        duration = last_ts - pf["ts_ns"]
+        conn_state = np.full(F, "OTH", dtype=object)
+        hist = [""] * F
+        tcp_cols = _tcp_columns(p, F, flow, fstart, fo, r, kind, ts_s, ends, pf)
+        if tcp_cols is not None:
+            tcp_flows, cs, hs_list, closing_ts = tcp_cols
+            conn_state[tcp_flows] = cs
+            for i, h in zip(tcp_flows.tolist(), hs_list, strict=True):
+                hist[i] = h
+            closed = closing_ts >= 0
+            duration[tcp_flows[closed]] = closing_ts[closed] - pf["ts_ns"][tcp_flows[closed]]
+        udp = np.flatnonzero(kind[fs] == assign.KIND_UDP) if F else np.zeros(0, dtype=np.int64)
+        if udp.size:
+            o_act, r_act = pf["orig_pkts"][udp] > 0, pf["resp_pkts"][udp] > 0
+            conn_state[udp] = np.select([o_act & r_act, o_act, r_act], ["SF", "S0", "SHR"], "OTH")
+            sel = kind == assign.KIND_UDP
+            local = np.full(F, -1, dtype=np.int64)
+            local[udp] = np.arange(udp.size)
+            pos, sub, let = history.udp_letters(flow=local[flow[sel]], from_orig=fo[sel],
+                                                bad_checksum=p.checksum[r[sel]] == 0)
+            texts = history.assemble(n_flows=udp.size, flow=local[flow[sel]][pos], pos=pos, sub=sub,
+                                     letter=let, flipped=np.zeros(udp.size, dtype=bool))
+            for i, h in zip(udp.tolist(), texts, strict=True):
+                hist[i] = h
+        pf["duration_ns"] = duration
+        pf["conn_state"] = conn_state
+        self.history = hist
+
+    def key_frame(self) -> pd.DataFrame:
+        """Per flow, the observation point and tuple keys ``icmp.attach`` matches on."""
+        pf = self.per_flow
+        return pd.DataFrame({
+            "capture": pf["capture"], "interface": pf["interface"], "ifindex": pf["ifindex"],
+            "ld": pf["ld"], "encap": pf["encap"], "vni": pf["vni"], "proto": pf["proto"],
+            "lo_a": pf["lo_a"], "hi_a": pf["hi_a"], "lo_p": pf["lo_p"], "hi_p": pf["hi_p"],
+            "first_ts": pf["first_ts"], "last_ts": pf["last_ts"],
+        })
+
+
+def _tcp_columns(p: _Arrays, F: int, flow: np.ndarray, fstart: np.ndarray, fo: np.ndarray, r: np.ndarray,
+                 kind: np.ndarray, ts_s: np.ndarray, ends: np.ndarray,
+                 pf: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray] | None:
+    """TCP columns into ``pf``; returns (TCP flow indices, their conn_state, history, close ts)."""
+    starts = np.flatnonzero(fstart)
+    is_tcp_flow = kind[starts] == assign.KIND_TCP if F else np.zeros(0, dtype=bool)
+    defaults = {
+        "orig_isn": -1, "resp_isn": -1, "handshake_rtt_ns": -1, "ack_rtt_ns": -1,
+        "syn_retransmissions": 0, "synack_retransmissions": 0, "orig_retransmissions": 0,
+        "resp_retransmissions": 0, "missed_bytes": 0, "fin_sender": 0, "rst_sender": 0,
+    }
+    for k, v in defaults.items():
+        pf[k] = np.full(F, v, dtype=np.int64)
+    pf["midstream"] = np.zeros(F, dtype=bool)
+    tcp_flows = np.flatnonzero(is_tcp_flow)
+    if not tcp_flows.size:
+        return None
+    T = tcp_flows.size
+    local = np.full(F, -1, dtype=np.int64)
+    local[tcp_flows] = np.arange(T)
+    sel = np.flatnonzero((kind == assign.KIND_TCP) & ~p.frag_tail[r])
+    lf = local[flow[sel]]
+    rs = r[sel]
+    lstart = np.ones(sel.size, dtype=bool)
+    if sel.size:
+        lstart[1:] = lf[1:] != lf[:-1]
+    flags = p.flags[rs]
+    fo_t = fo[sel]
+    res = tcp.analyze(n_flows=T, flow=lf, flow_start=lstart, from_orig=fo_t, ts=ts_s[sel], flags=flags,
+                      seq=_i64(p.seq, rs), ack=_i64(p.ack, rs), payload=_i64(p.payload, rs))
+    ep = res.endpoint
+    o_isn, r_isn = ep.isn[0::2], ep.isn[1::2]
+    pf["orig_isn"][tcp_flows] = o_isn
+    pf["resp_isn"][tcp_flows] = r_isn
+    pf["handshake_rtt_ns"][tcp_flows] = res.handshake_rtt_ns
+    pf["ack_rtt_ns"][tcp_flows] = res.ack_rtt_ns
+    pf["syn_retransmissions"][tcp_flows] = res.syn_retransmissions
+    pf["synack_retransmissions"][tcp_flows] = res.synack_retransmissions
+    pf["orig_retransmissions"][tcp_flows] = ep.retransmissions[0::2]
+    pf["resp_retransmissions"][tcp_flows] = ep.retransmissions[1::2]
+    pf["missed_bytes"][tcp_flows] = ep.missed_bytes[0::2] + ep.missed_bytes[1::2]
+    pf["fin_sender"][tcp_flows] = (ep.fins[0::2] > 0) * 1 + (ep.fins[1::2] > 0) * 2
+    pf["rst_sender"][tcp_flows] = (ep.rsts[0::2] > 0) * 1 + (ep.rsts[1::2] > 0) * 2
+    orig_syn = (flags & 0x12) == 0x02
+    has_orig_syn = np.bincount(lf[orig_syn & fo_t], minlength=T) > 0
+    pf["midstream"][tcp_flows] = ~has_orig_syn
+
+    # conn_state: the endpoint automaton over each flow's state events.
+    code = state.event_codes(from_orig=fo_t, flags=flags, has_data=p.payload[rs] > 0)
+    ev = state.state_events(flow=lf, flow_start=lstart, code=code)
+    outcome = state.run(n_flows=T, event_flow=lf[ev], event_code=code[ev])
+    os_, ops, rs_, rps = state.endpoint_states(outcome.state)
+    closing_ts = np.full(T, -1, dtype=np.int64)
+    closed = outcome.closed_at >= 0
+    closing_ts[closed] = ts_s[sel][ev][outcome.closed_at[closed]]
+
+    # Payload bytes as Zeek's TCP_Endpoint::Size().
+    sizes = []
+    for side, (st, prev, peer) in enumerate(((os_, ops, rs_), (rs_, rps, os_))):
+        last, ackr, fins = ep.last_rel[side::2], ep.ack_rel[side::2], ep.fins[side::2]
+        size = np.maximum(np.maximum(last, ackr), 0)
+        size = np.where(size != 0, size - 1, 0)
+        size = np.where((fins > 0) & (size != 0), size - 1, size)
+        aborted = (prev == state.SYN_SENT) & (st == state.RESET) & (peer == state.INACTIVE) & ~np.isin(ackr, (0, 1))
+        sizes.append(np.where(aborted, 0, size))
+    pf["orig_bytes"][tcp_flows] = sizes[0]
+    pf["resp_bytes"][tcp_flows] = sizes[1]
+
+    # History.
+    pos, sub, let = history.tcp_letters(
+        flow=lf, from_orig=fo_t, flags=flags, seq=_i64(p.seq, rs), payload=_i64(p.payload, rs), window=p.window[rs],
+        bad_checksum=p.checksum[rs] == 0, rxmit=res.rxmit, gap_pos=res.gap_pos, gap_orig=res.gap_orig)
+    first_pkt_orig = fo[starts][tcp_flows]
+    texts = history.assemble(n_flows=T, flow=lf[pos], pos=pos, sub=sub, letter=let, flipped=~first_pkt_orig)
+    cs = state.tcp_conn_state(o=os_, r=rs_, orig_size=sizes[0], resp_size=sizes[1], history=texts)
+    return tcp_flows, cs, texts, closing_ts

@@ -1,0 +1,115 @@
+"""Assemble per-flow arrays into the declared flows table, and give each flow its uid."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from flowtrace.schema import CONN_STATES, DIRECTIONS, ENCAPSULATIONS, FLOWS, SENDERS
+
+_B62 = np.frombuffer(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", dtype=np.uint8)
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser, element-wise on uint64."""
+    x = x.astype(np.uint64)
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * _M1
+        x = (x ^ (x >> np.uint64(27))) * _M2
+    return x ^ (x >> np.uint64(31))
+
+
+def _text_hash(values: Sequence[str]) -> np.ndarray:
+    """A stable 64-bit hash of each text (uint64)."""
+    return np.array([int.from_bytes(hashlib.blake2b(v.encode(), digest_size=8).digest(), "little")
+                     for v in values] or [0], dtype=np.uint64)
+
+
+def uids(*, capture: Sequence[str], interface: Sequence[str], ifindex: np.ndarray, direction: np.ndarray,
+         proto: np.ndarray, orig_h: Sequence[str], orig_p: np.ndarray, resp_h: Sequence[str],
+         resp_p: np.ndarray, ts_ns: np.ndarray, icmp_id: np.ndarray, vni: np.ndarray) -> np.ndarray:
+    """Zeek-style uids: 'C' + 17 base62 characters from a hash of the flow's identity.
+
+    Equal inputs give equal uids on every run and machine; text columns are given as one
+    string per flow. Returns an object array of str.
+    """
+    n = ts_ns.size
+    if not n:
+        return np.zeros(0, dtype=object)
+
+    def h(values: Sequence[str]) -> np.ndarray:
+        uniq, inv = np.unique(np.asarray(values, dtype=object).astype(str), return_inverse=True)
+        return _text_hash(list(uniq))[inv.ravel()]
+
+    acc = np.zeros(n, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for part in (h(capture), h(interface), h(orig_h), h(resp_h),
+                     ifindex.astype(np.int64).astype(np.uint64), direction.astype(np.uint64),
+                     proto.astype(np.int64).astype(np.uint64), orig_p.astype(np.int64).astype(np.uint64),
+                     resp_p.astype(np.int64).astype(np.uint64), ts_ns.astype(np.int64).astype(np.uint64),
+                     icmp_id.astype(np.int64).astype(np.uint64), vni.astype(np.int64).astype(np.uint64)):
+            acc = _mix(acc ^ part) + np.uint64(0x9E3779B97F4A7C15)
+    h1, h2 = _mix(acc), _mix(acc ^ np.uint64(0xD6E8FEB86659FD93))
+    digits = np.empty((n, 18), dtype=np.uint8)
+    digits[:, 0] = ord("C")
+    for j in range(9):
+        digits[:, 1 + j] = _B62[(h1 % np.uint64(62)).astype(np.int64)]
+        h1 = h1 // np.uint64(62)
+    for j in range(8):
+        digits[:, 10 + j] = _B62[(h2 % np.uint64(62)).astype(np.int64)]
+        h2 = h2 // np.uint64(62)
+    return np.ascontiguousarray(digits).view("S18").ravel().astype(str).astype(object)
+
+
+def assemble(pf: dict, *, packets: pd.DataFrame, addresses: Sequence[str],
+             outer_addresses: Sequence[str]) -> pd.DataFrame:
+    """The flows table from per-flow arrays ``pf`` (codes into the packets' categories).
+
+    ``addresses`` are the categories ``orig_h``/``resp_h`` codes refer to, and
+    ``outer_addresses`` those of ``outer_orig_h``/``outer_resp_h``.
+    """
+    n = len(pf["ts_ns"])
+    if not n:
+        return FLOWS.empty()
+    captures = [str(c) for c in packets["capture"].cat.categories]
+    interfaces = [str(c) for c in packets["interface"].cat.categories]
+    addr_dtype = pd.CategoricalDtype(list(addresses))
+    outer_dtype = pd.CategoricalDtype(list(outer_addresses))
+
+    def cat(codes: np.ndarray, dtype: pd.CategoricalDtype) -> pd.Categorical:
+        return pd.Categorical.from_codes(np.asarray(codes, dtype=np.int64), dtype=dtype, validate=False)
+
+    cap_dtype = pd.CategoricalDtype(captures)
+    if_dtype = pd.CategoricalDtype(interfaces)
+    cols: dict[str, object] = {
+        "flow_id": np.arange(n, dtype=np.int64),
+        "capture": cat(pf["capture"], cap_dtype),
+        "interface": cat(pf["interface"], if_dtype),
+        "ifindex": pf["ifindex"],
+        "orig_direction": cat(pf["orig_direction"], pd.CategoricalDtype(list(DIRECTIONS))),
+        "encap": cat(pf["encap"], pd.CategoricalDtype(list(ENCAPSULATIONS))),
+        "outer_orig_h": cat(pf["outer_orig_h"], outer_dtype),
+        "outer_resp_h": cat(pf["outer_resp_h"], outer_dtype),
+        "orig_h": cat(pf["orig_h"], addr_dtype),
+        "resp_h": cat(pf["resp_h"], addr_dtype),
+        "conn_state": pd.Categorical(pf["conn_state"], categories=list(CONN_STATES)),
+        "fin_sender": cat(pf["fin_sender"], pd.CategoricalDtype(list(SENDERS))),
+        "rst_sender": cat(pf["rst_sender"], pd.CategoricalDtype(list(SENDERS))),
+        "history": np.asarray(pf["history"], dtype=object),
+    }
+    for c in FLOWS.columns:
+        if c.name not in cols and c.name != "uid":
+            cols[c.name] = pf[c.name]
+    addr = np.asarray(addresses, dtype=object)
+    cols["uid"] = uids(
+        capture=np.asarray(captures, dtype=object)[pf["capture"]],
+        interface=np.asarray(interfaces, dtype=object)[pf["interface"]],
+        ifindex=pf["ifindex"], direction=pf["orig_direction"], proto=pf["proto"],
+        orig_h=addr[pf["orig_h"]], orig_p=pf["orig_p"], resp_h=addr[pf["resp_h"]], resp_p=pf["resp_p"],
+        ts_ns=pf["ts_ns"], icmp_id=pf["icmp_id"], vni=pf["vni"])
+    df = pd.DataFrame({c.name: cols[c.name] for c in FLOWS.columns})
+    return FLOWS.conform(df)

@@ -1,0 +1,97 @@
+"""Rendering ``flowtrace flows``: a terminal table, JSON (with schema_version) or CSV."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from flowtrace.schema import SCHEMA_VERSION
+
+_PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6", 132: "sctp"}
+_STATE_STYLE = {"SF": "green", "S1": "green", "REJ": "red", "S0": "yellow", "RSTO": "red", "RSTR": "red",
+                "RSTOS0": "red", "RSTRH": "red", "SH": "yellow", "SHR": "yellow", "OTH": "dim"}
+
+
+def _point(row: pd.Series) -> str:
+    iface = str(row.interface) if isinstance(row.interface, str) and row.interface else ""
+    if row.ifindex >= 0:
+        iface = f"{iface}#{row.ifindex}" if iface and not iface.startswith("#") else f"if{row.ifindex}"
+    direction = "" if row.orig_direction == "unknown" else str(row.orig_direction)
+    return " ".join(x for x in (iface, direction) if x) or "-"
+
+
+def _endpoint(host: object, port: int, proto: int) -> str:
+    h = str(host)
+    if port < 0:
+        return h
+    if proto in (1, 58):
+        return f"{h} t{port}"
+    return f"[{h}]:{port}" if ":" in h else f"{h}:{port}"
+
+
+def _time(ns: int) -> str:
+    t = dt.datetime.fromtimestamp(ns // 1_000_000_000, dt.UTC)
+    return t.strftime("%Y-%m-%d %H:%M:%S") + f".{(ns % 1_000_000_000) // 1000:06d}"
+
+
+def flows_renderable(flows: pd.DataFrame, *, limit: int | None = None) -> Table:
+    """A rich Table of ``flows``, one row per flow (the first ``limit`` rows if given)."""
+    shown = flows if limit is None else flows.head(limit)
+    title = f"{len(flows):,} flows" + (f" (first {len(shown):,} shown)" if len(shown) < len(flows) else "")
+    t = Table(title=title, title_justify="left", box=None, pad_edge=False, header_style="bold")
+    for name, justify in (("capture", "left"), ("point", "left"), ("proto", "left"), ("originator", "right"),
+                          ("responder", "left"), ("start (UTC)", "left"), ("duration s", "right"),
+                          ("pkts >/<", "right"), ("bytes >/<", "right"), ("state", "left"),
+                          ("history", "left"), ("notes", "left")):
+        t.add_column(name, justify=justify, no_wrap=name != "notes")
+    for row in shown.itertuples(index=False):
+        proto = int(row.proto)
+        notes = []
+        if row.midstream and proto == 6:
+            notes.append("midstream")
+        if row.syn_retransmissions:
+            notes.append(f"{row.syn_retransmissions} SYN rexmit")
+        rx = int(row.orig_retransmissions) + int(row.resp_retransmissions)
+        if rx:
+            notes.append(f"{rx} rexmit")
+        if row.icmp_error_count:
+            notes.append(f"ICMP {row.icmp_error_types}")
+        if row.handshake_rtt_ns >= 0:
+            notes.append(f"rtt {row.handshake_rtt_ns / 1e6:.3f} ms")
+        state = str(row.conn_state)
+        t.add_row(
+            str(row.capture), _point(row), _PROTO_NAMES.get(proto, str(proto)),
+            _endpoint(row.orig_h, int(row.orig_p), proto), _endpoint(row.resp_h, int(row.resp_p), proto),
+            _time(int(row.ts_ns)), f"{row.duration_ns / 1e9:.6f}",
+            f"{row.orig_pkts}/{row.resp_pkts}", f"{row.orig_bytes}/{row.resp_bytes}",
+            f"[{_STATE_STYLE.get(state, '')}]{state}[/]" if state in _STATE_STYLE else state,
+            row.history or "-", ", ".join(notes),
+        )
+    return t
+
+
+def render_flows(flows: pd.DataFrame, console: Console | None = None, *, limit: int | None = None) -> None:
+    """Print the flows table to ``console`` (stdout by default; NO_COLOR and width respected)."""
+    console = console or Console()
+    console.print(flows_renderable(flows, limit=limit))
+
+
+def flows_json(flows: pd.DataFrame) -> str:
+    """The JSON document of ``flowtrace flows --json``: schema_version, table name, rows."""
+    body = flows.to_json(orient="records", date_format="iso") if len(flows) else "[]"
+    head = json.dumps({"schema_version": SCHEMA_VERSION, "table": "flows", "count": len(flows)})
+    return head[:-1] + ', "flows": ' + body + "}"
+
+
+def flows_csv(flows: pd.DataFrame) -> str:
+    """The CSV text of ``flowtrace flows --csv`` (header row, one line per flow)."""
+    out = flows.copy()
+    for col in out.columns:
+        if isinstance(out[col].dtype, pd.CategoricalDtype):
+            out[col] = out[col].astype(object)
+    return out.to_csv(index=False, lineterminator="\n", na_rep="")
+
