@@ -8,10 +8,9 @@ import numpy as np
 import pandas as pd
 
 from flowtrace.correlate.clock import ClockOffset, corrected, estimate_offsets
-from flowtrace.correlate.coverage import missing_between_hops
+from flowtrace.correlate.hops import build_hops
 from flowtrace.correlate.link import Links, link_flows
-from flowtrace.correlate.nat import change_mask
-from flowtrace.correlate.path import DIRECTIONS, REQUEST, RESPONSE, sighting_table
+from flowtrace.correlate.path import REQUEST, RESPONSE, sighting_table
 from flowtrace.correlate.sightings import Sightings, build_sightings, split_groups
 
 DEFAULT_WINDOW_NS = 200_000_000
@@ -68,7 +67,7 @@ def correlate(packets: pd.DataFrame, flow_id: np.ndarray, from_orig: np.ndarray,
     pdir[has_flow] = np.where(from_orig[has_flow] ^ links.flipped[flow_id[has_flow]], REQUEST, RESPONSE)
     _orient_connections(packets, flow_id, pdir, links, cts)
     st["direction"] = pdir[st["row"].to_numpy()]
-    hops = build_hops(packets, flow_id, pdir, cts, links, st)
+    hops, _ = build_hops(packets, flow_id, pdir, cts, links, st)
     connections = build_connections(packets, hops, links)
     notes = []
     if links.conflicts:
@@ -102,63 +101,12 @@ def _orient_connections(packets: pd.DataFrame, flow_id: np.ndarray, pdir: np.nda
     pdir[rows[sel]] = np.where(pdir[rows[sel]] == REQUEST, RESPONSE, REQUEST)
 
 
-def build_hops(packets: pd.DataFrame, flow_id: np.ndarray, pdir: np.ndarray, cts: np.ndarray,
-               links: Links, st: pd.DataFrame) -> pd.DataFrame:
-    """The hops table: per (connection, direction, flow) the tuple seen there, in path order."""
-    rows = np.flatnonzero(flow_id >= 0)
-    base = pd.DataFrame({
-        "row": rows, "flow": flow_id[rows], "direction": pdir[rows],
-        "connection": links.connection[flow_id[rows]], "ts": cts[rows],
-        "ttl": packets["ttl"].to_numpy()[rows], "bytes": packets["ip_len"].to_numpy()[rows].astype(np.int64),
-    })
-    base = base.sort_values("ts", kind="stable")
-    g = base.groupby(["connection", "direction", "flow"], sort=False)
-    hops = g.agg(first_row=("row", "first"), first_ts_ns=("ts", "first"), last_ts_ns=("ts", "last"),
-                 ttl=("ttl", "max"), packets=("row", "size"), ip_bytes=("bytes", "sum")).reset_index()
-    if not st.empty:
-        delay = st.groupby(["connection", "direction", "flow"], sort=False)["delay"].median()
-        hops = hops.join(delay.rename("delay_ns"), on=["connection", "direction", "flow"])
-    else:
-        hops["delay_ns"] = np.nan
-    start = hops.groupby(["connection", "direction"])["first_ts_ns"].transform("min")
-    hops["delay_ns"] = hops["delay_ns"].fillna(hops["first_ts_ns"] - start).round().astype(np.int64)
-    hops = hops.sort_values(["connection", "direction", "ttl", "delay_ns", "first_ts_ns"],
-                            ascending=[True, True, False, True, True], kind="stable").reset_index(drop=True)
-    hops["hop"] = hops.groupby(["connection", "direction"], sort=False).cumcount().astype(np.int32)
-    r = hops["first_row"].to_numpy()
-    for col in ("capture", "interface", "ifindex", "direction", "src", "dst", "sport", "dport",
-                "encap", "outer_src", "outer_dst", "vni", "proto", "ip_version"):
-        values = packets[col].to_numpy()[r] if col not in ("capture", "interface", "direction", "src", "dst",
-                                                             "encap", "outer_src", "outer_dst") \
-            else packets[col].iloc[r].astype(object).to_numpy()
-        hops["packet_direction" if col == "direction" else col] = values
-    hops["packet_direction"] = hops["packet_direction"].astype(str)
-    # Changes and latency against the previous hop of the same connection and direction.
-    prev = hops.groupby(["connection", "direction"], sort=False).shift(1)
-    has_prev = hops["hop"].to_numpy() > 0
-    mask = np.zeros(len(hops), dtype=np.int16)
-    if has_prev.any():
-        p = prev[has_prev]
-        c = hops[has_prev]
-        mask[has_prev] = change_mask(p, c, c["direction"].to_numpy())
-    hops["changes"] = mask
-    latency = (hops["delay_ns"] - prev["delay_ns"]).where(has_prev)
-    hops["latency_ns"] = latency.fillna(0).round().astype(np.int64)
-    same_capture = has_prev & (prev["capture"].to_numpy() == hops["capture"].to_numpy())
-    hops["changed_at"] = np.where(~has_prev | (mask == 0), "",
-                                  np.where(same_capture, hops["capture"].astype(str),
-                                           prev["capture"].astype(str) + " -> " + hops["capture"].astype(str)))
-    hops["missing"] = missing_between_hops(packets, hops, st)
-    hops["direction"] = np.asarray(DIRECTIONS, dtype=object)[hops["direction"].to_numpy()]
-    return hops
-
-
 def build_connections(packets: pd.DataFrame, hops: pd.DataFrame, links: Links) -> pd.DataFrame:
     """One row per connection: client and server tuples, NAT summary, span, hop counts."""
     if hops.empty:
         return pd.DataFrame(columns=["connection"])
-    req = hops[hops["direction"] == "request"]
-    first = req[req["hop"] == 0].set_index("connection")
+    req = hops[(hops["direction"] == "request") & hops["on_path"]]
+    first = req.loc[req.groupby("connection")["hop"].idxmin()].set_index("connection")
     last = req.loc[req.groupby("connection")["hop"].idxmax()].set_index("connection")
     conns = pd.DataFrame(index=pd.Index(np.unique(hops["connection"].to_numpy()), name="connection"))
     for side, frame in (("client", first), ("server", last)):
@@ -170,7 +118,7 @@ def build_connections(packets: pd.DataFrame, hops: pd.DataFrame, links: Links) -
     conns["start_ts_ns"] = hops.groupby("connection")["first_ts_ns"].min()
     conns["end_ts_ns"] = hops.groupby("connection")["last_ts_ns"].max()
     conns["request_hops"] = req.groupby("connection").size()
-    conns["response_hops"] = hops[hops["direction"] == "response"].groupby("connection").size()
+    conns["response_hops"] = hops[(hops["direction"] == "response") & hops["on_path"]].groupby("connection").size()
     conns["captures"] = hops.groupby("connection")["capture"].agg(lambda x: ",".join(dict.fromkeys(x)))
     changes = hops.groupby("connection")["changes"].agg(lambda x: int(np.bitwise_or.reduce(x.to_numpy())))
     conns["changes"] = changes

@@ -5,9 +5,12 @@ B's (B's clock), ``t_B - t_A = theta_B - theta_A + delay`` with ``delay >= 0``: 
 pair bounds ``theta_B - theta_A`` from above, and a packet going the other way bounds it
 from below (NTP's reasoning, with minima instead of means). All bounds together are a
 system of difference constraints between captures; Floyd-Warshall tightens them, and
-each capture's offset is fixed in turn at the middle of its remaining interval, so the
-result always satisfies every bound. The half-width of that interval is the
-uncertainty: the true offset is inside it unless delays were negative.
+each capture's offset is fixed in turn inside its remaining interval, so the result
+always satisfies every bound. An interval that contains zero gives
+zero: clocks are assumed to agree unless the packets prove otherwise (captures taken on
+one host, a node and its pods, do share a clock); otherwise the middle is taken. The
+distance to the far end of the interval is the uncertainty: the true offset is inside
+it unless delays were negative.
 
 Which of two captures saw a packet first is decided without clocks: a lower TTL is
 further downstream; at equal TTL, the capture where the packet left a host ("out")
@@ -38,8 +41,8 @@ class ClockOffset:
     offset_ns: int
     """This capture's clock minus the reference's: corrected time = ts_ns - offset_ns."""
     uncertainty_ns: int | None
-    """Half-width of the interval the offset must lie in; None when only one side is bounded
-    or nothing links the capture to the reference (then offset_ns is a guess)."""
+    """Largest distance from offset_ns to either end of the interval the offset must lie in;
+    None when only one side is bounded or nothing links the capture to the reference."""
     lower_ns: int | None
     """Lowest offset consistent with the packets (None: unbounded)."""
     upper_ns: int | None
@@ -66,71 +69,72 @@ class PairBound:
     """Packets that went from b to a."""
 
 
-def _units(s: Sightings) -> pd.DataFrame:
-    """Per (clean strong group, capture): the first and last sighting (entry and exit)."""
-    strong = (s.strength >= WEAK) & clean_groups(s)
-    group, capture = s.group[strong], s.capture[strong]
-    ts, ttl, direction = s.ts[strong], s.ttl[strong], s.direction[strong]
-    if not group.size:
-        return pd.DataFrame(columns=["group", "capture", "e_ts", "e_ttl", "e_dir", "x_ts", "x_ttl", "x_dir"])
-    key = group.astype(np.int64) * (len(s.capture_names) + 1) + capture
-    start = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-    end = np.r_[start[1:], key.size] - 1
-    return pd.DataFrame({
-        "group": group[start], "capture": capture[start],
-        "e_ts": ts[start], "e_ttl": ttl[start], "e_dir": direction[start],
-        "x_ts": ts[end], "x_ttl": ttl[end], "x_dir": direction[end],
-    })
+MAX_GROUPS = 50_000
+"""Clean groups used for the bounds at most (spread over the capture): offsets need
+thousands of packets, not millions."""
 
 
-def upstream_of(a: pd.DataFrame, b: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Masks (a upstream of b, b upstream of a) for aligned unit rows of two captures.
-
-    Higher entry TTL is upstream; at equal TTL, a unit that ends with the packet leaving
-    its host precedes one that begins with it arriving, unless both readings apply.
-    """
-    ta, tb = a["e_ttl"].to_numpy(), b["e_ttl"].to_numpy()
-    a_hands = (a["x_dir"].to_numpy() == DIR_OUT) & (b["e_dir"].to_numpy() == DIR_IN)
-    b_hands = (b["x_dir"].to_numpy() == DIR_OUT) & (a["e_dir"].to_numpy() == DIR_IN)
-    same = ta == tb
-    a_up = (ta > tb) | (same & a_hands & ~b_hands)
-    b_up = (tb > ta) | (same & b_hands & ~a_hands)
-    return a_up, b_up
+def _levels(s: Sightings) -> pd.DataFrame:
+    """Per (clean group, capture, TTL): first and last sighting time and the directions seen."""
+    use = (s.strength >= WEAK) & clean_groups(s)
+    groups = np.unique(s.group[use])
+    if groups.size > MAX_GROUPS:
+        keep = np.zeros(int(s.group.max()) + 1, dtype=bool)
+        keep[groups[np.linspace(0, groups.size - 1, MAX_GROUPS).astype(np.int64)]] = True
+        use &= keep[s.group]
+    frame = pd.DataFrame({"group": s.group[use], "capture": s.capture[use], "ttl": s.ttl[use],
+                          "ts": s.ts[use], "out": s.direction[use] == DIR_OUT, "in_": s.direction[use] == DIR_IN})
+    if frame.empty:
+        return pd.DataFrame(columns=["group", "capture", "ttl", "first", "last", "out", "in_"])
+    return frame.groupby(["group", "capture", "ttl"], sort=False).agg(
+        first=("ts", "min"), last=("ts", "max"), out=("out", "any"), in_=("in_", "any")).reset_index()
 
 
 def _low(values: np.ndarray) -> float:
+    """The minimum, or a low quantile once there are 100+ values (robust to a few mismatches)."""
     if not values.size:
         return float("inf")
     if values.size < 100:
         return float(values.min())
-    return float(np.partition(values, int(values.size * ROBUST_QUANTILE))[int(values.size * ROBUST_QUANTILE)])
+    k = int(values.size * ROBUST_QUANTILE)
+    return float(np.partition(values, k)[k])
 
 
 def pair_bounds(s: Sightings) -> list[PairBound]:
-    """Bounds between every pair of captures that saw common strong packets."""
-    units = _units(s)
-    if units.empty:
+    """Bounds between every pair of captures that saw common packets.
+
+    A packet seen at capture a with TTL ta and at capture b with a lower TTL tb passed a
+    first: ``theta_b - theta_a <= first_b - last_a``. At equal TTL only a known hand-over
+    (a saw it leave a host, b saw it arrive, not also the other way) orders them; captures
+    without direction information are then not compared (pods and their node share a
+    kernel whose timestamps do not say who was first).
+    """
+    lv = _levels(s)
+    if lv.empty:
         return []
-    pairs = units.merge(units, on="group", suffixes=("_a", "_b"))
-    pairs = pairs[pairs["capture_a"] < pairs["capture_b"]]
+    pairs = lv.merge(lv, on="group", suffixes=("_a", "_b"))
+    pairs = pairs[pairs["capture_a"] != pairs["capture_b"]]
+    ta, tb = pairs["ttl_a"].to_numpy(), pairs["ttl_b"].to_numpy()
+    hand = pairs["out_a"].to_numpy() & pairs["in__b"].to_numpy() & ~(pairs["out_b"].to_numpy() & pairs["in__a"].to_numpy())
+    a_up = (ta > tb) | ((ta == tb) & hand)
+    pairs = pairs[a_up]
     if pairs.empty:
         return []
-    a = pairs[["e_ts_a", "e_ttl_a", "e_dir_a", "x_ts_a", "x_ttl_a", "x_dir_a"]].set_axis(
-        ["e_ts", "e_ttl", "e_dir", "x_ts", "x_ttl", "x_dir"], axis=1)
-    b = pairs[["e_ts_b", "e_ttl_b", "e_dir_b", "x_ts_b", "x_ttl_b", "x_dir_b"]].set_axis(
-        ["e_ts", "e_ttl", "e_dir", "x_ts", "x_ttl", "x_dir"], axis=1)
-    a_up, b_up = upstream_of(a, b)
-    fwd = b["e_ts"].to_numpy() - a["x_ts"].to_numpy()   # >= theta_b - theta_a when a_up
-    back = b["x_ts"].to_numpy() - a["e_ts"].to_numpy()  # <= theta_b - theta_a when b_up
-    ca, cb = pairs["capture_a"].to_numpy(), pairs["capture_b"].to_numpy()
-    out = []
-    for (i, j), idx in pd.Series(np.arange(len(pairs))).groupby([ca, cb]).groups.items():
-        idx = np.asarray(idx)
-        f = fwd[idx][a_up[idx]]
-        r = back[idx][b_up[idx]]
-        out.append(PairBound(a=int(i), b=int(j), upper_ns=_low(f), lower_ns=-_low(-r),
-                             forward=int(f.size), backward=int(r.size)))
-    return out
+    bound = pairs["first_b"].to_numpy() - pairs["last_a"].to_numpy()
+    frame = pd.DataFrame({"a": pairs["capture_a"].to_numpy(), "b": pairs["capture_b"].to_numpy(), "bound": bound})
+    out: dict[tuple[int, int], list] = {}
+    for (a, b), values in frame.groupby(["a", "b"])["bound"]:
+        v = values.to_numpy()
+        lo, hi = (a, b) if a < b else (b, a)
+        entry = out.setdefault((lo, hi), [float("inf"), float("-inf"), 0, 0])
+        if a == lo:  # theta_hi - theta_lo <= bound
+            entry[0] = min(entry[0], _low(v))
+            entry[2] += v.size
+        else:        # theta_lo - theta_hi <= bound  ->  theta_hi - theta_lo >= -bound
+            entry[1] = max(entry[1], -_low(v))
+            entry[3] += v.size
+    return [PairBound(a=int(a), b=int(b), upper_ns=u, lower_ns=lo_, forward=f, backward=r)
+            for (a, b), (u, lo_, f, r) in out.items()]
 
 
 def solve_offsets(bounds: list[PairBound], captures: list[str], *, reference: str | None = None,
@@ -180,12 +184,16 @@ def solve_offsets(bounds: list[PairBound], captures: list[str], *, reference: st
             continue
         hi = d[ref, x]   # theta_x - theta_ref <= hi
         lo = -d[x, ref]  # theta_x - theta_ref >= lo
+        # The packets allow any offset in [lo, hi]: zero when it is inside (clocks agree
+        # unless the packets prove otherwise; captures of one host share a clock), else
+        # the middle, which bounds the error by half the interval.
         if np.isfinite(hi) and np.isfinite(lo):
-            value, unc = (hi + lo) / 2, (hi - lo) / 2
+            value = 0.0 if lo <= 0.0 <= hi else (hi + lo) / 2
+            unc = max(value - lo, hi - value)
         elif np.isfinite(hi):
-            value, unc = hi - typical, None
+            value, unc = min(0.0, hi - typical), None
         elif np.isfinite(lo):
-            value, unc = lo + typical, None
+            value, unc = max(0.0, lo + typical), None
         else:
             value, unc = 0.0, None
         theta[x] = value

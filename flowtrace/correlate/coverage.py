@@ -47,17 +47,19 @@ def covered(query_flow: np.ndarray, q_start: np.ndarray, q_end: np.ndarray,
 
 
 def missing_between_hops(packets: pd.DataFrame, hops: pd.DataFrame, st: pd.DataFrame) -> np.ndarray:
-    """int32 per hop row: packets the previous hop (same connection and direction) saw that
-    this hop did not see (TCP data: bytes not covered)."""
+    """int32 per hop row: packets the previous on-path hop (same connection and direction)
+    saw that this hop did not see (TCP data: bytes not covered); 0 off the path."""
     out = np.zeros(len(hops), dtype=np.int32)
     if st.empty or hops.empty:
         return out
-    keys = ["connection", "direction", "flow"]
-    at = st.merge(hops[[*keys, "hop"]], on=keys, how="inner")
+    on = hops[hops["on_path"]] if "on_path" in hops.columns else hops
+    on = on.assign(hop=on.groupby(["connection", "direction"], sort=False).cumcount())
+    keys = ["connection", "direction", "hop_id"]
+    at = st.merge(on[[*keys, "hop"]], on=keys, how="inner")
     present = at[["connection", "direction", "group", "hop", "row"]].drop_duplicates(
         ["connection", "direction", "group", "hop"])
     nxt = present.assign(hop=present["hop"] + 1)
-    last_hop = hops.groupby(["connection", "direction"])["hop"].max().rename("last")
+    last_hop = on.groupby(["connection", "direction"])["hop"].max().rename("last")
     nxt = nxt.join(last_hop, on=["connection", "direction"])
     nxt = nxt[nxt["hop"] <= nxt["last"]]
     seen = present.set_index(["connection", "direction", "group", "hop"]).index
@@ -65,15 +67,15 @@ def missing_between_hops(packets: pd.DataFrame, hops: pd.DataFrame, st: pd.DataF
     if absent.empty:
         return out
     # TCP data: missing only when the next hop's flow does not cover the bytes.
-    flow_at = hops.set_index(["connection", "direction", "hop"])["flow"]
-    absent = absent.join(flow_at.rename("next_flow"), on=["connection", "direction", "hop"])
+    hop_at = on.set_index(["connection", "direction", "hop"])["hop_id"]
+    absent = absent.join(hop_at.rename("next_hop"), on=["connection", "direction", "hop"])
     rows = absent["row"].to_numpy()
     proto = packets["proto"].to_numpy()
     plen = packets["payload_len"].to_numpy().astype(np.int64)
     seq = packets["seq"].to_numpy().astype(np.int64)
     data = (proto[rows] == 6) & (plen[rows] > 0)
     if data.any():
-        ref = at[["connection", "direction", "flow", "row"]]
+        ref = at[["connection", "direction", "hop_id", "row"]]
         ref = ref[(proto[ref["row"].to_numpy()] == 6) & (plen[ref["row"].to_numpy()] > 0)]
         base = pd.Series(seq[ref["row"].to_numpy()]).groupby(
             [ref["connection"].to_numpy(), ref["direction"].to_numpy()]).min()
@@ -85,11 +87,10 @@ def missing_between_hops(packets: pd.DataFrame, hops: pd.DataFrame, st: pd.DataF
         qa = absent[data]
         qs = rel(qa["connection"].to_numpy(), qa["direction"].to_numpy(), qa["row"].to_numpy())
         qe = qs + plen[qa["row"].to_numpy()]
-        cov = covered(qa["next_flow"].to_numpy(), qs, qe, ref["flow"].to_numpy(), rs, re)
+        cov = covered(qa["next_hop"].to_numpy(), qs, qe, ref["hop_id"].to_numpy(), rs, re)
         keep = np.ones(len(absent), dtype=bool)
         keep[np.flatnonzero(data)[cov]] = False
         absent = absent[keep]
-    counts = absent.groupby(["connection", "direction", "hop"]).size()
-    idx = pd.MultiIndex.from_frame(hops[["connection", "direction", "hop"]])
-    out[:] = counts.reindex(idx).fillna(0).to_numpy().astype(np.int32)
+    counts = absent.groupby("next_hop").size()
+    out[:] = counts.reindex(hops["hop_id"].to_numpy()).fillna(0).to_numpy().astype(np.int32)
     return out

@@ -16,10 +16,6 @@ import pandas as pd
 from flowtrace.correlate.signature import NONE, packet_signatures
 
 DIR_UNKNOWN, DIR_IN, DIR_OUT = 0, 1, 2
-INITIAL_TTLS = (32, 64, 128, 255)
-"""TTLs operating systems start packets with: a packet carrying one was sent by the host
-that captured it (or crossed no router), the basis of the direction guess for captures
-without direction metadata."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -41,7 +37,7 @@ class Sightings:
     ttl: np.ndarray
     """int16 IP TTL / hop limit."""
     direction: np.ndarray
-    """int8 DIR_* from the capture, or guessed from the TTL where the capture has none."""
+    """int8 DIR_* as the capture recorded it."""
     strength: np.ndarray
     """int8 signature strength of the group."""
     point: np.ndarray
@@ -54,19 +50,11 @@ class Sightings:
 
 
 def observed_directions(packets: pd.DataFrame) -> np.ndarray:
-    """int8 direction of every packet: the capture's own, else out for initial TTLs, else in."""
+    """int8 DIR_* of every packet as its capture recorded it (SLL packet type, epb_flags)."""
     codes = {"in": DIR_IN, "out": DIR_OUT, "unknown": DIR_UNKNOWN}
     cat = packets["direction"]
     lut = np.array([codes[str(c)] for c in cat.cat.categories], dtype=np.int8)
-    direction = lut[cat.cat.codes.to_numpy()]
-    unknown = direction == DIR_UNKNOWN
-    if unknown.any():
-        ttl = packets["ttl"].to_numpy()
-        initial = np.isin(ttl, INITIAL_TTLS)
-        direction = direction.copy()
-        direction[unknown & initial] = DIR_OUT
-        direction[unknown & ~initial & (packets["ip_version"].to_numpy() > 0)] = DIR_IN
-    return direction
+    return lut[cat.cat.codes.to_numpy()]
 
 
 def build_sightings(packets: pd.DataFrame) -> Sightings:

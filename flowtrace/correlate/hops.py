@@ -1,0 +1,150 @@
+"""The hops table: every place a connection's packets were seen, with the tuple they carried
+there, in path order, for the request and the response.
+
+A hop is an observation point (capture, interface, interface index, packet direction)
+together with the tuple seen there: several flows at one point (a connection reset and
+retried, the same tuple reused) are one hop. The *path* of a direction is the set of
+hops its best-seen packet passed (usually the SYN or the SYN-ACK); other hops of the
+direction (a client's RST sent straight to a pod address, say) are kept but flagged as
+off the path.
+
+Ordering trusts the packets over the clocks: a higher TTL is upstream; among the
+captures at one TTL, a capture where the packet leaves a host precedes one where it
+arrives, and only then the clock-corrected delay decides (pods and their node share a
+kernel, whose timestamps can lag or lead the packet's real arrival by microseconds).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from flowtrace.correlate.coverage import missing_between_hops
+from flowtrace.correlate.link import Links
+from flowtrace.correlate.nat import change_mask
+from flowtrace.correlate.path import DIRECTIONS
+from flowtrace.correlate.sightings import DIR_IN, DIR_OUT, observed_directions
+
+_TUPLE = ("capture", "interface", "ifindex", "direction", "src", "dst", "sport", "dport")
+_DESCRIBE = ("capture", "interface", "ifindex", "direction", "src", "dst", "sport", "dport", "encap",
+             "outer_src", "outer_dst", "vni", "proto", "ip_version")
+
+
+def hop_keys(packets: pd.DataFrame, flow_id: np.ndarray, pdir: np.ndarray, connection: np.ndarray) -> np.ndarray:
+    """int64 hop id of every packet row (-1 outside any flow): equal for packets of one
+    connection and direction seen at one observation point with one tuple."""
+    rows = np.flatnonzero(flow_id >= 0)
+    out = np.full(len(packets), -1, dtype=np.int64)
+    if not rows.size:
+        return out
+    cols = {"c": connection[flow_id[rows]], "d": pdir[rows]}
+    for name in _TUPLE:
+        s = packets[name]
+        cols[name] = (s.cat.codes.to_numpy() if isinstance(s.dtype, pd.CategoricalDtype) else s.to_numpy())[rows]
+    frame = pd.DataFrame(cols)
+    out[rows] = frame.groupby(list(frame.columns), sort=False, observed=True, dropna=False).ngroup().to_numpy()
+    return out
+
+
+def build_hops(packets: pd.DataFrame, flow_id: np.ndarray, pdir: np.ndarray, cts: np.ndarray,
+               links: Links, st: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """The hops table and every packet's hop id (see module doc and schema HOPS)."""
+    hop_of = hop_keys(packets, flow_id, pdir, links.connection)
+    rows = np.flatnonzero(hop_of >= 0)
+    base = pd.DataFrame({
+        "row": rows, "hop_id": hop_of[rows], "flow": flow_id[rows], "direction": pdir[rows],
+        "connection": links.connection[flow_id[rows]], "ts": cts[rows],
+        "ttl": packets["ttl"].to_numpy()[rows], "bytes": packets["ip_len"].to_numpy()[rows].astype(np.int64),
+    }).sort_values("ts", kind="stable")
+    g = base.groupby("hop_id", sort=True)
+    hops = g.agg(connection=("connection", "first"), direction=("direction", "first"),
+                 first_row=("row", "first"), first_ts_ns=("ts", "first"), last_ts_ns=("ts", "last"),
+                 ttl=("ttl", "max"), packets=("row", "size"), ip_bytes=("bytes", "sum"),
+                 flow=("flow", "first"), flows=("flow", "nunique")).reset_index()
+    st = st.assign(hop_id=hop_of[st["row"].to_numpy()])
+    st = st[st["hop_id"] >= 0]
+    if not st.empty:
+        hops = hops.join(st.groupby("hop_id")["delay"].median().rename("delay_ns"), on="hop_id")
+    else:
+        hops["delay_ns"] = np.nan
+    start = hops.groupby(["connection", "direction"])["first_ts_ns"].transform("min")
+    hops["delay_ns"] = hops["delay_ns"].fillna(hops["first_ts_ns"] - start).round().astype(np.int64)
+    hops["on_path"], anchor_ttl = _on_path(hops, st)
+    # Order by the TTL the path's packet had there: other packets of the same hop (a RST
+    # that took a shorter route, say) may carry other TTLs.
+    hops["ttl"] = np.where(anchor_ttl >= 0, anchor_ttl, hops["ttl"].to_numpy())
+    first = hops["first_row"].to_numpy()
+    hops = order_hops(hops, packets["capture"].cat.codes.to_numpy()[first], observed_directions(packets)[first])
+    r = hops["first_row"].to_numpy()
+    for col in _DESCRIBE:
+        s = packets[col]
+        values = s.iloc[r].astype(object).to_numpy() if isinstance(s.dtype, pd.CategoricalDtype) else s.to_numpy()[r]
+        hops["packet_direction" if col == "direction" else col] = values
+    hops["packet_direction"] = hops["packet_direction"].astype(str)
+    _changes(hops)
+    hops["missing"] = missing_between_hops(packets, hops, st)
+    hops["direction"] = np.asarray(DIRECTIONS, dtype=object)[hops["direction"].to_numpy()]
+    return hops, hop_of
+
+
+def _on_path(hops: pd.DataFrame, st: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Hops the best-seen packet of their connection and direction passed, and that
+    packet's TTL at each hop (-1 where it was not seen)."""
+    on = np.ones(len(hops), dtype=bool)
+    ttl = np.full(len(hops), -1, dtype=np.int64)
+    if st.empty:
+        return on, ttl
+    per_group = st.groupby(["connection", "direction", "group"], sort=False).agg(
+        points=("hop_id", "nunique"), ts=("ts", "min")).reset_index()
+    per_group = per_group.sort_values(["connection", "direction", "points", "ts"],
+                                      ascending=[True, True, False, True], kind="stable")
+    anchor = per_group.drop_duplicates(["connection", "direction"])
+    path = st.merge(anchor[["connection", "direction", "group"]], on=["connection", "direction", "group"])
+    on_ids = np.unique(path["hop_id"].to_numpy())
+    seen_dirs = anchor.set_index(["connection", "direction"]).index
+    has_anchor = pd.MultiIndex.from_frame(hops[["connection", "direction"]]).isin(seen_dirs)
+    on = ~has_anchor | np.isin(hops["hop_id"].to_numpy(), on_ids)
+    at = path.groupby("hop_id")["ttl"].max()
+    ttl = at.reindex(hops["hop_id"].to_numpy()).fillna(-1).to_numpy().astype(np.int64)
+    return on, ttl
+
+
+def order_hops(hops: pd.DataFrame, capture_code: np.ndarray, guessed_dir: np.ndarray) -> pd.DataFrame:
+    """Sort hops by (-TTL, capture role within the TTL tier, delay) and number them.
+
+    Within one TTL tier, the hops of one capture form a unit; a unit whose first hop has
+    the packet leaving its host comes first (a sender), one whose last hop has it arriving
+    comes last (a receiver), anything else in between; units of equal rank by delay.
+    """
+    h = hops.assign(_cap=capture_code, _dir=guessed_dir)
+    unit = ["connection", "direction", "ttl", "_cap"]
+    h = h.sort_values([*unit, "delay_ns", "first_ts_ns"], kind="stable")
+    first_dir = h.groupby(unit, sort=False)["_dir"].transform("first")
+    last_dir = h.groupby(unit, sort=False)["_dir"].transform("last")
+    h["_rank"] = np.where(first_dir.to_numpy() == DIR_OUT, 0, np.where(last_dir.to_numpy() == DIR_IN, 2, 1))
+    h["_unit_delay"] = h.groupby(unit, sort=False)["delay_ns"].transform("min")
+    h = h.sort_values(["connection", "direction", "ttl", "_rank", "_unit_delay", "_cap", "delay_ns", "first_ts_ns"],
+                      ascending=[True, True, False, True, True, True, True, True], kind="stable")
+    h["hop"] = h.groupby(["connection", "direction"], sort=False).cumcount().astype(np.int32)
+    return h.drop(columns=["_cap", "_dir", "_rank", "_unit_delay"]).reset_index(drop=True)
+
+
+def _changes(hops: pd.DataFrame) -> None:
+    """Changes, latency and where the change happened, against the previous on-path hop."""
+    hops["changes"] = np.zeros(len(hops), dtype=np.int16)
+    hops["latency_ns"] = np.zeros(len(hops), dtype=np.int64)
+    hops["changed_at"] = ""
+    on = hops[hops["on_path"]]
+    prev = on.groupby(["connection", "direction"], sort=False).shift(1)
+    has_prev = prev["capture"].notna().to_numpy()
+    if not has_prev.any():
+        return
+    idx = on.index[has_prev]
+    p, c = prev[has_prev], on[has_prev]
+    mask = change_mask(p, c, c["direction"].to_numpy())
+    hops.loc[idx, "changes"] = mask
+    hops.loc[idx, "latency_ns"] = (c["delay_ns"].to_numpy() - p["delay_ns"].to_numpy()).astype(np.int64)
+    same = p["capture"].to_numpy() == c["capture"].to_numpy()
+    where = np.where(same, c["capture"].astype(str).to_numpy(),
+                     p["capture"].astype(str).to_numpy() + " -> " + c["capture"].astype(str).to_numpy())
+    hops.loc[idx, "changed_at"] = np.where(mask != 0, where, "")
