@@ -271,7 +271,95 @@ FLOWS = Table(
     ),
 )
 
-TABLES: dict[str, Table] = {PACKETS.name: PACKETS, FLOWS.name: FLOWS}
+
+CONNECTION_STATUSES = ("closed", "established", "reset", "rejected", "no_reply", "replied", "partial")
+"""Values of ``connections.status``: how the connection looked at the client's hop.
+
+closed: handshake and both FINs (Zeek SF); established: handshake, not closed (S1, S2,
+S3); reset: ended by RST (RSTO, RSTR, RSTOS0, RSTRH); rejected: the SYN was answered by
+RST (REJ) or an ICMP error; no_reply: nothing came back (S0, SH); replied: a non-TCP
+exchange with traffic both ways; partial: anything else (midstream, one-sided)."""
+
+PATH_DIRECTIONS = ("request", "response")
+"""Values of ``hops.direction``: the client-to-server or the server-to-client path."""
+
+CONNECTIONS = Table(
+    name="connections",
+    description="One row per logical connection across every capture and observation point: "
+    "the flows that carried the same packets, linked through NAT.",
+    columns=(
+        _c("connection", "int64", "-", "Connection number in this analysis."),
+        _c("proto", "int16", "-", "IP protocol number."),
+        _c("ip_version", "uint8", "-", "4 or 6."),
+        _c("client_src", "category", "-", "Client's address as the client sent the request (first on-path request hop)."),
+        _c("client_sport", "int32", "-", "Client's port there.", "-1"),
+        _c("client_dst", "category", "-", "The address the client contacted (the Service / LB address)."),
+        _c("client_dport", "int32", "-", "The port the client contacted.", "-1"),
+        _c("client_capture", "category", "-", "Capture of the most upstream request hop."),
+        _c("server_src", "category", "-", "Source address as the server received the request (last on-path request hop)."),
+        _c("server_sport", "int32", "-", "Source port there.", "-1"),
+        _c("server_dst", "category", "-", "Server (endpoint) address."),
+        _c("server_dport", "int32", "-", "Server port.", "-1"),
+        _c("server_capture", "category", "-", "Capture of the most downstream request hop."),
+        _c("start_ts_ns", "int64", "ns", "First packet anywhere, in the reference capture's clock."),
+        _c("end_ts_ns", "int64", "ns", "Last packet anywhere, in the reference capture's clock."),
+        _c("duration_ns", "int64", "ns", "end_ts_ns - start_ts_ns."),
+        _c("status", "category", "-", "closed, established, reset, rejected, no_reply, replied or partial (see docs).", categories=CONNECTION_STATUSES),
+        _c("client_state", "category", "-", "Zeek conn_state of the client's flow.", "NaN", categories=CONN_STATES),
+        _c("request_hops", "int32", "hops", "Observation points on the request path."),
+        _c("response_hops", "int32", "hops", "Observation points on the response path."),
+        _c("flows", "int32", "flows", "Flows (per observation point) linked into this connection."),
+        _c("captures", "str", "-", "Captures that saw the connection, comma-separated, in path order."),
+        _c("changes", "int16", "-", "OR of the hops' change bits (1 DNAT, 2 DNAT port, 4 SNAT, 8 SNAT port, 16 encapsulation, 32 decapsulation, 64 routed)."),
+        _c("dnat", "bool", "-", "The destination was translated on the way (Service/LB address to an endpoint)."),
+        _c("snat", "bool", "-", "The source was translated on the way (masquerade)."),
+        _c("nat", "str", "-", "The translations with where they happened, e.g. 'DNAT 203.0.113.10:80 -> 10.244.2.7:8080 at node1'.", "''"),
+        _c("findings", "int32", "-", "Findings (anomalies) about this connection."),
+    ),
+)
+
+HOPS = Table(
+    name="hops",
+    description="One row per (connection, direction, observation point, tuple) in path order: "
+    "where the connection's packets were seen and what they looked like there.",
+    columns=(
+        _c("connection", "int64", "-", "Connection number (connections.connection)."),
+        _c("direction", "category", "-", "request (client to server) or response.", categories=PATH_DIRECTIONS),
+        _c("hop", "int32", "-", "Position along the path, 0 = most upstream."),
+        _c("on_path", "bool", "-", "The direction's best-seen packet passed here; off-path hops saw other packets of the direction (e.g. a RST that took another route)."),
+        _c("capture", "category", "-", "Capture of the observation point."),
+        _c("interface", "category", "-", "Interface label (packets.interface)."),
+        _c("ifindex", "int32", "-", "SLL2 interface index.", "-1"),
+        _c("packet_direction", "category", "-", "How the packets crossed the interface (in, out, unknown).", categories=DIRECTIONS),
+        _c("proto", "int16", "-", "IP protocol number."),
+        _c("ip_version", "uint8", "-", "4 or 6."),
+        _c("src", "category", "-", "Source address seen here."),
+        _c("sport", "int32", "-", "Source port seen here.", "-1"),
+        _c("dst", "category", "-", "Destination address seen here."),
+        _c("dport", "int32", "-", "Destination port seen here.", "-1"),
+        _c("ttl", "int16", "hops", "TTL / hop limit of the path's packet here."),
+        _c("encap", "category", "-", "Tunnel around the packets here.", "none", categories=ENCAPSULATIONS),
+        _c("outer_src", "category", "-", "Outer (tunnel) source address.", "NaN"),
+        _c("outer_dst", "category", "-", "Outer (tunnel) destination address.", "NaN"),
+        _c("vni", "int32", "-", "VXLAN/Geneve network identifier.", "-1"),
+        _c("first_ts_ns", "int64", "ns", "First packet here, in the reference capture's clock."),
+        _c("last_ts_ns", "int64", "ns", "Last packet here, in the reference capture's clock."),
+        _c("delay_ns", "int64", "ns", "Median time behind the first sighting of the same packets anywhere (corrected clocks)."),
+        _c("latency_ns", "int64", "ns", "delay_ns minus the previous on-path hop's: the time between the two points.", "0"),
+        _c("packets", "int64", "packets", "Packets of this direction seen here."),
+        _c("ip_bytes", "int64", "bytes", "Their IP bytes."),
+        _c("flow", "int64", "-", "A flow (flows.flow_id) of this hop."),
+        _c("flows", "int32", "flows", "Flows at this hop (more than one after resets and retries)."),
+        _c("changes", "int16", "-", "What changed against the previous on-path hop (bits as in connections.changes)."),
+        _c("change_labels", "str", "-", "The changes in words: DNAT, SNAT, reverse DNAT, encapsulation, routed, …", "''"),
+        _c("changed_at", "str", "-", "Where the change happened: a capture (inside that host) or 'a -> b' (between two).", "''"),
+        _c("missing", "int32", "packets", "Packets the previous on-path hop saw that never showed here (TCP: bytes not covered)."),
+        _c("hop_id", "int64", "-", "Hop number in this analysis (packets map onto it)."),
+    ),
+)
+
+TABLES: dict[str, Table] = {PACKETS.name: PACKETS, FLOWS.name: FLOWS, CONNECTIONS.name: CONNECTIONS,
+                            HOPS.name: HOPS}
 """Every declared table by name."""
 
 

@@ -21,7 +21,7 @@ import pandas as pd
 
 from flowtrace.correlate.coverage import missing_between_hops
 from flowtrace.correlate.link import Links
-from flowtrace.correlate.nat import change_mask
+from flowtrace.correlate.nat import change_labels, change_mask
 from flowtrace.correlate.path import DIRECTIONS
 from flowtrace.correlate.sightings import DIR_IN, DIR_OUT, observed_directions
 
@@ -83,7 +83,9 @@ def build_hops(packets: pd.DataFrame, flow_id: np.ndarray, pdir: np.ndarray, cts
     hops["packet_direction"] = hops["packet_direction"].astype(str)
     _changes(hops)
     hops["missing"] = missing_between_hops(packets, hops, st)
-    hops["direction"] = np.asarray(DIRECTIONS, dtype=object)[hops["direction"].to_numpy()]
+    direction = hops["direction"].to_numpy()
+    hops["change_labels"] = [", ".join(change_labels(int(m), int(d))) for m, d in zip(hops["changes"], direction, strict=True)]
+    hops["direction"] = np.asarray(DIRECTIONS, dtype=object)[direction]
     return hops, hop_of
 
 
