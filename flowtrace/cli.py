@@ -67,6 +67,7 @@ def flows(
     capture: Annotated[list[str] | None, typer.Option("--capture", help="Keep flows of this capture name (repeatable).")] = None,
     timeout: Annotated[list[str] | None, typer.Option("--timeout", help="Override an idle timeout, KEY=SECONDS (repeatable; keys in docs/flows.md).")] = None,
     kube_proxy_timeouts: Annotated[bool, typer.Option("--kube-proxy-timeouts", help="Use the conntrack timeouts kube-proxy sets (established 86400 s, close_wait 3600 s).")] = False,
+    ignore_checksums: Annotated[bool, typer.Option("-C", "--ignore-checksums", help="Leave bad-checksum letters (c) out of histories, like zeek -C (captures with checksum offload).")] = False,
     limit: Annotated[int | None, typer.Option("--limit", min=0, help="Table only: show at most N flows.")] = None,
 ) -> None:
     """List connections per observation point (capture, interface, direction) with Zeek's conn_state and history."""
@@ -86,7 +87,8 @@ def flows(
                 raise InputError("", f"--timeout {item!r} is not KEY=SECONDS")
             timeouts[key.strip()] = value.strip()  # type: ignore[assignment]  # validated by the library
         selection = FlowFilter.parse(hosts=host or [], ports=port or [], protos=proto or [], captures=capture or [])
-        table = selection.apply(build_flows([str(p) for p in captures], timeouts=timeouts))
+        table = selection.apply(build_flows([str(p) for p in captures], timeouts=timeouts,
+                                            ignore_checksums=ignore_checksums))
     except FlowtraceError as e:
         raise _fail(e) from None
     if json_out:

@@ -86,23 +86,26 @@ def inspect_captures(captures: CaptureArg | Sequence[CaptureArg]) -> list[Captur
 
 
 def flow_set(source: pd.DataFrame | CaptureArg | Sequence[CaptureArg], *,
-             timeouts: Mapping[str, float] | None = None) -> tuple[pd.DataFrame, FlowSet]:
+             timeouts: Mapping[str, float] | None = None,
+             ignore_checksums: bool = False) -> tuple[pd.DataFrame, FlowSet]:
     """The packets table of ``source`` and its FlowSet (flows, and each packet's flow and side).
 
     ``source`` is a packets table or what ``read_packets`` takes. ``timeouts`` overrides
-    conntrack's idle timeouts (seconds, keys of ``flowtrace.flows.CONNTRACK_TIMEOUTS``).
+    conntrack's idle timeouts (seconds, keys of ``flowtrace.flows.CONNTRACK_TIMEOUTS``);
+    ``ignore_checksums`` leaves bad-checksum letters out of histories (``zeek -C``).
     Raises CaptureError for unreadable captures and InputError for a bad timeout.
     """
     packets = source if isinstance(source, pd.DataFrame) else read_packets(source)
-    return packets, build_flows(packets, timeouts=timeouts)
+    return packets, build_flows(packets, timeouts=timeouts, ignore_checksums=ignore_checksums)
 
 
 def flows(source: pd.DataFrame | CaptureArg | Sequence[CaptureArg], *,
-          timeouts: Mapping[str, float] | None = None) -> pd.DataFrame:
+          timeouts: Mapping[str, float] | None = None, ignore_checksums: bool = False) -> pd.DataFrame:
     """The flows table (see docs/flows.md): one row per connection per observation point.
 
     ``source`` is a packets table (from ``read_packets``) or captures as ``read_packets``
-    takes them. ``timeouts`` overrides conntrack's idle timeouts in seconds. Raises
+    takes them. ``timeouts`` overrides conntrack's idle timeouts in seconds;
+    ``ignore_checksums`` leaves bad-checksum letters out of histories (``zeek -C``). Raises
     CaptureError for unreadable captures and InputError for a bad timeout.
     """
-    return flow_set(source, timeouts=timeouts)[1].flows
+    return flow_set(source, timeouts=timeouts, ignore_checksums=ignore_checksums)[1].flows

@@ -46,24 +46,29 @@ class FlowSet:
     not counted in the flow's packets and bytes."""
 
 
-def build(packets: pd.DataFrame, *, timeouts: Mapping[str, float] | None = None) -> FlowSet:
+def build(packets: pd.DataFrame, *, timeouts: Mapping[str, float] | None = None,
+          ignore_checksums: bool = False) -> FlowSet:
     """Build the flows of ``packets`` (a packets table, ``flowtrace.schema.PACKETS``).
 
     ``timeouts`` overrides conntrack's idle timeouts in seconds (keys of
-    ``flowtrace.flows.CONNTRACK_TIMEOUTS``). Raises InputError for a bad timeout and
-    KeyError if ``packets`` lacks a declared column. ``packets`` is not modified.
+    ``flowtrace.flows.CONNTRACK_TIMEOUTS``). ``ignore_checksums`` leaves the bad-checksum
+    letters (c) out of the history, as ``zeek -C`` does; use it for captures taken on a
+    host that offloads checksums. Raises InputError for a bad timeout and KeyError if
+    ``packets`` lacks a declared column. ``packets`` is not modified.
     """
     tmo = resolve_timeouts(timeouts)
     missing = [c for c in PACKETS.names if c not in packets.columns]
     if missing:
         raise KeyError(f"not a packets table, missing columns: {', '.join(missing)}")
     with heap_temporaries():
-        return _build(packets, tmo)
+        return _build(packets, tmo, ignore_checksums)
 
 
-def _build(packets: pd.DataFrame, tmo: dict[str, int]) -> FlowSet:
+def _build(packets: pd.DataFrame, tmo: dict[str, int], ignore_checksums: bool) -> FlowSet:
     n = len(packets)
     p = _Arrays(packets)
+    if ignore_checksums:
+        p.checksum = np.full(n, -1, dtype=np.int8)
     rank, packed = address_ranks(p.addresses)
     ok = p.eligible()
     err = ok & icmp_is("error", p.ip_version, p.icmp_type) & icmp.is_icmp(p.proto, p.ip_version) \
@@ -344,8 +349,7 @@ class _Core:
             duration[tcp_flows[closed]] = closing_ts[closed] - pf["ts_ns"][tcp_flows[closed]]
         udp = np.flatnonzero(kind[fs] == assign.KIND_UDP) if F else np.zeros(0, dtype=np.int64)
         if udp.size:
-            o_act, r_act = pf["orig_pkts"][udp] > 0, pf["resp_pkts"][udp] > 0
-            conn_state[udp] = np.select([o_act & r_act, o_act, r_act], ["SF", "S0", "SHR"], "OTH")
+            conn_state[udp] = state.udp_conn_state(pf["orig_pkts"][udp], pf["resp_pkts"][udp])
             sel = kind == assign.KIND_UDP
             local = np.full(F, -1, dtype=np.int64)
             local[udp] = np.arange(udp.size)

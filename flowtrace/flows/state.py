@@ -246,3 +246,10 @@ def tcp_conn_state(*, o: np.ndarray, r: np.ndarray, orig_size: np.ndarray, resp_
     for j in np.flatnonzero(choice == 3):
         out[j] = "RSTOS0" if _RSTOS0.fullmatch(history[j]) else "OTH"
     return out
+
+
+def udp_conn_state(orig_pkts: np.ndarray, resp_pkts: np.ndarray) -> np.ndarray:
+    """Zeek's ``conn_state`` for UDP: SF both sides sent, S0 only the originator, SHR only the
+    responder, OTH neither (object array)."""
+    o, r = orig_pkts > 0, resp_pkts > 0
+    return np.select([o & r, o, r], ["SF", "S0", "SHR"], "OTH").astype(object)
