@@ -101,6 +101,78 @@ def flows(
         render_flows(table, limit=limit)
 
 
+@app.command()
+def analyze(
+    captures: Annotated[list[str], typer.Argument(help="Capture files, NAME=PATH, or directories of captures "
+                                                 "(conntrack dumps in a directory are compared too).")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the analysis as a JSON document.")] = False,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the JSON document to FILE.")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="YAML file naming capture roles, hosts, the reference.")] = None,
+    conntrack_dump: Annotated[list[str] | None, typer.Option(
+        "--conntrack-dump", help="[NODE=]FILE of conntrack -L / -E output to compare with (repeatable).")] = None,
+    reference: Annotated[str | None, typer.Option(help="Capture whose clock is the reference.")] = None,
+    show_all: Annotated[bool, typer.Option("--all", help="List every connection, healthy ones too.")] = False,
+) -> None:
+    """Follow every connection across the captures: path, NAT, latencies, clock offsets."""
+    from flowtrace import __version__
+    from flowtrace.pipeline import analyze as run_analysis
+    from flowtrace.report.analysis import render_analysis
+    from flowtrace.report.json_doc import render_json
+
+    try:
+        result = run_analysis(captures, manifest=manifest, conntrack_dumps=conntrack_dump or [],
+                              reference=reference)
+    except FlowtraceError as e:
+        raise _fail(e) from None
+    if output is not None:
+        output.write_text(render_json(result, version=__version__) + "\n")
+    if json_out and output is None:
+        sys.stdout.write(render_json(result, version=__version__) + "\n")
+    elif not json_out:
+        render_analysis(result, show_all=show_all)
+
+
+@app.command()
+def conntrack(
+    captures: Annotated[list[str], typer.Argument(help="Capture files, NAME=PATH, or directories of captures.")],
+    node: Annotated[list[str] | None, typer.Option("--node", help="Print only this capture's table (repeatable).")] = None,
+    compare_with: Annotated[list[str] | None, typer.Option(
+        "--compare", help="[NODE=]DUMP: compare with conntrack -L or -E output (any -o variant); "
+        "exit 1 when they differ.")] = None,
+    extended: Annotated[bool, typer.Option("--extended", help="Layer-3 prefix as conntrack -o extended prints it.")] = False,
+    events: Annotated[bool, typer.Option("--events", help="Every entry ever created, as conntrack -E NEW lines.")] = False,
+    manifest: Annotated[Path | None, typer.Option(help="YAML file naming capture roles, hosts, the reference.")] = None,
+) -> None:
+    """Print the conntrack table each node held, rebuilt from its capture, in conntrack -L layout."""
+    from flowtrace.pipeline import analyze as run_analysis
+    from flowtrace.report.conntrack import render_comparison, render_tables
+
+    dumps = list(compare_with or [])
+    try:
+        result = run_analysis(captures, manifest=manifest, conntrack_dumps=dumps)
+    except FlowtraceError as e:
+        raise _fail(e) from None
+    known = result.conntrack_nodes()
+    nodes = list(node) if node else known
+    unknown = [n for n in nodes if n not in {c.capture for c in result.captures}]
+    if unknown:
+        raise _fail(FlowtraceError(f"no capture named {', '.join(unknown)} (captures: "
+                                   f"{', '.join(c.capture for c in result.captures)})"))
+    if not dumps:
+        render_tables(result, nodes=nodes, extended=extended, events=events)
+        return
+    differ = False
+    wanted = {str(Path(d.split("=", 1)[-1]).name) for d in dumps}
+    for name, comparison in result.comparisons.items():
+        dump_name = name.split(" (", 1)[1].rstrip(")")
+        if dump_name not in wanted or (node and name.split(" ", 1)[0] not in nodes):
+            continue
+        render_comparison(name.split(" ", 1)[0], dump_name, comparison)
+        differ |= bool(comparison.differing or comparison.missing_in_dump or comparison.missing_in_reconstruction)
+    if differ:
+        raise typer.Exit(1)
+
+
 @lab_app.command("list")
 def lab_list() -> None:
     """List the lab's scenarios, one line each."""

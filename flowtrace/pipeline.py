@@ -5,12 +5,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from os import PathLike
+from pathlib import Path
 
 import pandas as pd
 
+from flowtrace.analysis import Analysis
 from flowtrace.capture.files import CaptureSource, expand_sources
 from flowtrace.capture.memory import pin_mmap_threshold
 from flowtrace.capture.reader import CaptureFile, CaptureReader
+from flowtrace.context.conntrack import compare, created_entries, looks_like_dump, read_dump
+from flowtrace.context.manifest import Manifest, read_manifest
+from flowtrace.correlate.assemble import correlate
+from flowtrace.correlate.conntrack import rebuild_tables
+from flowtrace.correlate.roles import infer_roles
 from flowtrace.decode.batch import decode_batch
 from flowtrace.decode.state import BatchState
 from flowtrace.decode.summary import CaptureSummary, summarize
@@ -109,3 +116,86 @@ def flows(source: pd.DataFrame | CaptureArg | Sequence[CaptureArg], *,
     CaptureError for unreadable captures and InputError for a bad timeout.
     """
     return flow_set(source, timeouts=timeouts, ignore_checksums=ignore_checksums)[1].flows
+
+
+TUNNEL_PORTS = (4789, 8472, 6081, 51820, 51821, 51871)
+"""UDP ports of tunnels whose own (outer) conntrack entries flowtrace does not rebuild."""
+
+
+def analyze(captures: CaptureArg | Sequence[CaptureArg], *, manifest: CaptureArg | None = None,
+            conntrack_dumps: Sequence[str] | None = None, reference: str | None = None,
+            timeouts: Mapping[str, float] | None = None, ignore_checksums: bool = False,
+            window_ns: int | None = None) -> Analysis:
+    """Read captures and follow every connection across them (``flowtrace analyze``).
+
+    ``captures`` are files, ``NAME=PATH`` or directories (conntrack dumps found in a
+    directory are compared with the reconstruction). ``manifest`` is a YAML file naming
+    roles, hosts and the reference clock (see flowtrace.context.manifest);
+    ``conntrack_dumps`` are ``[NODE=]PATH`` of ``conntrack -L``/``-E`` output; ``reference``
+    names the capture whose clock is the reference. Returns an Analysis. Raises
+    CaptureError for unreadable captures and InputError for a bad manifest or dump.
+    """
+    args = _as_list(captures)
+    sources = expand_sources(args)
+    packets, readers = read_sources(sources)
+    codes = packets["capture"].cat.codes.to_numpy()
+    summaries = [summarize(r, packets[codes == i]) for i, r in enumerate(readers)]
+    fs = build_flows(packets, timeouts=timeouts, ignore_checksums=ignore_checksums)
+    man = read_manifest(manifest) if manifest is not None else Manifest()
+    corr = correlate(packets, fs.flow_id, fs.from_orig, flows=fs.flows,
+                     reference=reference or man.reference, same_clock=man.same_clock,
+                     **({"window_ns": window_ns} if window_ns else {}))
+    multi = {s.capture for s in summaries if s.sll2_ifindexes or len(s.interfaces) > 1}
+    roles = infer_roles(corr.hops, multi)
+    roles.update({name: info.role for name, info in man.captures.items() if info.role})
+    ends = {s.capture: s.last_ts_ns - corr.offsets[s.capture].offset_ns
+            for s in summaries if s.last_ts_ns is not None and s.capture in corr.offsets}
+    entries = rebuild_tables(packets, corr.hops, corr.sightings, end_ns=ends)
+    dumps = find_dumps(args) + [_dump_arg(d) for d in conntrack_dumps or []]
+    analysis = Analysis(packets=packets, flows=fs.flows, connections=corr.connections, hops=corr.hops,
+                        offsets=corr.offsets, conntrack=entries, roles=roles, captures=summaries,
+                        notes=list(corr.notes))
+    _compare_dumps(analysis, dumps)
+    return analysis
+
+
+def _dump_arg(arg: str) -> tuple[str, Path]:
+    """``NODE=PATH`` or ``PATH`` (node: the file name up to its first dot)."""
+    if "=" in arg and not Path(arg).exists():
+        node, path = arg.split("=", 1)
+        return node, Path(path)
+    p = Path(arg)
+    return p.name.split(".", 1)[0], p
+
+
+def find_dumps(args: Sequence[str]) -> list[tuple[str, Path]]:
+    """conntrack dumps (``-L``/``-E`` output) inside the directories among ``args``."""
+    found = []
+    for arg in args:
+        d = Path(arg.split("=", 1)[1] if "=" in arg and not Path(arg).exists() else arg)
+        if not d.is_dir():
+            continue
+        for p in sorted(d.iterdir()):
+            if p.is_file() and "conntrack" in p.name and looks_like_dump(p):
+                found.append((p.name.split(".", 1)[0], p))
+    return found
+
+
+def _compare_dumps(a: Analysis, dumps: list[tuple[str, Path]]) -> None:
+    """Attach dumps and their comparisons (created entries vs -E NEW events, live vs -L)."""
+    tunnel_notes = 0
+    for node, path in dumps:
+        entries = read_dump(path, node=node)
+        a.dumps.setdefault(node, []).extend(entries)
+        tunnels = [e for e in entries if e.proto == "udp" and e.orig.dport in TUNNEL_PORTS]
+        entries = [e for e in entries if e not in tunnels]
+        tunnel_notes += len(tunnels)
+        if any(e.event for e in entries):
+            rebuilt = [e.entry for e in a.conntrack_table(node, ended=True)]
+            a.comparisons[f"{node} ({path.name})"] = compare(rebuilt, created_entries(entries))
+        else:
+            rebuilt = [e.entry for e in a.conntrack_table(node)]
+            a.comparisons[f"{node} ({path.name})"] = compare(rebuilt, entries, check_state=True)
+    if tunnel_notes:
+        a.notes.append(f"{tunnel_notes} conntrack dump entries of tunnel (outer UDP) flows are not compared: "
+                       "flowtrace rebuilds the tables of the connections inside the tunnels")

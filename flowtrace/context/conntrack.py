@@ -316,6 +316,21 @@ def read_dump(path: str | Path, *, node: str = "") -> list[ConntrackEntry]:
     return out
 
 
+def looks_like_dump(path: str | Path) -> bool:
+    """True when the first entry-like line of ``path`` parses as conntrack output (or XML)."""
+    try:
+        with open(path, errors="replace") as f:
+            for _, raw in zip(range(50), f, strict=False):
+                if not raw.strip() or raw.startswith("conntrack v"):
+                    continue
+                if raw.lstrip().startswith("<?xml") or raw.lstrip().startswith("<conntrack"):
+                    return True
+                return parse_line(raw) is not None
+    except (OSError, InputError):
+        return False
+    return False
+
+
 def created_entries(entries: list[ConntrackEntry]) -> list[ConntrackEntry]:
     """The entries a dump says were created: NEW events of ``-E`` output, or every ``-L`` entry."""
     if any(e.event for e in entries):

@@ -72,6 +72,8 @@ class RebuiltEntry:
     """Corrected time of the last packet that refreshed it."""
     recreated: bool
     """An earlier entry with the same tuples was closed or expired before this one."""
+    created: ConntrackEntry
+    """The entry as the NEW event showed it: first state, [UNREPLIED], full timeout."""
     ended: str | None
     """Why it is gone by the end of the capture: reset (RST before any reply), reopened
     (a new SYN after close), expired, replaced (a later entry took its tuple); None when it
@@ -132,11 +134,13 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, timeouts: dict[str, int]
                     new = int(TCP_TRANSITIONS[0, idx[i], S_NONE]) if d == 0 else S_IV
                     if new >= S_IV:
                         continue  # conntrack creates no entry for this packet
-                    entry = {"key": key[i], "created": t, "last": t, "state": new, "seen_reply": False,
+                    entry = {"key": key[i], "created": t, "last": t, "state": new, "created_state": new,
+                             "seen_reply": False,
                              "assured": False, "stream": False, "ended": None,
                              "recreated": bool(out and out[-1]["key"] == key[i])}
                 else:
-                    entry = {"key": key[i], "created": t, "last": t, "state": 0, "seen_reply": False,
+                    entry = {"key": key[i], "created": t, "last": t, "state": 0, "created_state": 0,
+                             "seen_reply": False,
                              "assured": False, "stream": False, "ended": None,
                              "recreated": bool(out and out[-1]["key"] == key[i])}
                 continue
@@ -148,7 +152,8 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, timeouts: dict[str, int]
                     # SYN creates a fresh one (another NEW event).
                     entry["ended"] = "reopened"
                     out.append(entry)
-                    entry = {"key": key[i], "created": t, "last": t, "state": S_SS, "seen_reply": False,
+                    entry = {"key": key[i], "created": t, "last": t, "state": S_SS, "created_state": S_SS,
+                             "seen_reply": False,
                              "assured": False, "stream": False, "ended": None, "recreated": True}
                     continue
                 if new == S_IV:
@@ -175,8 +180,8 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, timeouts: dict[str, int]
                 entry["last"] = t
         if entry is not None:
             out.append(entry)
-    return pd.DataFrame(out, columns=["key", "created", "last", "state", "seen_reply", "assured", "stream",
-                                      "recreated", "ended"])
+    return pd.DataFrame(out, columns=["key", "created", "last", "state", "created_state", "seen_reply", "assured",
+                                      "stream", "recreated", "ended"])
 
 
 ICMP_REQUESTS = (8, 13, 15, 17)
@@ -275,9 +280,13 @@ def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.Data
         ended = rec.ended if isinstance(rec.ended, str) else None
         if ended is None and read_at - int(rec.last) > timeout * 1_000_000_000:
             ended = "expired"
+        first_state = STATE_NAMES[int(rec.created_state)] if proto_num == 6 else None
+        first_timeout = (timeouts.get(first_state, TCP_TIMEOUTS_S.get(first_state, 0)) if proto_num == 6
+                         else UDP_TIMEOUT_S if proto_num == 17 else ICMP_TIMEOUT_S)
+        created = replace(entry, state=first_state, timeout_s=first_timeout, flags=frozenset({"UNREPLIED"}))
         out.append(RebuiltEntry(entry=entry, node=h["capture_name"], connection=int(h["connection"]),
                                 created_ns=int(rec.created), last_ns=int(rec.last), recreated=bool(rec.recreated),
-                                ended=ended))
+                                created=created, ended=ended))
     return _mark_replaced(out)
 
 

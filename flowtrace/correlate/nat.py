@@ -62,6 +62,11 @@ def change_mask(prev: pd.DataFrame, cur: pd.DataFrame, direction: np.ndarray) ->
 
 
 def change_labels(mask: int, direction: int) -> list[str]:
-    """Names of the changes in ``mask``, in the words of the path direction."""
+    """Names of the changes in ``mask``, in the words of the path direction; an address
+    rewrite includes its port rewrite (``DNAT``), a port rewritten alone is ``DNAT port``."""
     names = CHANGE_NAMES if direction == REQUEST else RESPONSE_NAMES
+    if mask & DNAT:
+        mask &= ~DNAT_PORT
+    if mask & SNAT:
+        mask &= ~SNAT_PORT
     return [name for bit, name in names.items() if mask & bit]

@@ -1,0 +1,118 @@
+"""The JSON document of ``flowtrace analyze --json``: the Analysis as plain data, versioned.
+
+Top-level keys: ``schema_version``, ``flowtrace_version``, ``reference`` (the capture
+whose clock is the reference), ``captures`` (name, path, role, packets, time span, clock
+offset and its uncertainty), ``connections`` (each row of the connections table with its
+``request`` and ``response`` hops), ``conntrack`` (per node, the reconstructed entries:
+the ``conntrack -L`` line and its parts), ``comparisons`` (reconstruction against dumps),
+``findings`` and ``notes``. Times are integers in nanoseconds; missing values are null.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from flowtrace.analysis import Analysis
+from flowtrace.context.conntrack import Comparison, ConntrackEntry, Tuple
+
+
+def plain(value: Any) -> Any:
+    """A JSON-ready version of a numpy/pandas scalar (NaN and NA become None)."""
+    if value is None or value is pd.NA:
+        return None
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def records(frame: pd.DataFrame, columns: list[str] | None = None) -> list[dict[str, Any]]:
+    """Rows of ``frame`` as dicts of plain values (categoricals as text, NaN as null)."""
+    cols = columns or list(frame.columns)
+    data = {c: frame[c].astype(object).to_numpy() for c in cols}
+    return [{c: plain(data[c][i]) for c in cols} for i in range(len(frame))]
+
+
+def _tuple(t: Tuple) -> dict[str, Any]:
+    return {k: v for k, v in (("src", t.src), ("dst", t.dst), ("sport", t.sport), ("dport", t.dport),
+                              ("type", t.icmp_type), ("code", t.icmp_code), ("id", t.icmp_id)) if v is not None}
+
+
+def entry_dict(e: ConntrackEntry) -> dict[str, Any]:
+    """One conntrack entry as JSON data (its -L line plus the parsed fields)."""
+    return {"line": e.format(), "family": e.family, "proto": e.proto, "state": e.state,
+            "timeout_s": e.timeout_s, "flags": sorted(e.flags), "orig": _tuple(e.orig), "reply": _tuple(e.reply),
+            "dnat": e.dnat, "snat": e.snat}
+
+
+def comparison_dict(c: Comparison) -> dict[str, Any]:
+    """A reconstruction-versus-dump comparison as JSON data."""
+    return {
+        "matched": len(c.matched), "precision": c.precision, "recall": c.recall,
+        "missing_in_dump": [e.format() for e in c.missing_in_dump],
+        "missing_in_reconstruction": [e.format() for e in c.missing_in_reconstruction],
+        "differing": [{"reconstructed": r.format(), "dump": d.format(), "what": what} for r, d, what in c.differing],
+    }
+
+
+HOP_FIELDS = ["hop", "on_path", "capture", "interface", "ifindex", "packet_direction", "src", "sport", "dst",
+              "dport", "ttl", "encap", "outer_src", "outer_dst", "vni", "first_ts_ns", "last_ts_ns", "delay_ns",
+              "latency_ns", "packets", "ip_bytes", "flow", "flows", "changes", "change_labels", "changed_at",
+              "missing"]
+
+
+def analysis_document(a: Analysis, *, version: str) -> dict[str, Any]:
+    """The whole JSON document as a dict."""
+    captures = []
+    for s in a.captures:
+        o = a.offsets.get(s.capture)
+        captures.append({
+            "capture": s.capture, "path": s.path, "role": a.roles.get(s.capture, "unknown"),
+            "format": s.format, "packets": s.packets, "first_ts_ns": s.first_ts_ns, "last_ts_ns": s.last_ts_ns,
+            "clock": None if o is None else {
+                "offset_ns": o.offset_ns, "uncertainty_ns": o.uncertainty_ns, "lower_ns": o.lower_ns,
+                "upper_ns": o.upper_ns, "reference": o.reference, "samples": o.samples},
+            "capture_drops": s.capture_drops, "warnings": s.warnings,
+        })
+    hops = a.hops
+    by_conn = {k: g for k, g in hops.groupby("connection", sort=False)} if len(hops) else {}
+    connections = []
+    for row in records(a.connections):
+        h = by_conn.get(row["connection"])
+        if h is not None:
+            h = h.sort_values("hop")
+            row["request"] = records(h[h["direction"] == "request"], HOP_FIELDS)
+            row["response"] = records(h[h["direction"] == "response"], HOP_FIELDS)
+        else:
+            row["request"], row["response"] = [], []
+        connections.append(row)
+    conntrack = {}
+    for node in a.conntrack_nodes():
+        conntrack[node] = [
+            dict(entry_dict(e.entry), connection=e.connection, created_ns=e.created_ns, last_ns=e.last_ns,
+                 recreated=e.recreated, ended=e.ended)
+            for e in a.conntrack_table(node, ended=True)]
+    return {
+        "schema_version": a.schema_version,
+        "flowtrace_version": version,
+        "reference": a.reference,
+        "captures": captures,
+        "connections": connections,
+        "conntrack": conntrack,
+        "comparisons": {node: comparison_dict(c) for node, c in a.comparisons.items()},
+        "findings": [f.to_dict() if hasattr(f, "to_dict") else f for f in a.findings],
+        "notes": a.notes,
+    }
+
+
+def render_json(a: Analysis, *, version: str) -> str:
+    """The JSON document as text."""
+    return json.dumps(analysis_document(a, version=version), indent=2)
