@@ -25,8 +25,8 @@ def infer_roles(hops: pd.DataFrame, multi_interface: set[str] | None = None) -> 
     if on.empty:
         return {}
     per = on.groupby(["connection", "capture"], observed=True)["hop"].agg(["min", "max", "size"]).reset_index()
-    ends = on.groupby("connection")["hop"].agg(["min", "max"])
-    per = per.join(ends, on="connection", rsuffix="_conn")
+    ends = on.groupby("connection")["hop"].agg(["min", "max"]).add_suffix("_conn")
+    per = per.join(ends, on="connection")
     per["first"] = per["min"] == per["min_conn"]
     per["last"] = per["max"] == per["max_conn"]
     per["forward"] = per["size"] >= 2

@@ -1,0 +1,107 @@
+"""The analyze and conntrack commands end to end on lab fixtures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flowtrace.cli import app
+from flowtrace.context.manifest import read_manifest
+from flowtrace.errors import InputError
+from flowtrace.pipeline import analyze
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pcaps"
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_analyze_json_document():
+    r = run("analyze", str(FIXTURES / "cross-node"), "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["schema_version"] == 1 and doc["reference"] == "client"
+    assert {c["capture"]: c["role"] for c in doc["captures"]} == {
+        "client": "client", "node1": "node", "node2": "node", "web-1": "pod"}
+    nat = [c for c in doc["connections"] if c["dnat"]]
+    assert len(nat) == 3
+    first = nat[0]
+    assert [h["capture"] for h in first["request"] if h["on_path"]] == [
+        "client", "node1", "node1", "node2", "node2", "node2", "web-1"]
+    assert first["request"][2]["change_labels"].startswith("DNAT, SNAT")
+    assert len(doc["conntrack"]["node1"]) == 3
+    assert all(c["precision"] == 1.0 and c["recall"] == 1.0 for c in doc["comparisons"].values())
+
+
+def test_analyze_writes_the_document_to_a_file(tmp_path):
+    out = tmp_path / "a.json"
+    r = run("analyze", str(FIXTURES / "same-node"), "-o", str(out))
+    assert r.exit_code == 0
+    assert json.loads(out.read_text())["schema_version"] == 1
+    assert "connection" in r.stdout  # the terminal report still prints
+
+
+def test_analyze_terminal_report_names_the_nat():
+    r = run("analyze", str(FIXTURES / "cross-node"))
+    assert r.exit_code == 0
+    assert "DNAT 203.0.113.10:80 -> 10.244.2.7:8080 at node1" in r.stdout
+    assert "reference" in r.stdout
+
+
+def test_analyze_bad_input_is_one_line_exit_2(tmp_path):
+    bad = tmp_path / "x.pcap"
+    bad.write_text("not a capture")
+    r = run("analyze", str(bad))
+    assert r.exit_code == 2
+    assert "Traceback" not in r.output and "x.pcap" in r.output
+
+
+def test_conntrack_table_is_the_kernel_layout():
+    r = run("conntrack", str(FIXTURES / "cross-node"), "--node", "node1", "--extended")
+    assert r.exit_code == 0
+    lines = r.stdout.splitlines()
+    kernel = [line for line in (FIXTURES / "cross-node" / "node1.conntrack.txt").read_text().splitlines()
+              if line.startswith("ipv4")]
+
+    def without_timeout(line: str) -> str:
+        parts = line.split()
+        return " ".join(parts[:4] + parts[5:])
+
+    assert sorted(map(without_timeout, lines)) == sorted(map(without_timeout, kernel))
+
+
+def test_conntrack_compare_exit_status():
+    same = run("conntrack", str(FIXTURES / "asymmetric-return"), "--compare",
+               str(FIXTURES / "asymmetric-return" / "node2.conntrack-events.txt"))
+    assert same.exit_code == 0 and "8 matched" in same.stdout
+    other = run("conntrack", str(FIXTURES / "cross-node"), "--compare",
+                f"node1={FIXTURES / 'same-node' / 'node1.conntrack-events.txt'}")
+    assert other.exit_code == 1 and "only in the dump" in other.stdout
+
+
+def test_conntrack_unknown_node_is_an_error():
+    r = run("conntrack", str(FIXTURES / "cross-node"), "--node", "nope")
+    assert r.exit_code == 2 and "nope" in r.output
+
+
+def test_manifest_sets_roles_and_reference(tmp_path):
+    m = tmp_path / "m.yaml"
+    m.write_text("reference: node1\ncaptures:\n  web-1: {role: pod, host: node2}\n  node2: {role: node, host: node2}\n")
+    a = analyze([str(FIXTURES / "cross-node")], manifest=m)
+    assert a.reference == "node1"
+    assert a.offsets["node2"].offset_ns == a.offsets["web-1"].offset_ns  # one host, one clock
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", "captures: {a: {role: wizard}}", "captures: {a: {colour: red}}",
+                                  "foo: 1", "captures: [", ])
+def test_bad_manifests_are_input_errors(tmp_path, text):
+    m = tmp_path / "m.yaml"
+    m.write_text(text)
+    with pytest.raises(InputError) as e:
+        read_manifest(m)
+    assert "m.yaml" in str(e.value)

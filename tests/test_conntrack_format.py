@@ -1,0 +1,96 @@
+"""conntrack's text formats: parsing every -o variant and printing the exact -L layout."""
+
+from __future__ import annotations
+
+import pytest
+
+from flowtrace.context.conntrack import ConntrackEntry, Tuple, compare, parse_line, read_dump
+from flowtrace.errors import InputError
+
+LINES = [
+    "ipv4     2 tcp      6 119 TIME_WAIT src=198.51.100.10 dst=203.0.113.10 sport=57908 dport=80 "
+    "src=10.244.2.7 dst=10.0.1.11 sport=8080 dport=1766 [ASSURED] mark=0 use=1",
+    "tcp      6 113 SYN_SENT src=198.51.100.10 dst=203.0.113.10 sport=57928 dport=80 [UNREPLIED] "
+    "src=10.244.2.7 dst=198.51.100.10 sport=8080 dport=57928 mark=0 use=1",
+    "udp      17 30 src=10.11.4.5 dst=10.12.201.0 sport=48931 dport=8125 [UNREPLIED] "
+    "src=10.11.4.22 dst=10.11.4.5 sport=8125 dport=48931 mark=0 use=1",
+    "icmp     1 29 src=10.0.0.1 dst=10.0.0.2 type=8 code=0 id=4242 src=10.0.0.2 dst=10.0.0.1 type=0 code=0 "
+    "id=4242 mark=0 use=1",
+    "ipv6     10 tcp      6 431999 ESTABLISHED src=2001:db8::1 dst=2001:db8::2 sport=1 dport=2 "
+    "src=2001:db8::2 dst=2001:db8::1 sport=2 dport=1 [ASSURED] mark=0 use=1",
+]
+
+
+@pytest.mark.parametrize("line", LINES)
+def test_lines_round_trip_byte_for_byte(line):
+    e = parse_line(line)
+    assert e is not None
+    assert e.format(extended=line.startswith("ipv")) == line
+
+
+def test_event_lines_with_timestamps_and_counters():
+    line = ("[1700000000.5     ]\t [UPDATE] tcp      6 60 SYN_RECV src=1.1.1.1 dst=2.2.2.2 sport=1 dport=2 "
+            "packets=1 bytes=60 src=2.2.2.2 dst=1.1.1.1 sport=2 dport=1 packets=1 bytes=60 mark=0 id=99 use=1")
+    e = parse_line(line)
+    assert e.event == "UPDATE"
+    assert e.ts_ns == 1_700_000_000_000_005_000  # "5     " is 5 microseconds, not 500000
+    assert e.counters == ((1, 60), (1, 60))
+    assert e.extra["id"] == "99"
+    assert "packets=1 bytes=60 src=2.2.2.2" in e.format()
+
+
+def test_destroy_events_have_no_timeout():
+    e = parse_line("[DESTROY] tcp      6 src=1.1.1.1 dst=2.2.2.2 sport=1 dport=2 src=2.2.2.2 dst=1.1.1.1 sport=2 "
+                   "dport=1 [ASSURED] mark=0 use=1")
+    assert e.event == "DESTROY" and e.timeout_s is None and "ASSURED" in e.flags
+
+
+def test_nat_direction_properties():
+    e = parse_line(LINES[0])
+    assert e.dnat and e.snat
+    e = parse_line(LINES[1])
+    assert e.dnat and not e.snat
+
+
+def test_summary_and_blank_lines_are_skipped(tmp_path):
+    p = tmp_path / "dump.txt"
+    p.write_text(LINES[1] + "\n\nconntrack v1.4.7 (conntrack-tools): 1 flow entries have been shown.\n")
+    assert len(read_dump(p)) == 1
+
+
+def test_xml_output_is_read(tmp_path):
+    p = tmp_path / "dump.xml"
+    p.write_text(
+        '<?xml version="1.0" encoding="utf-8"?>\n<conntrack>\n<flow type="new"><meta direction="original">'
+        '<layer3 protonum="2" protoname="ipv4"><src>1.1.1.1</src><dst>2.2.2.2</dst></layer3>'
+        '<layer4 protonum="6" protoname="tcp"><sport>1</sport><dport>2</dport></layer4></meta>'
+        '<meta direction="reply"><layer3 protonum="2" protoname="ipv4"><src>3.3.3.3</src><dst>1.1.1.1</dst>'
+        '</layer3><layer4 protonum="6" protoname="tcp"><sport>8080</sport><dport>1</dport></layer4></meta>'
+        '<meta direction="independent"><state>SYN_SENT</state><timeout>120</timeout><unreplied/></meta>'
+        "</flow>\n</conntrack>\n")
+    (e,) = read_dump(p)
+    assert e.event == "NEW" and e.state == "SYN_SENT" and "UNREPLIED" in e.flags
+    assert e.reply == Tuple(src="3.3.3.3", dst="1.1.1.1", sport=8080, dport=1)
+
+
+def test_malformed_lines_name_file_and_line(tmp_path):
+    p = tmp_path / "bad.txt"
+    p.write_text(LINES[1] + "\nthis is not conntrack output\n")
+    with pytest.raises(InputError) as err:
+        read_dump(p)
+    assert "bad.txt" in str(err.value) and "line 2" in str(err.value)
+
+
+def test_compare_reports_each_kind_of_difference():
+    def entry(sport: int, reply_dport: int, state: str = "SYN_SENT") -> ConntrackEntry:
+        return ConntrackEntry(family="ipv4", proto="tcp", state=state,
+                              orig=Tuple(src="1.1.1.1", dst="2.2.2.2", sport=sport, dport=80),
+                              reply=Tuple(src="3.3.3.3", dst="4.4.4.4", sport=8080, dport=reply_dport))
+    rebuilt = [entry(1, 10), entry(2, 20), entry(3, 30)]
+    dumped = [entry(1, 10), entry(2, 21), entry(4, 40)]
+    c = compare(rebuilt, dumped)
+    assert len(c.matched) == 1
+    assert [r.orig.sport for r, _, _ in c.differing] == [2]
+    assert [e.orig.sport for e in c.missing_in_dump] == [3]
+    assert [e.orig.sport for e in c.missing_in_reconstruction] == [4]
+    assert c.precision == pytest.approx(1 / 3) and c.recall == pytest.approx(1 / 3)

@@ -1,0 +1,162 @@
+"""Correlation against the lab's ground truth: the kernel's conntrack events and the truth files.
+
+Every scenario in fixtures/pcaps/ was captured in network namespaces with the kernel's
+own NAT; its truth.json records the path of every connection and which conntrack events
+belong to traffic outside the captured connections (tunnel underlay flows).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from flowtrace.analysis import Analysis
+from flowtrace.context.conntrack import compare, created_entries, read_dump
+from flowtrace.pipeline import analyze
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pcaps"
+SCENARIOS = sorted(p.name for p in FIXTURES.iterdir() if (p / "truth.json").exists())
+
+
+@cache
+def result(scenario: str) -> tuple[Analysis, dict]:
+    truth = json.loads((FIXTURES / scenario / "truth.json").read_text())
+    return analyze([str(FIXTURES / scenario)]), truth
+
+
+def _hops_of(truth: dict, conn: dict, direction: str) -> list[dict]:
+    template = conn["path"].get("template")
+    base = truth["paths"].get(template, {}).get(direction, []) if template else []
+    hops = [dict(base[i], **h) if i < len(base) else h for i, h in enumerate(conn["path"][direction])]
+    return [h for h in hops if h.get("capture") and h.get("packets", 1) > 0]
+
+
+def _match_connection(a: Analysis, conn: dict) -> int:
+    c = a.connections
+    cl = conn["client"]
+    cand = c[(c["client_src"] == cl["src"]) & (c["client_dst"] == cl["dst"])
+             & (c["client_sport"] == cl.get("sport", -1)) & (c["client_dport"] == cl.get("dport", -1))]
+    if len(cand) > 1 and conn.get("start_ns"):
+        cand = cand.iloc[[int((cand["start_ts_ns"] - conn["start_ns"]).abs().to_numpy().argmin())]]
+    assert len(cand) == 1, f"connection {conn['id']} {cl}: {len(cand)} candidates"
+    return int(cand["connection"].iloc[0])
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_every_path_matches_the_truth(scenario):
+    a, truth = result(scenario)
+    for conn in truth["connections"]:
+        cid = _match_connection(a, conn)
+        for direction in ("request", "response"):
+            expected = _hops_of(truth, conn, direction)
+            got = a.hops[(a.hops["connection"] == cid) & (a.hops["direction"] == direction) & a.hops["on_path"]]
+            got = got.sort_values("hop")
+            assert len(got) == len(expected), (scenario, conn["id"], direction, got[["capture", "ifindex"]])
+            for e, g in zip(expected, got.itertuples(), strict=True):
+                where = (scenario, conn["id"], direction, int(g.hop))
+                assert g.capture == Path(e["capture"]).stem, where
+                if g.ifindex >= 0:
+                    assert g.ifindex == e["ifindex"], where
+                if g.packet_direction != "unknown":
+                    assert g.packet_direction == e["direction"], where
+                if e.get("src") and not e.get("icmp_error"):
+                    assert (g.src, g.sport, g.dst, g.dport) == (e["src"], e.get("sport", -1), e["dst"],
+                                                                e.get("dport", -1)), where
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_conntrack_new_events_are_rebuilt_exactly(scenario):
+    a, truth = result(scenario)
+    other = {(o["node"], o["event_line"]) for o in truth.get("other_conntrack_events", [])}
+    for events in sorted((FIXTURES / scenario).glob("*.conntrack-events.txt")):
+        node = events.name.split(".")[0]
+        dumped = [e for e in created_entries(read_dump(events, node=node)) if (node, e.line) not in other]
+        rebuilt = [e.created for e in a.conntrack_table(node, ended=True)]
+        c = compare(rebuilt, dumped)
+        assert (c.precision, c.recall) == (1.0, 1.0), (scenario, node, c.missing_in_dump[:2],
+                                                       c.missing_in_reconstruction[:2], c.differing[:2])
+        assert len(c.matched) == len(dumped)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_conntrack_table_at_the_end_matches_conntrack_list(scenario):
+    a, _ = result(scenario)
+    for listing in sorted((FIXTURES / scenario).glob("*.conntrack.txt")):
+        node = listing.name.split(".")[0]
+        dumped = [e for e in read_dump(listing, node=node) if not (e.proto == "udp" and e.orig.dport == 8472)]
+        c = compare([e.entry for e in a.conntrack_table(node)], dumped, check_state=True)
+        assert (c.precision, c.recall) == (1.0, 1.0), (scenario, node, c.differing[:2])
+
+
+def test_nat_node_entries_are_nat_entries():
+    a, _ = result("cross-node")
+    entries = a.conntrack_table("node1")
+    assert entries and all(e.entry.dnat and e.entry.snat for e in entries)
+    assert all(not e.entry.dnat and not e.entry.snat for e in a.conntrack_table("node2"))
+
+
+@pytest.mark.parametrize("scenario", [s for s in SCENARIOS if s.endswith("-skewed")])
+def test_clock_offsets_recover_the_applied_shifts(scenario):
+    a, truth = result(scenario)
+    shifts = truth["clock_offsets_ns"]
+    assert shifts, "a skewed scenario shifts some captures"
+    for capture, offset in a.offsets.items():
+        assert abs(offset.offset_ns - shifts.get(capture, 0)) < 1_000_000, (capture, offset)
+        assert offset.uncertainty_ns is not None and offset.uncertainty_ns < 1_000_000
+
+
+def test_skewed_captures_give_the_same_paths_and_latencies():
+    plain, _ = result("cross-node")
+    skewed, _ = result("cross-node-skewed")
+    for a in (plain, skewed):
+        conn = a.connections[a.connections["dnat"]].iloc[0]
+        hops = a.connection_hops(int(conn["connection"]), "request")
+        assert list(hops["capture"].astype(str)) == ["client", "node1", "node1", "node2", "node2", "node2", "web-1"]
+        # Every hop after the first is a few microseconds downstream: no negative latency
+        # survives clock correction, none is seconds long.
+        lat = hops["latency_ns"].to_numpy()[1:]
+        assert (lat >= 0).all() and (lat < 1_000_000).all(), lat
+
+
+def test_nat_is_located_inside_the_node_that_did_it():
+    a, _ = result("cross-node")
+    conn = a.connections[a.connections["dnat"]].iloc[0]
+    assert "DNAT 203.0.113.10:80 -> 10.244.2.7:8080 at node1" in conn["nat"]
+    assert "SNAT 198.51.100.10:" in conn["nat"] and "-> 10.0.1.11:" in conn["nat"]
+    hops = a.connection_hops(int(conn["connection"]), "response")
+    reversal = hops[hops["change_labels"].str.contains("reverse DNAT")]
+    assert list(reversal["capture"].astype(str)) == ["node1"]
+
+
+def test_roles_are_inferred():
+    a, _ = result("cross-node")
+    assert a.roles == {"client": "client", "node1": "node", "node2": "node", "web-1": "pod"}
+
+
+def test_asymmetric_return_bypasses_the_dnat_node():
+    a, _ = result("asymmetric-return")
+    conn = a.connections[a.connections["dnat"]].iloc[0]
+    response = a.connection_hops(int(conn["connection"]), "response")
+    on = response[response["on_path"]]
+    assert "node1" not in set(on["capture"].astype(str))
+    assert on.iloc[-1]["capture"] == "client" and on.iloc[-1]["src"] == "10.244.2.7"
+
+
+def test_vxlan_hop_is_marked_encapsulated():
+    a, _ = result("cross-node-vxlan")
+    conn = a.connections[a.connections["dnat"]].iloc[0]
+    hops = a.connection_hops(int(conn["connection"]), "request")
+    assert "vxlan" in set(hops["encap"].astype(str))
+    assert hops["change_labels"].str.contains("encapsulation").any()
+    assert hops["change_labels"].str.contains("decapsulation").any()
+
+
+def test_many_connections_with_port_reuse_are_kept_apart():
+    a, truth = result("many-connections")
+    tcp = a.connections[a.connections["proto"] == 6]
+    assert len(tcp) == len(truth["connections"])
+    reused = tcp.groupby(["client_src", "client_sport"], observed=True).size()
+    assert (reused > 1).any(), "the scenario reuses client ports"

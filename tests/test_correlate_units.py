@@ -1,0 +1,91 @@
+"""Unit tests of the correlation building blocks on small, exact inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flowtrace.correlate.clock import PairBound, solve_offsets
+from flowtrace.correlate.conntrack import S_CL, S_ES, S_FW, S_SR, S_SS, TCP_TRANSITIONS, tcp_index
+from flowtrace.correlate.coverage import covered
+from flowtrace.correlate.link import components
+from flowtrace.correlate.nat import DNAT, ROUTED, SNAT, SNAT_PORT, change_labels
+
+
+def test_components_join_chains_and_keep_singletons():
+    label = components(6, np.array([0, 2, 3]), np.array([1, 3, 4]))
+    assert label.tolist() == [0, 0, 2, 2, 2, 5]
+
+
+def test_components_of_a_long_chain_converge():
+    n = 1000
+    a = np.arange(n - 1)[::-1]
+    label = components(n, a, a + 1)
+    assert (label == 0).all()
+
+
+def test_offsets_from_two_sided_bounds_take_the_middle_when_zero_is_excluded():
+    # theta_b - theta_a in [2.0 s - 30 us, 2.0 s + 10 us]
+    b = [PairBound(a=0, b=1, upper_ns=2_000_010_000, lower_ns=1_999_970_000, forward=5, backward=5)]
+    off = solve_offsets(b, ["a", "b"], reference="a")
+    assert off["a"].offset_ns == 0
+    assert off["b"].offset_ns == 1_999_990_000
+    assert off["b"].uncertainty_ns == 20_000
+
+
+def test_offsets_prefer_zero_when_the_packets_allow_it():
+    b = [PairBound(a=0, b=1, upper_ns=5_000, lower_ns=-3_000, forward=5, backward=5)]
+    assert solve_offsets(b, ["a", "b"], reference="a")["b"].offset_ns == 0
+
+
+def test_offsets_chain_through_a_middle_capture():
+    bounds = [PairBound(a=0, b=1, upper_ns=1_000_010, lower_ns=999_990, forward=1, backward=1),
+              PairBound(a=1, b=2, upper_ns=-499_990, lower_ns=-500_010, forward=1, backward=1)]
+    off = solve_offsets(bounds, ["a", "b", "c"], reference="a")
+    assert abs(off["c"].offset_ns - 500_000) <= 20
+    assert off["c"].uncertainty_ns is not None and off["c"].uncertainty_ns <= 20
+
+
+def test_one_sided_bound_is_reported_without_uncertainty():
+    b = [PairBound(a=0, b=1, upper_ns=-7_000_000, lower_ns=float("-inf"), forward=3, backward=0)]
+    off = solve_offsets(b, ["a", "b"], reference="a")["b"]
+    assert off.uncertainty_ns is None and off.offset_ns <= -7_000_000
+
+
+def test_captures_sharing_a_clock_get_the_same_offset():
+    b = [PairBound(a=0, b=1, upper_ns=3_000_000_100, lower_ns=2_999_999_900, forward=2, backward=2)]
+    off = solve_offsets(b, ["a", "b", "c"], reference="a", same_clock=[{"b", "c"}])
+    assert off["c"].offset_ns == off["b"].offset_ns == 3_000_000_000
+
+
+def test_byte_ranges_cover_a_segment_split_differently():
+    # One 4344-byte super-segment covers three 1448-byte segments but not a fourth.
+    flow = np.array([7])
+    start, end = np.array([1000]), np.array([1000 + 3 * 1448])
+    q = np.array([1000, 2448, 3896, 5344])
+    assert covered(np.full(4, 7), q, q + 1448, flow, start, end).tolist() == [True, True, True, False]
+    # Two adjacent segments together cover a range neither covers alone.
+    assert covered(np.array([1]), np.array([10]), np.array([30]), np.array([1, 1]),
+                   np.array([0, 20]), np.array([20, 40])).tolist() == [True]
+
+
+@pytest.mark.parametrize(
+    ("direction", "flags", "state", "expected"),
+    [
+        (0, 0x02, 0, S_SS),    # SYN opens
+        (1, 0x12, S_SS, S_SR),  # SYN-ACK answers
+        (0, 0x10, S_SR, S_ES),  # ACK completes
+        (0, 0x11, S_ES, S_FW),  # FIN starts the close
+        (0, 0x04, S_ES, S_CL),  # RST closes
+        (0, 0x02, S_CL, S_SS),  # SYN after close reopens (a new entry)
+    ],
+)
+def test_conntrack_tcp_transitions(direction, flags, state, expected):
+    idx = tcp_index(np.array([flags]))[0]
+    assert TCP_TRANSITIONS[direction, idx, state] == expected
+
+
+def test_change_labels_fold_ports_into_address_rewrites():
+    assert change_labels(DNAT | SNAT | SNAT_PORT | ROUTED, 0) == ["DNAT", "SNAT", "routed"]
+    assert change_labels(SNAT_PORT, 0) == ["SNAT port"]
+    assert change_labels(DNAT, 1) == ["reverse DNAT"]
