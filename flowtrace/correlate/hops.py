@@ -82,6 +82,7 @@ def build_hops(packets: pd.DataFrame, flow_id: np.ndarray, pdir: np.ndarray, cts
         hops["packet_direction" if col == "direction" else col] = values
     hops["packet_direction"] = hops["packet_direction"].astype(str)
     _changes(hops)
+    _latencies(hops, st)
     hops["missing"] = missing_between_hops(packets, hops, st)
     direction = hops["direction"].to_numpy()
     hops["change_labels"] = [", ".join(change_labels(int(m), int(d))) for m, d in zip(hops["changes"], direction, strict=True)]
@@ -150,3 +151,23 @@ def _changes(hops: pd.DataFrame) -> None:
     where = np.where(same, c["capture"].astype(str).to_numpy(),
                      p["capture"].astype(str).to_numpy() + " -> " + c["capture"].astype(str).to_numpy())
     hops.loc[idx, "changed_at"] = np.where(mask != 0, where, "")
+
+
+def _latencies(hops: pd.DataFrame, st: pd.DataFrame) -> None:
+    """latency_ns of each on-path hop: the median, over packets seen at both, of the time
+    from the previous on-path hop to this one (corrected clocks). Falls back to the
+    difference of median delays where the two hops share no packet."""
+    on = hops[hops["on_path"]]
+    prev_id = on.groupby(["connection", "direction"], sort=False)["hop_id"].shift(1)
+    pairs = pd.DataFrame({"hop_id": on["hop_id"].to_numpy(), "prev_id": prev_id.to_numpy()}).dropna()
+    if pairs.empty or st.empty:
+        return
+    pairs["prev_id"] = pairs["prev_id"].astype(np.int64)
+    first = st.groupby(["hop_id", "group"], sort=False)["ts"].min().reset_index()
+    cur = first.merge(pairs, on="hop_id")
+    both = cur.merge(first.rename(columns={"hop_id": "prev_id", "ts": "prev_ts"}), on=["prev_id", "group"])
+    if both.empty:
+        return
+    lat = (both["ts"] - both["prev_ts"]).groupby(both["hop_id"]).median().round().astype(np.int64)
+    idx = hops.index[hops["hop_id"].isin(lat.index)]
+    hops.loc[idx, "latency_ns"] = lat.reindex(hops.loc[idx, "hop_id"]).to_numpy()

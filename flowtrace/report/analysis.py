@@ -53,7 +53,7 @@ def path_table(hops: pd.DataFrame, title: str) -> Table:
         if str(h.encap) != "none":
             dst += f" [{h.encap}]"
         t.add_row(str(h.hop) + ("" if h.on_path else "*"), str(h.capture), iface, str(h.packet_direction),
-                  src, dst, str(h.ttl), Text(changed, style=style), fmt_duration(h.latency_ns) if h.hop else "",
+                  src, dst, str(h.ttl), Text(changed, style=style), fmt_duration(h.latency_ns) if h.hop and h.on_path else "",
                   str(h.packets), str(h.missing) if h.missing else "")
     return t
 
