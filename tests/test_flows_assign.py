@@ -223,8 +223,7 @@ def test_bad_timeouts_raise_input_error(bad):
 
 def test_packet_map_is_aligned_and_counts_add_up():
     c = Tcp().handshake().a("PA", 10).b("FA").a("FA").b("A")
-    rows = c.rows + [packet(src=None, dst=None, ip_version=0, proto=-1, ethertype=0x0806,
-                            decode_status="unsupported", ts_ns=T0 + 5)]
+    rows = [*c.rows, packet(src=None, dst=None, ip_version=0, proto=-1, ethertype=2054, decode_status="unsupported", ts_ns=T0 + 5)]
     rows.append(udp("10.0.0.3", 1, "10.0.0.4", 2, ts_ns=T0 + 6))
     df = table(rows)
     fs = build(df)

@@ -39,9 +39,7 @@ def test_flows_table_carries_the_vector():
 
 def _reference(proto, src, dst, pa, pb):
     cid = communityid.CommunityID()
-    if proto in (6, 17, 132):
-        tpl = communityid.FlowTuple(proto, src, dst, pa, pb)
-    elif proto in (1, 58):
+    if proto in (6, 17, 132) or proto in (1, 58):
         tpl = communityid.FlowTuple(proto, src, dst, pa, pb)
     else:
         tpl = communityid.FlowTuple(proto, src, dst)

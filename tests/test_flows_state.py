@@ -7,7 +7,15 @@ import pytest
 from flowpkts import Tcp, table, udp
 
 from flowtrace.flows import build
-from flowtrace.flows.state import CLOSED, INACTIVE, PARTIAL, RESET, automaton, tcp_conn_state, udp_conn_state
+from flowtrace.flows.state import (
+    CLOSED,
+    INACTIVE,
+    PARTIAL,
+    RESET,
+    automaton,
+    tcp_conn_state,
+    udp_conn_state,
+)
 
 
 def one(conv: Tcp, **kw):

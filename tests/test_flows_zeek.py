@@ -36,7 +36,7 @@ def test_header_lines_exactly_as_zeek_writes_them():
 
 def test_rows_parse_back_to_the_table():
     c = Tcp(step_ns=1_234_567).handshake().a("PA", 100).b("PA", 300).a("FA").b("FA").a("A")
-    rows = c.rows + [udp("10.0.0.7", 5353, "224.0.0.251", 5353)]
+    rows = [*c.rows, udp("10.0.0.7", 5353, "224.0.0.251", 5353)]
     flows = build(table(rows)).flows
     meta, log = parse_conn_log(conn_log(flows))
     assert meta["path"] == "conn"

@@ -71,6 +71,26 @@ def next_true(mask: np.ndarray) -> np.ndarray:
     return np.minimum.accumulate(pos[::-1])[::-1]
 
 
+def first_in_blocks(mask: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Per block ``[starts[k], ends[k])``, the first position where ``mask`` is True, or -1."""
+    p = np.flatnonzero(mask)
+    if not p.size:
+        return np.full(starts.size, -1, dtype=np.int64)
+    j = np.searchsorted(p, starts)
+    f = p[np.minimum(j, p.size - 1)]
+    return np.where((j < p.size) & (f < ends), f, -1)
+
+
+def last_in_blocks(mask: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Per block ``[starts[k], ends[k])``, the last position where ``mask`` is True, or -1."""
+    p = np.flatnonzero(mask)
+    if not p.size:
+        return np.full(starts.size, -1, dtype=np.int64)
+    j = np.searchsorted(p, ends) - 1
+    f = p[np.maximum(j, 0)]
+    return np.where((j >= 0) & (f >= starts), f, -1)
+
+
 def last_true_before(mask: np.ndarray) -> np.ndarray:
     """For each position j, the largest i < j with ``mask[i]``, or -1 if none."""
     n = mask.size
@@ -250,20 +270,13 @@ def originators(*, flow_start: np.ndarray, kind: np.ndarray, flags: np.ndarray, 
     packet. Anything else: the sender of the first packet, as conntrack sees it.
     """
     starts = np.flatnonzero(flow_start)
-    m = flow_start.size
-    ends = np.append(starts[1:], m)
+    ends = np.append(starts[1:], flow_start.size)
     tcp = kind == KIND_TCP
     syn = (flags & SYN) != 0
     ackf = (flags & ACK) != 0
-    first_syn = next_true(tcp & syn & ~ackf)[starts] if m else starts
-    first_sa = next_true(tcp & syn & ackf)[starts] if m else starts
-    first_req = next_true(icmp_request)[starts] if m else starts
-    guard = lambda i: np.minimum(i, max(m - 1, 0))  # noqa: E731
     orig_lower = lower[starts].copy()
-    use_req = first_req < ends
-    orig_lower[use_req] = lower[guard(first_req[use_req])]
-    use_sa = first_sa < ends
-    orig_lower[use_sa] = ~lower[guard(first_sa[use_sa])]
-    use_syn = first_syn < ends
-    orig_lower[use_syn] = lower[guard(first_syn[use_syn])]
+    for mask, receiver in ((icmp_request, False), (tcp & syn & ackf, True), (tcp & syn & ~ackf, False)):
+        first = first_in_blocks(mask, starts, ends)
+        found = first >= 0
+        orig_lower[found] = lower[first[found]] ^ receiver
     return orig_lower

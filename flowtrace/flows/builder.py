@@ -257,20 +257,22 @@ class _Core:
         if m:
             gstart[1:] = g[1:] != g[:-1]
         r = self.rows
-        kind = np.select([proto[o] == 6, proto[o] == 17, is_icmp[o]],
+        proto_s, ver_s, icmp_s = proto[o], ver[o], is_icmp[o]
+        kind = np.select([proto_s == 6, proto_s == 17, icmp_s],
                          [assign.KIND_TCP, assign.KIND_UDP, assign.KIND_ICMP], assign.KIND_OTHER)
-        flags = np.where(proto[o] == 6, p.flags[r], 0)
+        flags = np.where(proto_s == 6, p.flags[r], 0)
         ts_s = ts[o]
         lower_s = lower[o]
-        fstart = assign.split_flows(group_start=gstart, kind=kind, ts=ts_s, flags=flags, seq=_i64(p.seq, r),
-                                    ack=_i64(p.ack, r), lower=lower_s, timeouts=tmo)
+        seq_s, ack_s = _i64(p.seq, r), _i64(p.ack, r)
+        fstart = assign.split_flows(group_start=gstart, kind=kind, ts=ts_s, flags=flags, seq=seq_s,
+                                    ack=ack_s, lower=lower_s, timeouts=tmo)
         flow = np.cumsum(fstart) - 1
         starts = np.flatnonzero(fstart)
         F = starts.size
         self.n_flows = F
         self.flow = flow
         ends = np.append(starts[1:], m)
-        req = is_icmp[o] & icmp_is("request", ver[o], p.icmp_type[r])
+        req = icmp_s & icmp_is("request", ver_s, p.icmp_type[r])
         orig_lower = assign.originators(flow_start=fstart, kind=kind, flags=flags, lower=lower_s, icmp_request=req)
         fo = lower_s == orig_lower[flow]
         self.from_orig = fo
@@ -290,8 +292,8 @@ class _Core:
         pf["outer_orig_h"] = np.where(first_from_orig, p.outer_src[r[fs]], p.outer_dst[r[fs]])
         pf["outer_resp_h"] = np.where(first_from_orig, p.outer_dst[r[fs]], p.outer_src[r[fs]])
         pf["vni"] = p.vni[r[fs]]
-        pf["ip_version"] = ver[o][fs]
-        pf["proto"] = proto[o][fs]
+        pf["ip_version"] = ver_s[fs]
+        pf["proto"] = proto_s[fs]
         la, ha, lp, hp = lo_a[o][fs], hi_a[o][fs], lo_p[o][fs], hi_p[o][fs]
         pf["lo_a"], pf["hi_a"], pf["lo_p"], pf["hi_p"] = la, ha, lp, hp
         pf["orig_h"] = np.where(orig_lower, la, ha)
@@ -319,27 +321,27 @@ class _Core:
         one = np.ones(m, dtype=np.int64)
         pf["orig_pkts"], pf["resp_pkts"] = per_side(one)
         pf["orig_ip_bytes"], pf["resp_ip_bytes"] = per_side(_i64(p.ip_len, r))
-        pf["orig_bytes"], pf["resp_bytes"] = per_side(_i64(p.payload, r))
+        payload_s = _i64(p.payload, r)
+        pf["orig_bytes"], pf["resp_bytes"] = per_side(payload_s)
 
         def first_where(mask: np.ndarray, values: np.ndarray, missing: int) -> np.ndarray:
-            if not F:
-                return np.zeros(0, dtype=np.int64)
-            nxt = assign.next_true(mask)[fs]
-            found = nxt < ends
+            """Per flow, ``values`` (a packet column) of its first packet with ``mask``."""
+            pos = assign.first_in_blocks(mask, fs, ends)
             out = np.full(F, missing, dtype=np.int64)
-            out[found] = values[nxt[found]]
+            found = pos >= 0
+            out[found] = values[r[pos[found]]]
             return out
 
-        has_ts = (proto[o] == 6) & ((p.tcp_opts[r] & 0x10) != 0)
-        pf["orig_first_tsval"] = first_where(fo & has_ts, p.tsval[r], -1)
-        pf["resp_first_tsval"] = first_where(~fo & has_ts, p.tsval[r], -1)
-        pf["orig_first_ip_id"] = first_where(fo & (ver[o] == 4), p.ip_id[r], -1)
-        pf["orig_ttl"] = first_where(fo, p.ttl[r].astype(np.int64), 0)
-        pf["resp_ttl"] = first_where(~fo, p.ttl[r].astype(np.int64), 0)
+        has_ts = (p.tcp_opts[r] & 0x10) != 0
+        pf["orig_first_tsval"] = first_where(fo & has_ts, p.tsval, -1)
+        pf["resp_first_tsval"] = first_where(~fo & has_ts, p.tsval, -1)
+        pf["orig_first_ip_id"] = first_where(fo & (ver_s == 4), p.ip_id, -1)
+        pf["orig_ttl"] = first_where(fo, p.ttl, 0)
+        pf["resp_ttl"] = first_where(~fo, p.ttl, 0)
         duration = last_ts - pf["ts_ns"]
         conn_state = np.full(F, "OTH", dtype=object)
         hist = [""] * F
-        tcp_cols = _tcp_columns(p, F, flow, fstart, fo, r, kind, ts_s, ends, pf)
+        tcp_cols = _tcp_columns(p, F, flow, fstart, fo, r, kind, ts_s, flags, seq_s, ack_s, payload_s, pf)
         if tcp_cols is not None:
             tcp_flows, cs, hs_list, closing_ts = tcp_cols
             conn_state[tcp_flows] = cs
@@ -375,8 +377,8 @@ class _Core:
 
 
 def _tcp_columns(p: _Arrays, F: int, flow: np.ndarray, fstart: np.ndarray, fo: np.ndarray, r: np.ndarray,
-                 kind: np.ndarray, ts_s: np.ndarray, ends: np.ndarray,
-                 pf: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray] | None:
+                 kind: np.ndarray, ts_s: np.ndarray, flags_s: np.ndarray, seq_s: np.ndarray, ack_s: np.ndarray,
+                 payload_s: np.ndarray, pf: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray] | None:
     """TCP columns into ``pf``; returns (TCP flow indices, their conn_state, history, close ts)."""
     starts = np.flatnonzero(fstart)
     is_tcp_flow = kind[starts] == assign.KIND_TCP if F else np.zeros(0, dtype=bool)
@@ -394,16 +396,26 @@ def _tcp_columns(p: _Arrays, F: int, flow: np.ndarray, fstart: np.ndarray, fo: n
     T = tcp_flows.size
     local = np.full(F, -1, dtype=np.int64)
     local[tcp_flows] = np.arange(T)
-    sel = np.flatnonzero((kind == assign.KIND_TCP) & ~p.frag_tail[r])
-    lf = local[flow[sel]]
-    rs = r[sel]
-    lstart = np.ones(sel.size, dtype=bool)
-    if sel.size:
+    sel_mask = (kind == assign.KIND_TCP) & ~p.frag_tail[r]
+    if sel_mask.all():
+        def take(a: np.ndarray) -> np.ndarray:
+            return a
+    else:
+        sel = np.flatnonzero(sel_mask)
+
+        def take(a: np.ndarray) -> np.ndarray:
+            return a[sel]
+    lf = local[take(flow)]
+    rs = take(r)
+    lstart = np.ones(lf.size, dtype=bool)
+    if lf.size:
         lstart[1:] = lf[1:] != lf[:-1]
-    flags = p.flags[rs]
-    fo_t = fo[sel]
-    res = tcp.analyze(n_flows=T, flow=lf, flow_start=lstart, from_orig=fo_t, ts=ts_s[sel], flags=flags,
-                      seq=_i64(p.seq, rs), ack=_i64(p.ack, rs), payload=_i64(p.payload, rs))
+    flags = take(flags_s)
+    fo_t = take(fo)
+    ts_t = take(ts_s)
+    seq_t, payload_t = take(seq_s), take(payload_s)
+    res = tcp.analyze(n_flows=T, flow=lf, flow_start=lstart, from_orig=fo_t, ts=ts_t, flags=flags,
+                      seq=seq_t, ack=take(ack_s), payload=payload_t)
     ep = res.endpoint
     o_isn, r_isn = ep.isn[0::2], ep.isn[1::2]
     pf["orig_isn"][tcp_flows] = o_isn
@@ -422,13 +434,13 @@ def _tcp_columns(p: _Arrays, F: int, flow: np.ndarray, fstart: np.ndarray, fo: n
     pf["midstream"][tcp_flows] = ~has_orig_syn
 
     # conn_state: the endpoint automaton over each flow's state events.
-    code = state.event_codes(from_orig=fo_t, flags=flags, has_data=p.payload[rs] > 0)
+    code = state.event_codes(from_orig=fo_t, flags=flags, has_data=payload_t > 0)
     ev = state.state_events(flow=lf, flow_start=lstart, code=code)
     outcome = state.run(n_flows=T, event_flow=lf[ev], event_code=code[ev])
     os_, ops, rs_, rps = state.endpoint_states(outcome.state)
     closing_ts = np.full(T, -1, dtype=np.int64)
     closed = outcome.closed_at >= 0
-    closing_ts[closed] = ts_s[sel][ev][outcome.closed_at[closed]]
+    closing_ts[closed] = ts_t[ev][outcome.closed_at[closed]]
 
     # Payload bytes as Zeek's TCP_Endpoint::Size().
     sizes = []
@@ -444,7 +456,7 @@ def _tcp_columns(p: _Arrays, F: int, flow: np.ndarray, fstart: np.ndarray, fo: n
 
     # History.
     pos, sub, let = history.tcp_letters(
-        flow=lf, from_orig=fo_t, flags=flags, seq=_i64(p.seq, rs), payload=_i64(p.payload, rs), window=p.window[rs],
+        flow=lf, from_orig=fo_t, flags=flags, seq=seq_t, payload=payload_t, window=p.window[rs],
         bad_checksum=p.checksum[rs] == 0, rxmit=res.rxmit, gap_pos=res.gap_pos, gap_orig=res.gap_orig)
     first_pkt_orig = fo[starts][tcp_flows]
     texts = history.assemble(n_flows=T, flow=lf[pos], pos=pos, sub=sub, letter=let, flipped=~first_pkt_orig)

@@ -37,42 +37,49 @@ def _scaled(occurrence: np.ndarray) -> np.ndarray:
     return out
 
 
-def _occurrence(mask: np.ndarray, endpoint: np.ndarray) -> np.ndarray:
-    """1-based occurrence number of each ``mask`` position within its endpoint, 0 elsewhere.
+def _occurrence(mask: np.ndarray, flow: np.ndarray, side: np.ndarray) -> np.ndarray:
+    """1-based occurrence number of each ``mask`` position within its flow and side, 0 elsewhere.
 
-    Positions are in time order inside each flow; ``endpoint`` is flow * 2 + side.
+    Positions are in flow order (flows contiguous, time order inside); ``side`` is True
+    for the originator.
     """
-    idx = np.flatnonzero(mask)
     out = np.zeros(mask.size, dtype=np.int64)
-    if not idx.size:
-        return out
-    ep = endpoint[idx]
-    o = np.argsort(ep, kind="stable")
-    eps = ep[o]
-    first = np.ones(eps.size, dtype=bool)
-    first[1:] = eps[1:] != eps[:-1]
-    run = np.arange(eps.size) - np.maximum.accumulate(np.where(first, np.arange(eps.size), 0)) + 1
-    out[idx[o]] = run
+    for s in (True, False):
+        idx = np.flatnonzero(mask & (side == s))
+        if not idx.size:
+            continue
+        f = flow[idx]
+        first = np.ones(idx.size, dtype=bool)
+        first[1:] = f[1:] != f[:-1]
+        k = np.arange(idx.size)
+        out[idx] = k - np.maximum.accumulate(np.where(first, k, 0)) + 1
     return out
 
 
-def _once(mask: np.ndarray, endpoint: np.ndarray) -> np.ndarray:
-    return _occurrence(mask, endpoint) == 1
-
-
-def _changed(mask: np.ndarray, endpoint: np.ndarray, value: np.ndarray) -> np.ndarray:
-    """``mask`` positions that are the first of their endpoint or whose ``value`` differs from
-    the previous ``mask`` position of the same endpoint."""
-    idx = np.flatnonzero(mask)
+def _once(mask: np.ndarray, flow: np.ndarray, side: np.ndarray) -> np.ndarray:
+    """The first ``mask`` position of each flow and side."""
     out = np.zeros(mask.size, dtype=bool)
-    if not idx.size:
-        return out
-    ep = endpoint[idx]
-    o = np.argsort(ep, kind="stable")
-    eps, vals = ep[o], value[idx][o]
-    keep = np.ones(eps.size, dtype=bool)
-    keep[1:] = (eps[1:] != eps[:-1]) | (vals[1:] != vals[:-1])
-    out[idx[o[keep]]] = True
+    for s in (True, False):
+        idx = np.flatnonzero(mask & (side == s))
+        if idx.size:
+            f = flow[idx]
+            first = np.ones(idx.size, dtype=bool)
+            first[1:] = f[1:] != f[:-1]
+            out[idx[first]] = True
+    return out
+
+
+def _changed(mask: np.ndarray, flow: np.ndarray, side: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """``mask`` positions that are the first of their flow and side or whose ``value`` differs
+    from the previous ``mask`` position of the same flow and side."""
+    out = np.zeros(mask.size, dtype=bool)
+    for s in (True, False):
+        idx = np.flatnonzero(mask & (side == s))
+        if idx.size:
+            f, v = flow[idx], value[idx]
+            keep = np.ones(idx.size, dtype=bool)
+            keep[1:] = (f[1:] != f[:-1]) | (v[1:] != v[:-1])
+            out[idx[keep]] = True
     return out
 
 
@@ -86,7 +93,7 @@ def tcp_letters(*, flow: np.ndarray, from_orig: np.ndarray, flags: np.ndarray, s
     for the originator). ``rxmit`` marks retransmissions; ``gap_pos``/``gap_orig`` give
     each content gap's revealing packet and whose stream it is in.
     """
-    ep = flow * 2 + (~from_orig).astype(np.int64)
+    side = from_orig
     syn = (flags & SYN) != 0
     fin = (flags & FIN) != 0
     rst = (flags & RST) != 0
@@ -103,22 +110,22 @@ def tcp_letters(*, flow: np.ndarray, from_orig: np.ndarray, flags: np.ndarray, s
         code = np.full(idx.size, ord(letter), dtype=np.uint8) if isinstance(letter, str) else letter[idx]
         let_l.append(code)
 
-    emit(_scaled(_occurrence(bad_checksum, ep)) & bad_checksum, 0, "C")
-    emit(_once((bits > 1) & fin & rst, ep), 1, "I")
-    emit(_once((bits > 1) & ~(fin & rst), ep), 1, "Q")
+    emit(_scaled(_occurrence(bad_checksum, flow, side)) & bad_checksum, 0, "C")
+    emit(_once((bits > 1) & fin & rst, flow, side), 1, "I")
+    emit(_once((bits > 1) & ~(fin & rst), flow, side), 1, "Q")
     one = bits == 1
     synl = one & syn
-    emit(_changed(synl, ep, seq), 1, np.where(ackf, ord("H"), ord("S")).astype(np.uint8))
-    emit(_changed(one & fin, ep, (seq + payload) & 0xFFFFFFFF), 1, "F")
-    emit(_changed(one & rst, ep, seq), 1, "R")
-    emit(_once((bits == 0) & (payload > 0), ep), 1, "D")
-    emit(_once((bits == 0) & (payload == 0) & ackf, ep), 1, "A")
+    emit(_changed(synl, flow, side, seq), 1, np.where(ackf, ord("H"), ord("S")).astype(np.uint8))
+    emit(_changed(one & fin, flow, side, (seq + payload) & 0xFFFFFFFF), 1, "F")
+    emit(_changed(one & rst, flow, side, seq), 1, "R")
+    emit(_once((bits == 0) & (payload > 0), flow, side), 1, "D")
+    emit(_once((bits == 0) & (payload == 0) & ackf, flow, side), 1, "A")
     # Zero window: not on a RST, not after the peer's FIN, not after the sender's own RST.
     peer_fin_before = _side_before(fin, flow, from_orig, ~from_orig)
     own_rst_before = _side_before(rst, flow, from_orig, from_orig)
     zw = (window == 0) & ~rst & ~peer_fin_before & ~own_rst_before
-    emit(_scaled(_occurrence(zw, ep)) & zw, 2, "W")
-    emit(_scaled(_occurrence(rxmit, ep)) & rxmit, 3, "T")
+    emit(_scaled(_occurrence(zw, flow, side)) & zw, 2, "W")
+    emit(_scaled(_occurrence(rxmit, flow, side)) & rxmit, 3, "T")
     if gap_pos.size:
         gmask_o = np.zeros(flow.size, dtype=np.int64)
         gmask_r = np.zeros(flow.size, dtype=np.int64)
@@ -160,9 +167,8 @@ def udp_letters(*, flow: np.ndarray, from_orig: np.ndarray,
 
     Same output as ``tcp_letters``.
     """
-    ep = flow * 2 + (~from_orig).astype(np.int64)
-    c = _scaled(_occurrence(bad_checksum, ep)) & bad_checksum
-    d = _once(np.ones(flow.size, dtype=bool), ep)
+    c = _scaled(_occurrence(bad_checksum, flow, from_orig)) & bad_checksum
+    d = _once(np.ones(flow.size, dtype=bool), flow, from_orig)
     ci, di = np.flatnonzero(c), np.flatnonzero(d)
     pos = np.concatenate((ci, di))
     sub = np.concatenate((np.zeros(ci.size, dtype=np.int8), np.ones(di.size, dtype=np.int8)))

@@ -29,25 +29,29 @@ def _text_hash(values: Sequence[str]) -> np.ndarray:
                      for v in values] or [0], dtype=np.uint64)
 
 
-def uids(*, capture: Sequence[str], interface: Sequence[str], ifindex: np.ndarray, direction: np.ndarray,
-         proto: np.ndarray, orig_h: Sequence[str], orig_p: np.ndarray, resp_h: Sequence[str],
-         resp_p: np.ndarray, ts_ns: np.ndarray, icmp_id: np.ndarray, vni: np.ndarray) -> np.ndarray:
+def uids(*, capture: np.ndarray, interface: np.ndarray, ifindex: np.ndarray, direction: np.ndarray,
+         proto: np.ndarray, orig_h: np.ndarray, orig_p: np.ndarray, resp_h: np.ndarray,
+         resp_p: np.ndarray, ts_ns: np.ndarray, icmp_id: np.ndarray, vni: np.ndarray,
+         captures: Sequence[str], interfaces: Sequence[str], addresses: Sequence[str]) -> np.ndarray:
     """Zeek-style uids: 'C' + 17 base62 characters from a hash of the flow's identity.
 
-    Equal inputs give equal uids on every run and machine; text columns are given as one
-    string per flow. Returns an object array of str.
+    ``capture``, ``interface``, ``orig_h`` and ``resp_h`` are codes into ``captures``,
+    ``interfaces`` and ``addresses``; the hash uses the texts, so equal flows get equal
+    uids on every run and machine whatever the codes. Returns an object array of str.
     """
     n = ts_ns.size
     if not n:
         return np.zeros(0, dtype=object)
 
-    def h(values: Sequence[str]) -> np.ndarray:
-        uniq, inv = np.unique(np.asarray(values, dtype=object).astype(str), return_inverse=True)
-        return _text_hash(list(uniq))[inv.ravel()]
+    def h(codes: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+        used = np.unique(codes)
+        table = np.zeros(len(texts) + 1, dtype=np.uint64)
+        table[used] = _text_hash([texts[i] if i >= 0 else "" for i in used.tolist()])
+        return table[codes]
 
     acc = np.zeros(n, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        for part in (h(capture), h(interface), h(orig_h), h(resp_h),
+        for part in (h(capture, captures), h(interface, interfaces), h(orig_h, addresses), h(resp_h, addresses),
                      ifindex.astype(np.int64).astype(np.uint64), direction.astype(np.uint64),
                      proto.astype(np.int64).astype(np.uint64), orig_p.astype(np.int64).astype(np.uint64),
                      resp_p.astype(np.int64).astype(np.uint64), ts_ns.astype(np.int64).astype(np.uint64),
@@ -104,12 +108,10 @@ def assemble(pf: dict, *, packets: pd.DataFrame, addresses: Sequence[str],
     for c in FLOWS.columns:
         if c.name not in cols and c.name != "uid":
             cols[c.name] = pf[c.name]
-    addr = np.asarray(addresses, dtype=object)
     cols["uid"] = uids(
-        capture=np.asarray(captures, dtype=object)[pf["capture"]],
-        interface=np.asarray(interfaces, dtype=object)[pf["interface"]],
-        ifindex=pf["ifindex"], direction=pf["orig_direction"], proto=pf["proto"],
-        orig_h=addr[pf["orig_h"]], orig_p=pf["orig_p"], resp_h=addr[pf["resp_h"]], resp_p=pf["resp_p"],
-        ts_ns=pf["ts_ns"], icmp_id=pf["icmp_id"], vni=pf["vni"])
+        capture=pf["capture"], interface=pf["interface"], ifindex=pf["ifindex"], direction=pf["orig_direction"],
+        proto=pf["proto"], orig_h=pf["orig_h"], orig_p=pf["orig_p"], resp_h=pf["resp_h"], resp_p=pf["resp_p"],
+        ts_ns=pf["ts_ns"], icmp_id=pf["icmp_id"], vni=pf["vni"], captures=captures, interfaces=interfaces,
+        addresses=addresses)
     df = pd.DataFrame({c.name: cols[c.name] for c in FLOWS.columns})
     return FLOWS.conform(df)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import sys
 
 import pandas as pd
 from rich.console import Console
@@ -29,7 +31,7 @@ def _endpoint(host: object, port: int, proto: int) -> str:
     if port < 0:
         return h
     if proto in (1, 58):
-        return f"{h} t{port}"
+        return f"{h} type {port}"
     return f"[{h}]:{port}" if ":" in h else f"{h}:{port}"
 
 
@@ -75,8 +77,14 @@ def flows_renderable(flows: pd.DataFrame, *, limit: int | None = None) -> Table:
 
 
 def render_flows(flows: pd.DataFrame, console: Console | None = None, *, limit: int | None = None) -> None:
-    """Print the flows table to ``console`` (stdout by default; NO_COLOR and width respected)."""
-    console = console or Console()
+    """Print the flows table to ``console`` (stdout by default; NO_COLOR and width respected).
+
+    Written to a file or pipe without COLUMNS set, the table is 220 columns wide rather
+    than rich's 80, so that addresses and histories are not cut.
+    """
+    if console is None:
+        wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+        console = Console(width=220 if wide else None)
     console.print(flows_renderable(flows, limit=limit))
 
 
