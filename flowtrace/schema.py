@@ -355,6 +355,8 @@ HOPS = Table(
         _c("changed_at", "str", "-", "Where the change happened: a capture (inside that host) or 'a -> b' (between two).", "''"),
         _c("missing", "int32", "packets", "Packets the previous on-path hop saw that never showed here (TCP: bytes not covered)."),
         _c("hop_id", "int64", "-", "Hop number in this analysis (packets map onto it)."),
+        _c("first_row", "int64", "-", "Row of the first packet here in the analysis's packets table."),
+        _c("first_frame", "uint32", "-", "Frame number of the first packet here in its capture."),
     ),
 )
 

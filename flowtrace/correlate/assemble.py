@@ -13,7 +13,7 @@ from flowtrace.correlate.link import Links, link_flows
 from flowtrace.correlate.nat import DNAT, DNAT_PORT, SNAT, SNAT_PORT
 from flowtrace.correlate.path import REQUEST, RESPONSE, sighting_table
 from flowtrace.correlate.sightings import Sightings, build_sightings, split_groups
-from flowtrace.schema import CONNECTIONS, HOPS
+from flowtrace.schema import CONN_STATES, CONNECTIONS, HOPS
 
 DEFAULT_WINDOW_NS = 200_000_000
 """Sightings of one weak signature further apart than this (aligned clocks) are different packets."""
@@ -113,71 +113,128 @@ _STATUS = {"SF": "closed", "S1": "established", "S2": "established", "S3": "esta
 
 
 def build_connections(hops: pd.DataFrame, flows: pd.DataFrame | None) -> pd.DataFrame:
-    """One row per connection: client and server tuples, NAT summary, span, status."""
+    """One row per connection: client and server tuples, NAT summary, span, status.
+
+    ``hops`` is in path order (connection, direction, hop).
+    """
     if hops.empty:
         return CONNECTIONS.empty()
-    on = hops[hops["on_path"]]
-    req = on[on["direction"] == "request"]
-    any_first = hops.sort_values(["connection", "direction", "hop"]).drop_duplicates("connection")
-    first = req.loc[req.groupby("connection")["hop"].idxmin()].set_index("connection")
-    last = req.loc[req.groupby("connection")["hop"].idxmax()].set_index("connection")
-    by = hops.groupby("connection")
-    conns = pd.DataFrame(index=pd.Index(np.unique(hops["connection"].to_numpy()), name="connection"))
-    fallback = any_first.set_index("connection")
-    for side, frame in (("client", first), ("server", last)):
+    conn = hops["connection"].to_numpy()
+    ids, first_row_of = np.unique(conn, return_index=True)
+    n = ids.size
+    pos = np.searchsorted(ids, conn)
+    on = hops["on_path"].to_numpy()
+    req = on & (np.asarray(hops["direction"].to_numpy(), dtype=np.int64) == 0) if not isinstance(
+        hops["direction"].dtype, pd.CategoricalDtype) else on & (hops["direction"].cat.codes.to_numpy() == 0)
+    # First and last on-path request hop of each connection (rows are in path order);
+    # a connection without any falls back to its first hop.
+    req_i = np.flatnonzero(req)
+    first = first_row_of.copy()
+    last = first_row_of.copy()
+    if req_i.size:
+        p = pos[req_i]
+        starts = np.r_[True, p[1:] != p[:-1]]
+        ends = np.r_[p[1:] != p[:-1], True]
+        first[p[starts]] = req_i[starts]
+        last[p[ends]] = req_i[ends]
+    data: dict[str, object] = {"connection": ids}
+    for side, rows in (("client", first), ("server", last)):
         for col in ("src", "sport", "dst", "dport", "capture"):
-            conns[f"{side}_{col}"] = frame[col].reindex(conns.index).fillna(fallback[col].reindex(conns.index))
-    conns["proto"] = by["proto"].first()
-    conns["ip_version"] = by["ip_version"].first()
-    conns["start_ts_ns"] = by["first_ts_ns"].min()
-    conns["end_ts_ns"] = by["last_ts_ns"].max()
-    conns["duration_ns"] = conns["end_ts_ns"] - conns["start_ts_ns"]
-    conns["request_hops"] = req.groupby("connection").size().reindex(conns.index).fillna(0).astype(np.int32)
-    conns["response_hops"] = on[on["direction"] == "response"].groupby("connection").size() \
-        .reindex(conns.index).fillna(0).astype(np.int32)
-    conns["flows"] = by["flow"].nunique().astype(np.int32)
-    ordered = on.sort_values(["connection", "direction", "hop"])
-    conns["captures"] = ordered.groupby("connection")["capture"].agg(lambda x: ",".join(dict.fromkeys(map(str, x))))
-    conns["captures"] = conns["captures"].fillna("")
-    changes = by["changes"].agg(lambda x: int(np.bitwise_or.reduce(x.to_numpy()))).astype(np.int16)
-    conns["changes"] = changes
-    req_changes = req.groupby("connection")["changes"].agg(lambda x: int(np.bitwise_or.reduce(x.to_numpy()))) \
-        .reindex(conns.index).fillna(0).astype(np.int64)
-    conns["dnat"] = (req_changes & (DNAT | DNAT_PORT)) != 0
-    conns["snat"] = (req_changes & (SNAT | SNAT_PORT)) != 0
-    conns["nat"] = _nat_text(req).reindex(conns.index).fillna("")
-    state = pd.Series(np.nan, index=conns.index, dtype=object)
-    if flows is not None and len(flows) and len(first):
-        fl = flows.set_index("flow_id")["conn_state"].astype(object)
-        state = first["flow"].map(fl).reindex(conns.index)
-    conns["client_state"] = state
-    proto = conns["proto"].to_numpy()
-    status = np.array([_STATUS.get(st, "partial") if isinstance(st, str) else "partial" for st in state], dtype=object)
+            s = hops[col]
+            data[f"{side}_{col}"] = s.array.take(rows) if isinstance(s.dtype, pd.CategoricalDtype) else s.to_numpy()[rows]
+    data["proto"] = hops["proto"].to_numpy()[first_row_of]
+    data["ip_version"] = hops["ip_version"].to_numpy()[first_row_of]
+    start = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(start, pos, hops["first_ts_ns"].to_numpy())
+    end = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
+    np.maximum.at(end, pos, hops["last_ts_ns"].to_numpy())
+    data["start_ts_ns"], data["end_ts_ns"], data["duration_ns"] = start, end, end - start
+    data["request_hops"] = np.bincount(pos[req], minlength=n).astype(np.int32)
+    data["response_hops"] = np.bincount(pos[on & ~req], minlength=n).astype(np.int32)
+    flow_pairs = np.unique(pos.astype(np.int64) * (1 << 32) + hops["flow"].to_numpy())
+    data["flows"] = np.bincount((flow_pairs >> 32).astype(np.int64), minlength=n).astype(np.int32)
+    changes = np.zeros(n, dtype=np.int64)
+    np.bitwise_or.at(changes, pos, hops["changes"].to_numpy().astype(np.int64))
+    data["changes"] = changes.astype(np.int16)
+    req_changes = np.zeros(n, dtype=np.int64)
+    np.bitwise_or.at(req_changes, pos[req], hops["changes"].to_numpy()[req].astype(np.int64))
+    data["dnat"] = (req_changes & (DNAT | DNAT_PORT)) != 0
+    data["snat"] = (req_changes & (SNAT | SNAT_PORT)) != 0
+    data["captures"] = _capture_lists(hops, pos, on, n)
+    data["nat"] = _nat_text(hops, req, pos, n)
+    state = np.full(n, None, dtype=object)
+    if flows is not None and len(flows):
+        fl = flows["conn_state"].astype(object).to_numpy()
+        fid = hops["flow"].to_numpy()[first]
+        ok = (fid >= 0) & (fid < fl.size)
+        has_req = np.zeros(n, dtype=bool)
+        if req_i.size:
+            has_req[pos[req_i]] = True
+        state[ok & has_req] = fl[fid[ok & has_req]]
+    data["client_state"] = pd.Categorical(state, categories=list(CONN_STATES))
+    status = np.array([_STATUS.get(st, "partial") if st is not None else "partial" for st in state], dtype=object)
+    proto = np.asarray(data["proto"])
     non_tcp = proto != 6
-    status[non_tcp & (conns["response_hops"].to_numpy() > 0)] = "replied"
-    status[non_tcp & (conns["response_hops"].to_numpy() == 0)] = "no_reply"
-    conns["status"] = status
-    conns["findings"] = np.zeros(len(conns), dtype=np.int32)
-    return CONNECTIONS.conform(conns.reset_index())
+    status[non_tcp & (data["response_hops"] > 0)] = "replied"
+    status[non_tcp & (data["response_hops"] == 0)] = "no_reply"
+    data["status"] = status
+    data["findings"] = np.zeros(n, dtype=np.int32)
+    return CONNECTIONS.conform(pd.DataFrame(data))
 
 
-def _nat_text(req: pd.DataFrame) -> pd.Series:
-    """'DNAT a:p -> b:q at host; SNAT …' per connection from its request hops' changes."""
+def _capture_lists(hops: pd.DataFrame, pos: np.ndarray, on: np.ndarray, n: int) -> np.ndarray:
+    """Per connection the captures its on-path hops passed, comma-separated, in path order."""
+    cap = hops["capture"].cat.codes.to_numpy().astype(np.int64) if isinstance(
+        hops["capture"].dtype, pd.CategoricalDtype) else pd.factorize(hops["capture"])[0]
+    names = np.asarray([str(c) for c in hops["capture"].cat.categories], dtype=object) if isinstance(
+        hops["capture"].dtype, pd.CategoricalDtype) else pd.factorize(hops["capture"])[1].astype(object)
+    i = np.flatnonzero(on)
+    key = pos[i].astype(np.int64) * 4096 + cap[i]
+    _, first = np.unique(key, return_index=True)
+    keep = np.sort(i[first])
+    # Connections share few distinct capture sequences: join each distinct one once.
+    seqs: dict[int, list[int]] = {}
+    for p, c in zip(pos[keep].tolist(), cap[keep].tolist(), strict=True):
+        seqs.setdefault(p, []).append(c)
+    out = np.full(n, "", dtype=object)
+    cache: dict[tuple[int, ...], str] = {}
+    for p, codes in seqs.items():
+        t = tuple(codes)
+        text = cache.get(t)
+        if text is None:
+            text = cache[t] = ",".join(names[c] for c in t)
+        out[p] = text
+    return out
+
+
+def _nat_text(hops: pd.DataFrame, req: np.ndarray, pos: np.ndarray, n: int) -> np.ndarray:
+    """'DNAT a:p -> b:q at host; SNAT …' per connection, from its request hops' changes."""
+    out = np.full(n, "", dtype=object)
+    changes = hops["changes"].to_numpy()
+    nat = np.flatnonzero(req & ((changes & (DNAT | DNAT_PORT | SNAT | SNAT_PORT)) != 0))
+    if not nat.size:
+        return out
+    req_i = np.flatnonzero(req)
+    prev = req_i[np.searchsorted(req_i, nat) - 1]
+    def col(name: str, rows: np.ndarray) -> list:
+        return hops[name].to_numpy()[rows].tolist() if not isinstance(hops[name].dtype, pd.CategoricalDtype) \
+            else hops[name].astype(object).to_numpy()[rows].tolist()
+    src_p, sport_p, dst_p, dport_p = (col(c, prev) for c in ("src", "sport", "dst", "dport"))
+    src_c, sport_c, dst_c, dport_c = (col(c, nat) for c in ("src", "sport", "dst", "dport"))
+    where = hops["changed_at"].to_numpy()[nat].tolist()
     parts: dict[int, list[str]] = {}
-    req = req.sort_values(["connection", "hop"])
-    prev = req.groupby("connection").shift(1)
-    nat = (req["changes"].to_numpy() & (DNAT | DNAT_PORT | SNAT | SNAT_PORT)) != 0
-    for (idx, cur), (_, p) in zip(req[nat].iterrows(), prev[nat].iterrows(), strict=True):
-        where = cur["changed_at"]
-        at = f" at {where}" if " -> " not in where else f" between {where.replace(' -> ', ' and ')}"
-        if cur["changes"] & (DNAT | DNAT_PORT):
-            parts.setdefault(cur["connection"], []).append(
-                f"DNAT {_ep(p['dst'], p['dport'])} -> {_ep(cur['dst'], cur['dport'])}{at}")
-        if cur["changes"] & (SNAT | SNAT_PORT):
-            parts.setdefault(cur["connection"], []).append(
-                f"SNAT {_ep(p['src'], p['sport'])} -> {_ep(cur['src'], cur['sport'])}{at}")
-        del idx
-    return pd.Series({k: "; ".join(v) for k, v in parts.items()}, dtype=object)
+    for k, i in enumerate(nat.tolist()):
+        w = where[k]
+        at = f" at {w}" if " -> " not in w else f" between {w.replace(' -> ', ' and ')}"
+        c = int(changes[i])
+        p = int(pos[i])
+        if c & (DNAT | DNAT_PORT):
+            parts.setdefault(p, []).append(f"DNAT {_ep(dst_p[k], dport_p[k])} -> {_ep(dst_c[k], dport_c[k])}{at}")
+        if c & (SNAT | SNAT_PORT):
+            parts.setdefault(p, []).append(f"SNAT {_ep(src_p[k], sport_p[k])} -> {_ep(src_c[k], sport_c[k])}{at}")
+    for p, texts in parts.items():
+        out[p] = "; ".join(texts)
+    return out
 
 
 def _ep(addr: object, port: object) -> str:

@@ -12,7 +12,7 @@ expired after its state's timeout. Each creation is one ``conntrack -E`` NEW eve
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -56,7 +56,7 @@ UDP_STREAM_AFTER_S = 2
 ICMP_TIMEOUT_S = 30
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class RebuiltEntry:
     """A reconstructed conntrack entry with where it lived and when."""
 
@@ -98,7 +98,33 @@ def host_events(packets: pd.DataFrame, corr_sightings: pd.DataFrame, host_connec
     # ICMP errors about a connection travel with it but are RELATED, not part of the entry.
     ev = ev[packets["proto"].to_numpy()[ev["row"].to_numpy()] == ev["proto"].to_numpy()]
     ev = ev.sort_values(["key", "ts", "row"], kind="stable").drop_duplicates(["key", "group"])
-    return ev.reset_index(drop=True)
+    return _relevant(ev.reset_index(drop=True), packets)
+
+
+def _relevant(ev: pd.DataFrame, packets: pd.DataFrame) -> pd.DataFrame:
+    """The events that can change an entry: SYN, FIN and RST, the first packet of each side
+    after each of them (the ACK that moves a state on), the first reply, a packet 2 s after
+    creation (UDP streams), packets after idle gaps (timeouts) and each key's last packet
+    (the refresh time). Everything else only refreshes the timer in the same state."""
+    if ev.empty:
+        return ev
+    key = ev["key"].to_numpy()
+    ts = ev["ts"].to_numpy()
+    flags = packets["tcp_flags"].to_numpy()[ev["row"].to_numpy()]
+    reply = ev["direction"].to_numpy() != REQUEST
+    start = np.r_[True, key[1:] != key[:-1]]
+    end = np.r_[key[1:] != key[:-1], True]
+    control = (flags & 0x07) != 0
+    epoch = np.cumsum(control | start)
+    first_side = ~pd.Series(epoch * 2 + reply).duplicated().to_numpy()
+    first_reply = reply & ~pd.Series(np.where(reply, key, -1)).duplicated().to_numpy()
+    block = np.cumsum(start) - 1
+    created = ts[np.flatnonzero(start)][block]
+    after_2s = (ts - created) > UDP_STREAM_AFTER_S * 1_000_000_000
+    first_after = after_2s & ~pd.Series(np.where(after_2s, key, -1)).duplicated().to_numpy()
+    gap = np.r_[True, np.diff(ts) > 5_000_000_000] & ~start
+    keep = start | end | control | first_side | first_reply | first_after | gap
+    return ev[keep].reset_index(drop=True)
 
 
 def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, timeouts: dict[str, int]) -> pd.DataFrame:
@@ -184,19 +210,13 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, timeouts: dict[str, int]
                                       "stream", "recreated", "ended"])
 
 
+_UNREPLIED = frozenset({"UNREPLIED"})
+
 ICMP_REQUESTS = (8, 13, 15, 17)
 """ICMP types that create a conntrack entry (echo, timestamp, info, address mask requests)."""
 ICMPV6_REQUESTS = (128, 130)
 """ICMPv6 types that create a conntrack entry (echo request, MLD query)."""
 ICMP_REPLY_TYPE = {8: 0, 13: 14, 15: 16, 17: 18, 128: 129, 130: 131}
-
-
-def _first_request_rows(hops: pd.DataFrame, span: pd.DataFrame) -> np.ndarray:
-    """Packet row of each (connection, capture)'s first request packet (for ICMP types)."""
-    if "first_row" in hops.columns:
-        req = hops[hops["direction"] == "request"].set_index(["connection", "hop"])["first_row"]
-        return req.loc[list(zip(span["connection"], span["min"], strict=True))].to_numpy()
-    return np.zeros(len(span), dtype=np.int64)
 
 
 def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.DataFrame, *,
@@ -207,29 +227,38 @@ def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.Data
     capture's last packet), for the seconds-left column.
     """
     timeouts = timeouts or {}
-    req = hops[hops["direction"] == "request"]
+    is_req = (hops["direction"] == "request").to_numpy()
+    req = hops[is_req].reset_index(drop=True)
     if req.empty:
         return []
-    per = req.groupby(["connection", "capture"], sort=False)
-    span = per["hop"].agg(["min", "max", "size"]).reset_index()
-    span = span[span["size"] >= 2]
-    if span.empty:
+    # Per (connection, capture): the first and last request hop in it (rows are in path order).
+    cap = req["capture"].cat.codes.to_numpy().astype(np.int64)
+    key = req["connection"].to_numpy() * 4096 + cap
+    order = np.lexsort((req["hop"].to_numpy(), key))
+    k_sorted = key[order]
+    starts = np.r_[True, k_sorted[1:] != k_sorted[:-1]]
+    ends = np.r_[k_sorted[1:] != k_sorted[:-1], True]
+    first_i, last_i = order[starts], order[ends]
+    size = np.diff(np.r_[np.flatnonzero(starts), k_sorted.size])
+    multi = size >= 2
+    first_i, last_i = first_i[multi], last_i[multi]
+    if not first_i.size:
         return []
-    by_hop = req.set_index(["connection", "hop"])
-    first = by_hop.loc[list(zip(span["connection"], span["min"], strict=True))]
-    last = by_hop.loc[list(zip(span["connection"], span["max"], strict=True))]
+    first = req.iloc[first_i].reset_index(drop=True)
+    last = req.iloc[last_i].reset_index(drop=True)
+    span = pd.DataFrame({"connection": first["connection"].to_numpy(), "capture": first["capture"].to_numpy(),
+                         "min": first["hop"].to_numpy(), "max": last["hop"].to_numpy()})
     # conntrack confirms an entry only when the packet leaves the host (POSTROUTING): a
     # request last seen arriving (dropped or hairpinned inside the host) created none.
     # Neighbour discovery, router solicitations and other ICMP that is not a request are
     # not tracked either.
     left = last["packet_direction"].to_numpy() != "in"
     proto = first["proto"].to_numpy()
-    icmp_type = packets["icmp_type"].to_numpy()
-    first_icmp = icmp_type[_first_request_rows(hops, span)]
+    first_icmp = packets["icmp_type"].to_numpy()[first["first_row"].to_numpy()]
     trackable = np.isin(proto, (6, 17, 132)) | ((proto == 1) & np.isin(first_icmp, ICMP_REQUESTS)) \
         | ((proto == 58) & np.isin(first_icmp, ICMPV6_REQUESTS))
     keep = left & trackable
-    span, first, last = span[keep], first[keep], last[keep]
+    span, first, last = (x[keep].reset_index(drop=True) for x in (span, first, last))
     if span.empty:
         return []
     names = [str(c) for c in packets["capture"].cat.categories]
@@ -241,52 +270,59 @@ def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.Data
     life = _lifecycle(ev, packets, timeouts)
     out: list[RebuiltEntry] = []
     ends = end_ns or {}
-    for rec in life.itertuples(index=False):
-        k = int(rec.key)
-        h = hosts.iloc[k]
-        f, l_ = first.iloc[k], last.iloc[k]
-        proto_num = int(f["proto"])
-        proto = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6", 132: "sctp"}.get(proto_num, "unknown")
-        family = "ipv6" if int(f["ip_version"]) == 6 else "ipv4"
-        ports = proto_num in (6, 17, 132)
-        if ports:
-            orig = Tuple(src=str(f["src"]), dst=str(f["dst"]), sport=int(f["sport"]), dport=int(f["dport"]))
-            rep = Tuple(src=str(l_["dst"]), dst=str(l_["src"]), sport=int(l_["dport"]), dport=int(l_["sport"]))
+    firsts, lasts = first, last
+    f_src, f_dst = firsts["src"].astype(object).tolist(), firsts["dst"].astype(object).tolist()
+    f_sport, f_dport = firsts["sport"].tolist(), firsts["dport"].tolist()
+    f_proto, f_ver, f_row = firsts["proto"].tolist(), firsts["ip_version"].tolist(), firsts["first_row"].tolist()
+    l_src, l_dst = lasts["src"].astype(object).tolist(), lasts["dst"].astype(object).tolist()
+    l_sport, l_dport, l_row = lasts["sport"].tolist(), lasts["dport"].tolist(), lasts["first_row"].tolist()
+    h_name, h_conn = hosts["capture_name"].astype(str).tolist(), hosts["connection"].tolist()
+    icmp_type, icmp_code = packets["icmp_type"].to_numpy(), packets["icmp_code"].to_numpy()
+    icmp_id = packets["icmp_id"].to_numpy()
+    names = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6", 132: "sctp"}
+    for k, created_ns, last_ns, state_i, created_state, seen_reply, assured, stream, recreated, ended_how in zip(
+            *(life[c].tolist() for c in ("key", "created", "last", "state", "created_state", "seen_reply",
+                                         "assured", "stream", "recreated", "ended")), strict=True):
+        proto_num = int(f_proto[k])
+        proto = names.get(proto_num, "unknown")
+        family = "ipv6" if int(f_ver[k]) == 6 else "ipv4"
+        if proto_num in (6, 17, 132):
+            orig = Tuple(src=str(f_src[k]), dst=str(f_dst[k]), sport=int(f_sport[k]), dport=int(f_dport[k]))
+            rep = Tuple(src=str(l_dst[k]), dst=str(l_src[k]), sport=int(l_dport[k]), dport=int(l_sport[k]))
         else:
-            row = int(f["first_row"])
-            itype = int(packets["icmp_type"].iat[row])
-            icode = int(packets["icmp_code"].iat[row])
-            iid = int(packets["icmp_id"].iat[row])
-            exit_id = int(packets["icmp_id"].iat[int(l_["first_row"])])
-            orig = Tuple(src=str(f["src"]), dst=str(f["dst"]), icmp_type=itype, icmp_code=icode, icmp_id=iid)
-            rep = Tuple(src=str(l_["dst"]), dst=str(l_["src"]), icmp_type=ICMP_REPLY_TYPE.get(itype, itype),
-                        icmp_code=0, icmp_id=exit_id)
-        state = STATE_NAMES[int(rec.state)] if proto_num == 6 else None
+            row = int(f_row[k])
+            itype = int(icmp_type[row])
+            orig = Tuple(src=str(f_src[k]), dst=str(f_dst[k]), icmp_type=itype, icmp_code=int(icmp_code[row]),
+                         icmp_id=int(icmp_id[row]))
+            rep = Tuple(src=str(l_dst[k]), dst=str(l_src[k]), icmp_type=ICMP_REPLY_TYPE.get(itype, itype),
+                        icmp_code=0, icmp_id=int(icmp_id[int(l_row[k])]))
+        state = STATE_NAMES[int(state_i)] if proto_num == 6 else None
         if proto_num == 6:
             timeout = timeouts.get(state, TCP_TIMEOUTS_S.get(state, 0))
         elif proto_num == 17:
-            timeout = UDP_STREAM_TIMEOUT_S if rec.stream else UDP_TIMEOUT_S
+            timeout = UDP_STREAM_TIMEOUT_S if stream else UDP_TIMEOUT_S
         else:
             timeout = ICMP_TIMEOUT_S
-        read_at = ends.get(h["capture_name"], int(rec.last))
-        left = max(int(timeout - (read_at - int(rec.last)) // 1_000_000_000), 0)
+        node = h_name[k]
+        read_at = ends.get(node, int(last_ns))
+        left = max(int(timeout - (read_at - int(last_ns)) // 1_000_000_000), 0)
         flags = set()
-        if not rec.seen_reply:
+        if not seen_reply:
             flags.add("UNREPLIED")
-        if rec.assured:
+        if assured:
             flags.add("ASSURED")
         entry = ConntrackEntry(family=family, proto=proto, orig=orig, reply=rep, timeout_s=left, state=state,
-                               flags=frozenset(flags), node=h["capture_name"])
-        ended = rec.ended if isinstance(rec.ended, str) else None
-        if ended is None and read_at - int(rec.last) > timeout * 1_000_000_000:
+                               flags=frozenset(flags), node=node)
+        ended = ended_how if isinstance(ended_how, str) else None
+        if ended is None and read_at - int(last_ns) > timeout * 1_000_000_000:
             ended = "expired"
-        first_state = STATE_NAMES[int(rec.created_state)] if proto_num == 6 else None
+        first_state = STATE_NAMES[int(created_state)] if proto_num == 6 else None
         first_timeout = (timeouts.get(first_state, TCP_TIMEOUTS_S.get(first_state, 0)) if proto_num == 6
                          else UDP_TIMEOUT_S if proto_num == 17 else ICMP_TIMEOUT_S)
-        created = replace(entry, state=first_state, timeout_s=first_timeout, flags=frozenset({"UNREPLIED"}))
-        out.append(RebuiltEntry(entry=entry, node=h["capture_name"], connection=int(h["connection"]),
-                                created_ns=int(rec.created), last_ns=int(rec.last), recreated=bool(rec.recreated),
-                                created=created, ended=ended))
+        created = ConntrackEntry(family=family, proto=proto, orig=orig, reply=rep, timeout_s=first_timeout,
+                                 state=first_state, flags=_UNREPLIED, node=node)
+        out.append(RebuiltEntry(entry=entry, node=node, connection=int(h_conn[k]), created_ns=int(created_ns),
+                                last_ns=int(last_ns), recreated=bool(recreated), created=created, ended=ended))
     return _mark_replaced(out)
 
 
@@ -302,8 +338,10 @@ def _mark_replaced(entries: list[RebuiltEntry]) -> list[RebuiltEntry]:
             if k in latest and latest[k] != i:
                 replaced.add(latest[k])
             latest[k] = i
-    return [replace(e, ended="replaced") if i in replaced and e.ended is None else e
-            for i, e in enumerate(entries)]
+    for i in replaced:
+        if entries[i].ended is None:
+            entries[i].ended = "replaced"
+    return entries
 
 
 def live_entries(entries: list[RebuiltEntry], node: str | None = None) -> list[RebuiltEntry]:

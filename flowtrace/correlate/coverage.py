@@ -48,49 +48,68 @@ def covered(query_flow: np.ndarray, q_start: np.ndarray, q_end: np.ndarray,
 
 def missing_between_hops(packets: pd.DataFrame, hops: pd.DataFrame, st: pd.DataFrame) -> np.ndarray:
     """int32 per hop row: packets the previous on-path hop (same connection and direction)
-    saw that this hop did not see (TCP data: bytes not covered); 0 off the path."""
+    saw that this hop did not see (TCP data: bytes not covered); 0 off the path.
+
+    ``hops`` must be in path order with ``on_path`` and ``hop_id``; ``st`` is the sighting
+    table with ``hop_id``.
+    """
+    from flowtrace.correlate.hops import path_ranks
+
     out = np.zeros(len(hops), dtype=np.int32)
     if st.empty or hops.empty:
         return out
-    on = hops[hops["on_path"]] if "on_path" in hops.columns else hops
-    on = on.assign(hop=on.groupby(["connection", "direction"], sort=False).cumcount())
-    keys = ["connection", "direction", "hop_id"]
-    at = st.merge(on[[*keys, "hop"]], on=keys, how="inner")
-    present = at[["connection", "direction", "group", "hop", "row"]].drop_duplicates(
-        ["connection", "direction", "group", "hop"])
-    nxt = present.assign(hop=present["hop"] + 1)
-    last_hop = on.groupby(["connection", "direction"])["hop"].max().rename("last")
-    nxt = nxt.join(last_hop, on=["connection", "direction"])
-    nxt = nxt[nxt["hop"] <= nxt["last"]]
-    seen = present.set_index(["connection", "direction", "group", "hop"]).index
-    absent = nxt[~nxt.set_index(["connection", "direction", "group", "hop"]).index.isin(seen)]
-    if absent.empty:
+    hop_ids = hops["hop_id"].to_numpy()
+    ranks = path_ranks(hops)
+    rank_of = np.full(int(hop_ids.max()) + 1, -1, dtype=np.int64)
+    rank_of[hop_ids] = ranks
+    # The hop id at each (connection, direction, rank), and the last rank of each path.
+    conn_dir = hops["connection"].to_numpy() * 2 + np.asarray(hops["direction"].to_numpy(), dtype=np.int64)
+    on = ranks >= 0
+    path_key = conn_dir[on] * (1 << 20) + ranks[on]
+    path_hop = hop_ids[on]
+    sort = np.argsort(path_key)
+    path_key, path_hop = path_key[sort], path_hop[sort]
+    sid = st["hop_id"].to_numpy()
+    rank = rank_of[sid]
+    keep = rank >= 0
+    g = st["group"].to_numpy()[keep]
+    r = rank[keep]
+    rows = st["row"].to_numpy()[keep]
+    cd = (st["connection"].to_numpy()[keep] * 2 + st["direction"].to_numpy()[keep].astype(np.int64))
+    order = np.lexsort((r, g))
+    g, r, rows, cd = g[order], r[order], rows[order], cd[order]
+    first = np.r_[True, (g[1:] != g[:-1]) | (r[1:] != r[:-1])]
+    g, r, rows, cd = g[first], r[first], rows[first], cd[first]
+    # (g, r) present and (g, r + 1) absent, with rank r + 1 existing on that path.
+    followed = np.r_[(g[1:] == g[:-1]) & (r[1:] == r[:-1] + 1), False]
+    want = cd * (1 << 20) + r + 1
+    pos = np.searchsorted(path_key, want)
+    exists = (pos < path_key.size) & (path_key[np.minimum(pos, path_key.size - 1)] == want)
+    cand = ~followed & exists
+    if not cand.any():
         return out
-    # TCP data: missing only when the next hop's flow does not cover the bytes.
-    hop_at = on.set_index(["connection", "direction", "hop"])["hop_id"]
-    absent = absent.join(hop_at.rename("next_hop"), on=["connection", "direction", "hop"])
-    rows = absent["row"].to_numpy()
+    next_hop = path_hop[pos[cand]]
+    rows_c = rows[cand]
+    # TCP data: missing only when the next hop's segments do not cover the bytes.
     proto = packets["proto"].to_numpy()
     plen = packets["payload_len"].to_numpy().astype(np.int64)
-    seq = packets["seq"].to_numpy().astype(np.int64)
-    data = (proto[rows] == 6) & (plen[rows] > 0)
+    data = (proto[rows_c] == 6) & (plen[rows_c] > 0)
     if data.any():
-        ref = at[["connection", "direction", "hop_id", "row"]]
-        ref = ref[(proto[ref["row"].to_numpy()] == 6) & (plen[ref["row"].to_numpy()] > 0)]
-        base = pd.Series(seq[ref["row"].to_numpy()]).groupby(
-            [ref["connection"].to_numpy(), ref["direction"].to_numpy()]).min()
-        def rel(conn: np.ndarray, direction: np.ndarray, r: np.ndarray) -> np.ndarray:
-            b = base.reindex(pd.MultiIndex.from_arrays([conn, direction])).to_numpy()
-            return (seq[r] - b) % SEQ_SPACE
-        rs = rel(ref["connection"].to_numpy(), ref["direction"].to_numpy(), ref["row"].to_numpy())
-        re = rs + plen[ref["row"].to_numpy()]
-        qa = absent[data]
-        qs = rel(qa["connection"].to_numpy(), qa["direction"].to_numpy(), qa["row"].to_numpy())
-        qe = qs + plen[qa["row"].to_numpy()]
-        cov = covered(qa["next_hop"].to_numpy(), qs, qe, ref["hop_id"].to_numpy(), rs, re)
-        keep = np.ones(len(absent), dtype=bool)
-        keep[np.flatnonzero(data)[cov]] = False
-        absent = absent[keep]
-    counts = absent.groupby("next_hop").size()
-    out[:] = counts.reindex(hops["hop_id"].to_numpy()).fillna(0).to_numpy().astype(np.int32)
+        seq = packets["seq"].to_numpy().astype(np.int64)
+        ref_hop = sid[keep]
+        ref_rows = st["row"].to_numpy()[keep]
+        use = np.isin(ref_hop, np.unique(next_hop[data])) & (proto[ref_rows] == 6) & (plen[ref_rows] > 0)
+        ref_hop, ref_rows = ref_hop[use], ref_rows[use]
+        # Sequence numbers relative to half the space below one of the hop's own (NAT
+        # does not rewrite sequence space): every segment within 2 GiB of it, wrapped or
+        # not, lands in order in [0, 2**32).
+        base_of = pd.Series(seq[rows_c[data]]).groupby(next_hop[data]).first() - SEQ_SPACE // 2
+        qs = (seq[rows_c[data]] - base_of.reindex(next_hop[data]).to_numpy()) % SEQ_SPACE
+        rs = (seq[ref_rows] - base_of.reindex(ref_hop).to_numpy()) % SEQ_SPACE
+        cov = covered(next_hop[data], qs, qs + plen[rows_c[data]], ref_hop, rs, rs + plen[ref_rows])
+        drop = np.zeros(next_hop.size, dtype=bool)
+        drop[np.flatnonzero(data)[cov]] = True
+        next_hop = next_hop[~drop]
+    counts = pd.Series(np.ones(next_hop.size, dtype=np.int32)).groupby(next_hop).sum()
+    out[:] = counts.reindex(hop_ids).fillna(0).to_numpy().astype(np.int32)
     return out

@@ -78,15 +78,20 @@ def build_hops(packets: pd.DataFrame, flow_id: np.ndarray, pdir: np.ndarray, cts
     r = hops["first_row"].to_numpy()
     for col in _DESCRIBE:
         s = packets[col]
-        values = s.iloc[r].astype(object).to_numpy() if isinstance(s.dtype, pd.CategoricalDtype) else s.to_numpy()[r]
+        # Categoricals stay categoricals (a take of their codes), never Python strings.
+        values = s.array.take(r) if isinstance(s.dtype, pd.CategoricalDtype) else s.to_numpy()[r]
         hops["packet_direction" if col == "direction" else col] = values
-    hops["packet_direction"] = hops["packet_direction"].astype(str)
+    hops["first_frame"] = packets["frame"].to_numpy()[r]
     _changes(hops)
     _latencies(hops, st)
     hops["missing"] = missing_between_hops(packets, hops, st)
     direction = hops["direction"].to_numpy()
-    hops["change_labels"] = [", ".join(change_labels(int(m), int(d))) for m, d in zip(hops["changes"], direction, strict=True)]
-    hops["direction"] = np.asarray(DIRECTIONS, dtype=object)[direction]
+    # Few distinct (changes, direction) pairs: label each once.
+    key = hops["changes"].to_numpy().astype(np.int64) * 2 + direction
+    uniq, inv = np.unique(key, return_inverse=True)
+    names = np.array([", ".join(change_labels(int(k // 2), int(k % 2))) for k in uniq] or [""], dtype=object)
+    hops["change_labels"] = names[inv.reshape(-1)] if len(hops) else []
+    hops["direction"] = pd.Categorical.from_codes(direction.astype(np.int8), categories=list(DIRECTIONS))
     return hops, hop_of
 
 
@@ -132,42 +137,85 @@ def order_hops(hops: pd.DataFrame, capture_code: np.ndarray, guessed_dir: np.nda
     return h.drop(columns=["_cap", "_dir", "_rank", "_unit_delay"]).reset_index(drop=True)
 
 
+def path_ranks(hops: pd.DataFrame) -> np.ndarray:
+    """int64 per hop row: its position among the on-path hops of its connection and
+    direction (0 = most upstream), -1 off the path. Rows must be in path order."""
+    rank = np.full(len(hops), -1, dtype=np.int64)
+    on = np.flatnonzero(hops["on_path"].to_numpy())
+    if on.size:
+        key = hops["connection"].to_numpy()[on] * 2 + np.asarray(hops["direction"].to_numpy()[on], dtype=np.int64)
+        start = np.r_[True, key[1:] != key[:-1]]
+        block = np.cumsum(start) - 1
+        first = np.flatnonzero(start)
+        rank[on] = np.arange(on.size) - first[block]
+    return rank
+
+
+def _codes(values: object) -> np.ndarray:
+    """Comparable integers for a column: categorical codes, else the values themselves."""
+    if isinstance(values, pd.Categorical):
+        return values.codes.astype(np.int64)
+    return np.asarray(values)
+
+
 def _changes(hops: pd.DataFrame) -> None:
-    """Changes, latency and where the change happened, against the previous on-path hop."""
-    hops["changes"] = np.zeros(len(hops), dtype=np.int16)
-    hops["latency_ns"] = np.zeros(len(hops), dtype=np.int64)
-    hops["changed_at"] = ""
-    on = hops[hops["on_path"]]
-    prev = on.groupby(["connection", "direction"], sort=False).shift(1)
-    has_prev = prev["capture"].notna().to_numpy()
-    if not has_prev.any():
+    """Changes and where they happened, against the previous on-path hop."""
+    n = len(hops)
+    hops["changes"] = np.zeros(n, dtype=np.int16)
+    hops["latency_ns"] = np.zeros(n, dtype=np.int64)
+    hops["changed_at"] = np.full(n, "", dtype=object)
+    rank = path_ranks(hops)
+    cur_i = np.flatnonzero(rank > 0)
+    if not cur_i.size:
         return
-    idx = on.index[has_prev]
-    p, c = prev[has_prev], on[has_prev]
-    mask = change_mask(p, c, c["direction"].to_numpy())
-    hops.loc[idx, "changes"] = mask
-    hops.loc[idx, "latency_ns"] = (c["delay_ns"].to_numpy() - p["delay_ns"].to_numpy()).astype(np.int64)
-    same = p["capture"].to_numpy() == c["capture"].to_numpy()
-    where = np.where(same, c["capture"].astype(str).to_numpy(),
-                     p["capture"].astype(str).to_numpy() + " -> " + c["capture"].astype(str).to_numpy())
-    hops.loc[idx, "changed_at"] = np.where(mask != 0, where, "")
+    on = np.flatnonzero(rank >= 0)
+    pos = np.searchsorted(on, cur_i)
+    prev_i = on[pos - 1]
+    cols = ("src", "dst", "sport", "dport", "encap", "ttl")
+    arrays = {c: _codes(hops[c].array if isinstance(hops[c].dtype, pd.CategoricalDtype) else hops[c].to_numpy())
+              for c in cols}
+    none = list(hops["encap"].cat.categories).index("none") if isinstance(hops["encap"].dtype, pd.CategoricalDtype) \
+        else "none"
+    p = pd.DataFrame({c: arrays[c][prev_i] for c in cols})
+    c = pd.DataFrame({c: arrays[c][cur_i] for c in cols})
+    mask = change_mask(p, c, np.asarray(hops["direction"].to_numpy()[cur_i], dtype=np.int64), none=none)
+    changes = np.zeros(n, dtype=np.int16)
+    changes[cur_i] = mask
+    hops["changes"] = changes
+    delay = hops["delay_ns"].to_numpy()
+    latency = np.zeros(n, dtype=np.int64)
+    latency[cur_i] = delay[cur_i] - delay[prev_i]
+    hops["latency_ns"] = latency
+    changed = np.flatnonzero(mask != 0)
+    if changed.size:
+        cap = np.asarray(hops["capture"].astype(object).to_numpy()[np.r_[prev_i[changed], cur_i[changed]]])
+        a, b = cap[: changed.size], cap[changed.size:]
+        at = hops["changed_at"].to_numpy().copy()
+        at[cur_i[changed]] = np.where(a == b, b, a + " -> " + b)
+        hops["changed_at"] = at
 
 
 def _latencies(hops: pd.DataFrame, st: pd.DataFrame) -> None:
     """latency_ns of each on-path hop: the median, over packets seen at both, of the time
-    from the previous on-path hop to this one (corrected clocks). Falls back to the
-    difference of median delays where the two hops share no packet."""
-    on = hops[hops["on_path"]]
-    prev_id = on.groupby(["connection", "direction"], sort=False)["hop_id"].shift(1)
-    pairs = pd.DataFrame({"hop_id": on["hop_id"].to_numpy(), "prev_id": prev_id.to_numpy()}).dropna()
-    if pairs.empty or st.empty:
+    from the previous on-path hop to this one (corrected clocks). Hops sharing no packet
+    with the previous one keep the difference of their median delays."""
+    if st.empty:
         return
-    pairs["prev_id"] = pairs["prev_id"].astype(np.int64)
-    first = st.groupby(["hop_id", "group"], sort=False)["ts"].min().reset_index()
-    cur = first.merge(pairs, on="hop_id")
-    both = cur.merge(first.rename(columns={"hop_id": "prev_id", "ts": "prev_ts"}), on=["prev_id", "group"])
-    if both.empty:
+    rank_of = np.full(int(hops["hop_id"].max()) + 1, -1, dtype=np.int64)
+    rank_of[hops["hop_id"].to_numpy()] = path_ranks(hops)
+    hop_id = st["hop_id"].to_numpy()
+    rank = rank_of[hop_id]
+    keep = rank >= 0
+    g, r, t, h = st["group"].to_numpy()[keep], rank[keep], st["ts"].to_numpy()[keep], hop_id[keep]
+    order = np.lexsort((t, r, g))
+    g, r, t, h = g[order], r[order], t[order], h[order]
+    first = np.r_[True, (g[1:] != g[:-1]) | (r[1:] != r[:-1])]
+    g, r, t, h = g[first], r[first], t[first], h[first]
+    nxt = np.flatnonzero((g[1:] == g[:-1]) & (r[1:] == r[:-1] + 1)) + 1
+    if not nxt.size:
         return
-    lat = (both["ts"] - both["prev_ts"]).groupby(both["hop_id"]).median().round().astype(np.int64)
-    idx = hops.index[hops["hop_id"].isin(lat.index)]
-    hops.loc[idx, "latency_ns"] = lat.reindex(hops.loc[idx, "hop_id"]).to_numpy()
+    lat = pd.Series(t[nxt] - t[nxt - 1]).groupby(h[nxt]).median().round().astype(np.int64)
+    idx = np.flatnonzero(np.isin(hops["hop_id"].to_numpy(), lat.index.to_numpy()))
+    latency = hops["latency_ns"].to_numpy().copy()
+    latency[idx] = lat.reindex(hops["hop_id"].to_numpy()[idx]).to_numpy()
+    hops["latency_ns"] = latency

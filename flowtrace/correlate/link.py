@@ -79,8 +79,9 @@ def flow_edges(s: Sightings, flow_id: np.ndarray, from_orig: np.ndarray) -> tupl
     a, b = flow[hub], flow
     parity = fo[hub] != fo
     differ = a != b
-    edges = np.unique(np.stack([a[differ], b[differ], parity[differ].astype(np.int64)]), axis=1)
-    return edges[0], edges[1], edges[2].astype(bool), int(bad.sum())
+    n = int(flow.max()) + 1
+    code = np.unique((a[differ].astype(np.int64) * n + b[differ]) * 2 + parity[differ])
+    return (code // 2) // n, (code // 2) % n, (code % 2).astype(bool), int(bad.sum())
 
 
 def link_flows(s: Sightings, flow_id: np.ndarray, from_orig: np.ndarray, n_flows: int) -> Links:

@@ -37,11 +37,12 @@ RESPONSE_NAMES = {DNAT: "reverse DNAT", DNAT_PORT: "reverse DNAT port", SNAT: "r
 the DNAT being reversed, a changed destination the SNAT."""
 
 
-def change_mask(prev: pd.DataFrame, cur: pd.DataFrame, direction: np.ndarray) -> np.ndarray:
+def change_mask(prev: pd.DataFrame, cur: pd.DataFrame, direction: np.ndarray, *, none: object = "none") -> np.ndarray:
     """Bit mask of changes from ``prev`` to ``cur`` hop tuples (aligned rows).
 
-    Both frames carry src, dst, sport, dport, encap, ttl. ``direction`` is REQUEST or
-    RESPONSE per row: on the response path the reversed fields are compared.
+    Both frames carry src, dst, sport, dport, encap, ttl (addresses and encap may be
+    categorical codes); ``none`` is the encap value meaning no tunnel. ``direction`` is
+    REQUEST or RESPONSE per row: on the response path the reversed fields are compared.
     """
     req = direction == REQUEST
     src_changed = prev["src"].to_numpy() != cur["src"].to_numpy()
@@ -53,8 +54,8 @@ def change_mask(prev: pd.DataFrame, cur: pd.DataFrame, direction: np.ndarray) ->
     d_port = np.where(req, dport_changed, sport_changed)
     s_addr = np.where(req, src_changed, dst_changed)
     s_port = np.where(req, sport_changed, dport_changed)
-    pe = prev["encap"].to_numpy() != "none"
-    ce = cur["encap"].to_numpy() != "none"
+    pe = prev["encap"].to_numpy() != none
+    ce = cur["encap"].to_numpy() != none
     mask = (np.where(d_addr, DNAT, 0) | np.where(d_port, DNAT_PORT, 0) | np.where(s_addr, SNAT, 0)
             | np.where(s_port, SNAT_PORT, 0) | np.where(ce & ~pe, ENCAP, 0) | np.where(pe & ~ce, DECAP, 0)
             | np.where(cur["ttl"].to_numpy() < prev["ttl"].to_numpy(), ROUTED, 0))
