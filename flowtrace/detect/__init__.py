@@ -1,1 +1,1 @@
-"""Pipeline stage: detect."""
+"""Pipeline stage: detect — the anomaly catalog, one detector per code."""
