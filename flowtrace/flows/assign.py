@@ -51,7 +51,16 @@ def factorize_rows(columns: list[np.ndarray]) -> np.ndarray:
 
 
 def sort_order(group: np.ndarray, ts: np.ndarray) -> np.ndarray:
-    """Permutation sorting packets by (group, ts), ties kept in input (capture, frame) order."""
+    """Permutation sorting packets by (group, ts), ties kept in input (capture, frame) order.
+
+    ``group`` holds dense ids (0..G-1). With fewer than 65536 groups the group sort is
+    numpy's stable radix sort on uint16, after a stable sort by time when rows are not
+    already in time order.
+    """
+    if group.size and group.max() < 65536:
+        in_time = bool((ts[1:] >= ts[:-1]).all())
+        by_time = np.arange(ts.size) if in_time else np.argsort(ts, kind="stable")
+        return by_time[np.argsort(group[by_time].astype(np.uint16), kind="stable")]
     return np.lexsort((ts, group))
 
 
@@ -97,10 +106,6 @@ def last_true_before(mask: np.ndarray) -> np.ndarray:
     pos = np.where(mask, np.arange(n, dtype=np.int64), -1)
     acc = np.maximum.accumulate(pos) if n else pos
     return np.concatenate(([-1], acc[:-1])) if n else acc
-
-
-def _counter(mask: np.ndarray) -> np.ndarray:
-    return np.concatenate(([0], np.cumsum(mask, dtype=np.int64)))
 
 
 def split_flows(*, group_start: np.ndarray, kind: np.ndarray, ts: np.ndarray, flags: np.ndarray,
@@ -164,8 +169,7 @@ class _Context:
         rst = tcp & ((flags & RST) != 0)
         self.pure_syn = syn & ~ackf
         self.synack = syn & ackf
-        self.c_rst = _counter(rst)
-        self.c_lo = _counter(lower)
+        self.p_rst = np.flatnonzero(rst)
         self.p_fin_lo = np.flatnonzero(fin & lower)
         self.p_fin_hi = np.flatnonzero(fin & ~lower)
         self.p_syn = np.flatnonzero(self.pure_syn)
@@ -175,10 +179,12 @@ class _Context:
         self.p_lo = np.flatnonzero(lower)
         self.p_hi = np.flatnonzero(~lower)
         gap = ts - np.concatenate((ts[:1], ts[:-1]))
-        shortest = np.select([tcp, kind == KIND_UDP, kind == KIND_ICMP],
-                             [tmo["tcp_close"], tmo["udp"], tmo["icmp"]], tmo["generic"])
-        self.check = np.flatnonzero(self.pure_syn | self.synack | (gap > np.minimum(shortest, min(tmo.values()))))
-        self.gap = gap
+        shortest = np.array([tmo["tcp_close"], tmo["udp"], tmo["icmp"], tmo["generic"]], dtype=np.int64)
+        shortest = np.minimum(shortest, min(tmo.values()))  # a split needs a gap above the least timeout
+        long_gap = gap > shortest[kind]
+        self.check = np.flatnonzero(self.pure_syn | self.synack | long_gap)
+        self.gap = gap[self.check]
+        self.long_gap = long_gap[self.check]
 
     def candidates(self, start: np.ndarray, *, members_too: bool = False) -> np.ndarray:
         """Positions that would start a flow given flows start at ``start`` (bool array).
@@ -186,78 +192,119 @@ class _Context:
         With ``members_too`` each position of ``start`` is judged against the segment before
         it (so that proposed starts can be confirmed); otherwise starts are never candidates.
         """
-        k = start.size
-        out = np.zeros(k, dtype=bool)
+        out = np.zeros(start.size, dtype=bool)
         i = self.check
         if not i.size:
             return out
-        pos = np.arange(k, dtype=np.int64)
-        seg = np.maximum.accumulate(np.where(start, pos, 0))
-        if members_too:
-            seg = np.concatenate(([0], seg[:-1]))
-        ss = seg[i]
+        starts = np.flatnonzero(start)
+        # the segment start of each checked position (the start before it, with members_too)
+        ss = starts[np.maximum(np.searchsorted(starts, i, side="left" if members_too else "right") - 1, 0)]
         valid = i > ss
-        lower = self.lower[i]
+        hit = np.zeros(i.size, dtype=bool)
+        t = np.flatnonzero(valid & self.long_gap)
+        if t.size:
+            hit[t] = self._timed_out(i[t], ss[t], self.gap[t])
+        r = np.flatnonzero(valid & (self.pure_syn[i] | self.synack[i]))
+        if r.size:
+            hit[r] |= self._reused(i[r], ss[r])
+        out[i[hit]] = True
+        if not members_too:
+            out &= ~start
+        return out
 
-        def first_in(p: np.ndarray) -> np.ndarray:
-            j = np.searchsorted(p, ss)
-            f = p[np.minimum(j, max(p.size - 1, 0))] if p.size else np.zeros(i.size, dtype=np.int64)
-            return np.where((j < p.size) & (f < i), f, -1)
+    @staticmethod
+    def _first_in(p: np.ndarray, ss: np.ndarray, i: np.ndarray) -> np.ndarray:
+        """Per query, the first position of ``p`` in [ss, i), or -1."""
+        if not p.size:
+            return np.full(i.size, -1, dtype=np.int64)
+        j = np.searchsorted(p, ss)
+        f = p[np.minimum(j, p.size - 1)]
+        return np.where((j < p.size) & (f < i), f, -1)
 
-        def last_before(p: np.ndarray) -> np.ndarray:
-            j = np.searchsorted(p, i) - 1
-            f = p[np.maximum(j, 0)] if p.size else np.zeros(i.size, dtype=np.int64)
-            return np.where((j >= 0) & (f >= ss), f, -1)
+    @staticmethod
+    def _last_in(p: np.ndarray, ss: np.ndarray, i: np.ndarray) -> np.ndarray:
+        """Per query, the last position of ``p`` in [ss, i), or -1."""
+        if not p.size:
+            return np.full(i.size, -1, dtype=np.int64)
+        j = np.searchsorted(p, i) - 1
+        f = p[np.maximum(j, 0)]
+        return np.where((j >= 0) & (f >= ss), f, -1)
 
-        c_lo = self.c_lo
+    @staticmethod
+    def _count(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """How many positions of ``p`` lie in [a, b)."""
+        return np.searchsorted(p, b) - np.searchsorted(p, a)
 
-        def other_after(first: np.ndarray) -> np.ndarray:
-            f = np.maximum(first, 0)
-            lo_after = c_lo[i] - c_lo[np.minimum(f + 1, i)]
-            hi_after = (i - np.minimum(f + 1, i)) - lo_after
-            return (first >= 0) & np.where(self.lower[f], hi_after > 0, lo_after > 0)
+    def _other_after(self, first: np.ndarray, i: np.ndarray) -> np.ndarray:
+        """Whether a packet from the other side than ``first``'s sender came after it, before i."""
+        f = np.maximum(first, 0)
+        a = np.minimum(f + 1, i)
+        lo_after = self._count(self.p_lo, a, i)
+        hi_after = (i - a) - lo_after
+        return (first >= 0) & np.where(self.lower[f], hi_after > 0, lo_after > 0)
 
+    def _fins(self, ss: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        fin_lo, fin_hi = self._first_in(self.p_fin_lo, ss, i), self._first_in(self.p_fin_hi, ss, i)
+        return fin_lo, fin_hi
+
+    def _timed_out(self, i: np.ndarray, ss: np.ndarray, gap: np.ndarray) -> np.ndarray:
+        """Whether the gap before each position exceeds the timeout of the state before it."""
         tmo = self.tmo
-        n_rst = self.c_rst[i] - self.c_rst[ss]
-        fin_lo, fin_hi = first_in(self.p_fin_lo), first_in(self.p_fin_hi)
+        n_rst = self._count(self.p_rst, ss, i)
+        fin_lo, fin_hi = self._fins(ss, i)
         both_fin = (fin_lo >= 0) & (fin_hi >= 0)
         one_fin = (fin_lo >= 0) ^ (fin_hi >= 0)
         later_fin = np.maximum(fin_lo, fin_hi)
-        first_sa = first_in(self.p_sa)
-        prev_syn = last_before(self.p_syn)
+        first_sa = self._first_in(self.p_sa, ss, i)
+        prev_syn = self._last_in(self.p_syn, ss, i)
         t_tcp = np.select(
-            [n_rst > 0, both_fin & other_after(later_fin), both_fin, one_fin & other_after(later_fin), one_fin,
-             (first_sa >= 0) & other_after(first_sa), first_sa >= 0, prev_syn >= 0],
+            [n_rst > 0, both_fin & self._other_after(later_fin, i), both_fin,
+             one_fin & self._other_after(later_fin, i), one_fin,
+             (first_sa >= 0) & self._other_after(first_sa, i), first_sa >= 0, prev_syn >= 0],
             [tmo["tcp_close"], tmo["tcp_time_wait"], tmo["tcp_last_ack"], tmo["tcp_close_wait"],
              tmo["tcp_fin_wait"], tmo["tcp_established"], tmo["tcp_syn_recv"], tmo["tcp_syn_sent"]],
             tmo["tcp_established"],
         )
-        n_lo = c_lo[i] - c_lo[ss]
+        # UDP: 30 s until a reply was seen and the flow is older than 2 s, then the stream timeout.
+        n_lo = self._count(self.p_lo, ss, i)
         replied = (n_lo > 0) & ((i - ss) - n_lo > 0)
         old = self.ts[np.maximum(i - 1, 0)] - self.ts[ss] > 2_000_000_000
         t_udp = np.where(replied & old, tmo["udp_stream"], tmo["udp"])
         kind = self.kind[i]
         limit = np.select([kind == KIND_TCP, kind == KIND_UDP, kind == KIND_ICMP],
                           [t_tcp, t_udp, tmo["icmp"]], tmo["generic"])
-        timed_out = self.gap[i] > limit
+        return gap > limit
 
-        closed = (n_rst > 0) | both_fin
+    def _reused(self, i: np.ndarray, ss: np.ndarray) -> np.ndarray:
+        """Whether each SYN / SYN-ACK position starts a new connection on the same tuple."""
+        n_rst = self._count(self.p_rst, ss, i)
+        fin_lo, fin_hi = self._fins(ss, i)
+        closed = (n_rst > 0) | ((fin_lo >= 0) & (fin_hi >= 0))
         seq = self.seq[i]
+        lower = self.lower[i]
+        prev_syn = self._last_in(self.p_syn, ss, i)
         seq_changed = (prev_syn >= 0) & (self.seq[np.maximum(prev_syn, 0)] != seq)
-        nxt = (seq + 1) & 0xFFFFFFFF
-        last_sa = last_before(self.p_sa)
-        sa = np.maximum(last_sa, 0)
-        sa_fits = (last_sa >= 0) & (self.lower[sa] != lower) & (self.ack[sa] == nxt)
-        first_same = np.where(lower, first_in(self.p_lo), first_in(self.p_hi))
-        same_fits = (first_same >= 0) & (self.seq[np.maximum(first_same, 0)] == nxt)
-        new_syn = self.pure_syn[i] & (closed | seq_changed | ((prev_syn < 0) & ~sa_fits & ~same_fits))
-        psa = np.where(lower, last_before(self.p_sa_lo), last_before(self.p_sa_hi))
-        sa_changed = (psa >= 0) & (self.seq[np.maximum(psa, 0)] != seq)
-        new_synack = self.synack[i] & (prev_syn < 0) & (closed | sa_changed)
-        out[i] = valid & (timed_out | new_syn | new_synack)
-        if not members_too:
-            out &= ~start
-        return out
+        pure = self.pure_syn[i]
+        new = pure & (closed | seq_changed)
+        # A first SYN in a flow that already has packets: a new connection unless it fits
+        # them (a SYN-ACK acknowledging it, or its own side's first sequence number).
+        q = np.flatnonzero(pure & ~new & (prev_syn < 0))
+        if q.size:
+            iq, sq, lq = i[q], ss[q], lower[q]
+            nxt = (seq[q] + 1) & 0xFFFFFFFF
+            last_sa = self._last_in(self.p_sa, sq, iq)
+            sa = np.maximum(last_sa, 0)
+            fits = (last_sa >= 0) & (self.lower[sa] != lq) & (self.ack[sa] == nxt)
+            first_same = np.where(lq, self._first_in(self.p_lo, sq, iq), self._first_in(self.p_hi, sq, iq))
+            fits |= (first_same >= 0) & (self.seq[np.maximum(first_same, 0)] == nxt)
+            new[q] = ~fits
+        sa_pos = np.flatnonzero(self.synack[i] & (prev_syn < 0))
+        if sa_pos.size:
+            ia, sa_ss, la = i[sa_pos], ss[sa_pos], lower[sa_pos]
+            psa = np.where(la, self._last_in(self.p_sa_lo, sa_ss, ia), self._last_in(self.p_sa_hi, sa_ss, ia))
+            changed = (psa >= 0) & (self.seq[np.maximum(psa, 0)] != seq[sa_pos])
+            new[sa_pos] = closed[sa_pos] | changed
+        return new
 
 
 def originators(*, flow_start: np.ndarray, kind: np.ndarray, flags: np.ndarray, lower: np.ndarray,

@@ -203,9 +203,9 @@ class _Arrays:
 
     def eligible(self) -> np.ndarray:
         """Rows that belong to a flow: IP, decoded (ok or truncated), with a transport tuple."""
-        ip = np.isin(self.ip_version, (4, 6)) & (self.src >= 0) & (self.dst >= 0) & (self.proto >= 0)
-        ok = np.isin(self.status, _OK_STATUS) | self.frag_tail
-        ports = np.isin(self.proto, (6, 17, 132))
+        ip = ((self.ip_version == 4) | (self.ip_version == 6)) & (self.src >= 0) & (self.dst >= 0) & (self.proto >= 0)
+        ok = (self.status == _OK_STATUS[0]) | (self.status == _OK_STATUS[1]) | self.frag_tail
+        ports = (self.proto == 6) | (self.proto == 17) | (self.proto == 132)
         icmpish = icmp.is_icmp(self.proto, self.ip_version)
         tuple_ok = np.where(ports, (self.sport >= 0) & (self.dport >= 0),
                             np.where(icmpish, self.icmp_type >= 0, True))
@@ -231,23 +231,26 @@ class _Core:
     """Flows of the packet rows ``rows``: grouping, splitting and per-flow aggregates."""
 
     def __init__(self, p: _Arrays, rows: np.ndarray, tmo: dict[str, int], rank: np.ndarray) -> None:
-        proto, ver = _i64(p.proto, rows), _i64(p.ip_version, rows)
+        proto, ver = _i64(p.proto, rows), p.ip_version[rows]
         src, dst = p.src[rows], p.dst[rows]
-        pa, pb, one_way = flow_ports(proto, ver, _i64(p.sport, rows), _i64(p.dport, rows),
-                                    _i64(p.icmp_type, rows), _i64(p.icmp_code, rows))
+        pa, pb, one_way = flow_ports(proto, ver, p.sport[rows], p.dport[rows], p.icmp_type[rows],
+                                     p.icmp_code[rows])
         lower = canonical(rank[src], pa, rank[dst], pb, one_way)
         lo_a, hi_a = np.where(lower, src, dst), np.where(lower, dst, src)
         lo_p, hi_p = np.where(lower, pa, pb).astype(np.int64), np.where(lower, pb, pa).astype(np.int64)
         is_icmp = icmp.is_icmp(proto, ver)
-        iid = np.where(is_icmp & icmp_is("id", ver, p.icmp_type[rows]), _i64(p.icmp_id, rows), -1)
+        iid = np.where(is_icmp & icmp_is("id", ver, p.icmp_type[rows]), p.icmp_id[rows].astype(np.int32), -1)
         ld = assign.lower_direction(p.direction[rows], lower)
         n_addr = np.int64(max(len(p.addresses), 1))
         point = ((p.capture[rows] * np.int64(1 << 20) + p.interface[rows]) * 4 + ld) * 16 + p.encap[rows]
-        tunnel = (_i64(p.ifindex, rows) + 1) * np.int64(1 << 25) + (_i64(p.vni, rows) + 1)
-        ports = (((lo_p + 1) * np.int64(1 << 17) + (hi_p + 1)) * np.int64(1 << 9) + (proto + 1)) \
-            * np.int64(1 << 17) + (iid + 1)
-        gid = assign.factorize_rows([lo_a * n_addr + hi_a, ports, point, tunnel]) if rows.size \
-            else np.zeros(0, dtype=np.int64)
+        tunnel = (p.ifindex[rows] + np.int64(1)) * np.int64(1 << 25) + (p.vni[rows] + np.int64(1))
+        # ports and protocol in 43 bits; the address pair above them when it fits in 20 bits
+        ports = ((lo_p + 1) * np.int64(1 << 17) + (hi_p + 1)) * np.int64(1 << 9) + (proto + 1)
+        if n_addr * n_addr < (1 << 20):
+            key = [(lo_a * n_addr + hi_a) * np.int64(1 << 43) + ports, iid, point, tunnel]
+        else:
+            key = [lo_a * n_addr + hi_a, ports, iid, point, tunnel]
+        gid = assign.factorize_rows(key) if rows.size else np.zeros(0, dtype=np.int64)
         ts = p.ts[rows]
         o = assign.sort_order(gid, ts)
         self.rows = rows[o]
@@ -283,10 +286,10 @@ class _Core:
         pf["capture"] = p.capture[r[fs]] if F else np.zeros(0, dtype=np.int64)
         pf["interface"] = p.interface[r[fs]] if F else np.zeros(0, dtype=np.int64)
         pf["ifindex"] = _i64(p.ifindex, r[fs])
-        ld_s = ld[o]
-        pf["ld"] = ld_s[fs]
+        ld_f = ld[o[fs]]
+        pf["ld"] = ld_f
         flip_dir = np.array([_OUT, _IN, _UNKNOWN], dtype=np.int64)
-        pf["orig_direction"] = np.where(orig_lower, ld_s[fs], flip_dir[ld_s[fs]]) if F else ld_s[fs]
+        pf["orig_direction"] = np.where(orig_lower, ld_f, flip_dir[ld_f])
         pf["encap"] = p.encap[r[fs]]
         first_from_orig = fo[fs]
         pf["outer_orig_h"] = np.where(first_from_orig, p.outer_src[r[fs]], p.outer_dst[r[fs]])
@@ -294,14 +297,15 @@ class _Core:
         pf["vni"] = p.vni[r[fs]]
         pf["ip_version"] = ver_s[fs]
         pf["proto"] = proto_s[fs]
-        la, ha, lp, hp = lo_a[o][fs], hi_a[o][fs], lo_p[o][fs], hi_p[o][fs]
+        of = o[fs]
+        la, ha, lp, hp = lo_a[of], hi_a[of], lo_p[of], hi_p[of]
         pf["lo_a"], pf["hi_a"], pf["lo_p"], pf["hi_p"] = la, ha, lp, hp
         pf["orig_h"] = np.where(orig_lower, la, ha)
         pf["resp_h"] = np.where(orig_lower, ha, la)
         pf["orig_p"] = np.where(orig_lower, lp, hp)
         pf["resp_p"] = np.where(orig_lower, hp, lp)
-        pf["one_way"] = one_way[o][fs]
-        pf["icmp_id"] = iid[o][fs]
+        pf["one_way"] = one_way[of]
+        pf["icmp_id"] = iid[of]
         pf["ts_ns"] = ts_s[fs]
         pf["first_ts"] = pf["ts_ns"]
         last_ts = ts_s[ends - 1] if F else ts_s[fs]
@@ -357,7 +361,7 @@ class _Core:
             local[udp] = np.arange(udp.size)
             pos, sub, let = history.udp_letters(flow=local[flow[sel]], from_orig=fo[sel],
                                                 bad_checksum=p.checksum[r[sel]] == 0)
-            texts = history.assemble(n_flows=udp.size, flow=local[flow[sel]][pos], pos=pos, sub=sub,
+            texts = history.assemble(n_flows=udp.size, position_flow=local[flow[sel]], pos=pos, sub=sub,
                                      letter=let, flipped=np.zeros(udp.size, dtype=bool))
             for i, h in zip(udp.tolist(), texts, strict=True):
                 hist[i] = h
@@ -459,6 +463,6 @@ def _tcp_columns(p: _Arrays, F: int, flow: np.ndarray, fstart: np.ndarray, fo: n
         flow=lf, from_orig=fo_t, flags=flags, seq=seq_t, payload=payload_t, window=p.window[rs],
         bad_checksum=p.checksum[rs] == 0, rxmit=res.rxmit, gap_pos=res.gap_pos, gap_orig=res.gap_orig)
     first_pkt_orig = fo[starts][tcp_flows]
-    texts = history.assemble(n_flows=T, flow=lf[pos], pos=pos, sub=sub, letter=let, flipped=~first_pkt_orig)
+    texts = history.assemble(n_flows=T, position_flow=lf, pos=pos, sub=sub, letter=let, flipped=~first_pkt_orig)
     cs = state.tcp_conn_state(o=os_, r=rs_, orig_size=sizes[0], resp_size=sizes[1], history=texts)
     return tcp_flows, cs, texts, closing_ts

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from flowtrace.flows.assign import last_true_before
-
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 
 
@@ -121,9 +119,10 @@ def tcp_letters(*, flow: np.ndarray, from_orig: np.ndarray, flags: np.ndarray, s
     emit(_once((bits == 0) & (payload > 0), flow, side), 1, "D")
     emit(_once((bits == 0) & (payload == 0) & ackf, flow, side), 1, "A")
     # Zero window: not on a RST, not after the peer's FIN, not after the sender's own RST.
-    peer_fin_before = _side_before(fin, flow, from_orig, ~from_orig)
-    own_rst_before = _side_before(rst, flow, from_orig, from_orig)
-    zw = (window == 0) & ~rst & ~peer_fin_before & ~own_rst_before
+    zw = (window == 0) & ~rst
+    if zw.any():
+        zw[_earlier_in_flow(zw, fin, flow, from_orig, peer=True)] = False
+        zw[_earlier_in_flow(zw, rst, flow, from_orig, peer=False)] = False
     emit(_scaled(_occurrence(zw, flow, side)) & zw, 2, "W")
     emit(_scaled(_occurrence(rxmit, flow, side)) & rxmit, 3, "T")
     if gap_pos.size:
@@ -177,13 +176,26 @@ def udp_letters(*, flow: np.ndarray, from_orig: np.ndarray,
     return pos, sub, letter
 
 
-def assemble(*, n_flows: int, flow: np.ndarray, pos: np.ndarray, sub: np.ndarray, letter: np.ndarray,
+def assemble(*, n_flows: int, position_flow: np.ndarray, pos: np.ndarray, sub: np.ndarray, letter: np.ndarray,
              flipped: np.ndarray) -> list[str]:
-    """History strings per flow from letter events (``flow`` of each event, ``pos`` its packet
-    position for ordering); ``flipped`` flows get a leading ``^``."""
-    o = np.lexsort((sub, pos, flow))
-    fl, let = flow[o], letter[o]
-    text = let.tobytes().decode("ascii")
+    """History strings per flow from letter events.
+
+    ``position_flow`` is the flow of each packet position (flow order); events are given
+    by packet position, sub-order inside the packet (0-4) and ASCII letter. ``flipped``
+    flows get a leading ``^``. Returns one string per flow.
+    """
+    m = position_flow.size
+    key = pos * 5 + sub
+    if key.size and np.bincount(key, minlength=1).max() > 1:
+        o = np.lexsort((sub, pos))  # several letters in one slot (gaps): sort them instead
+        key_letters, key_pos = letter[o], pos[o]
+    else:
+        grid = np.zeros(m * 5, dtype=np.uint8)
+        grid[key] = letter
+        nz = np.flatnonzero(grid)
+        key_letters, key_pos = grid[nz], nz // 5
+    fl = position_flow[key_pos]
+    text = key_letters.tobytes().decode("ascii")
     counts = np.bincount(fl, minlength=n_flows)
     ends = np.cumsum(counts)
     starts = ends - counts
@@ -201,15 +213,20 @@ def _n_scaled(lo: int, hi: int) -> int:
     return n
 
 
-def _side_before(mask: np.ndarray, flow: np.ndarray, from_orig: np.ndarray, look_orig: np.ndarray) -> np.ndarray:
-    """Per packet: whether an earlier packet of its flow had ``mask`` and came from the
-    originator (where ``look_orig``) or from the responder (elsewhere)."""
-    n = mask.size
-    pos = np.arange(n, dtype=np.int64)
-    first_of_flow = np.ones(n, dtype=bool)
-    if n:
-        first_of_flow[1:] = flow[1:] != flow[:-1]
-    fstart = np.maximum.accumulate(np.where(first_of_flow, pos, 0)) if n else pos
-    last_o = last_true_before(mask & from_orig)
-    last_r = last_true_before(mask & ~from_orig)
-    return np.where(look_orig, last_o, last_r) >= fstart
+def _earlier_in_flow(query: np.ndarray, mask: np.ndarray, flow: np.ndarray, from_orig: np.ndarray, *,
+                     peer: bool) -> np.ndarray:
+    """Positions of ``query`` that have an earlier ``mask`` packet in their flow, sent by the
+    query packet's peer (``peer``) or by its own side."""
+    q = np.flatnonzero(query)
+    hit = np.zeros(q.size, dtype=bool)
+    fq = flow[q]
+    flow_first = np.searchsorted(flow, fq)  # flows are contiguous and sorted
+    for orig in (True, False):
+        p = np.flatnonzero(mask & (from_orig == orig))
+        if not p.size:
+            continue
+        want = (from_orig[q] != orig) if peer else (from_orig[q] == orig)
+        j = np.searchsorted(p, q) - 1
+        last = p[np.maximum(j, 0)]
+        hit |= want & (j >= 0) & (last >= flow_first)
+    return q[hit]

@@ -77,7 +77,7 @@ def flow_ports(proto: np.ndarray, version: np.ndarray, sport: np.ndarray, dport:
     (type, code) for one-way types. Other protocols: (-1, -1). Returns int32 arrays
     ``(port_a, port_b)`` and a bool array ``one_way`` (only ICMP one-way types).
     """
-    is_port = np.isin(proto, PORT_PROTOS)
+    is_port = (proto == TCP) | (proto == UDP) | (proto == SCTP)
     is_icmp = ((proto == ICMP) & (version == 4)) | ((proto == ICMPV6) & (version == 6))
     t = np.clip(icmp_type, 0, 255)
     cp = np.where(version == 6, COUNTERPART_V6[t], COUNTERPART_V4[t])

@@ -137,14 +137,15 @@ def automaton() -> Automaton:
 
 
 def event_codes(*, from_orig: np.ndarray, flags: np.ndarray, has_data: np.ndarray) -> np.ndarray:
-    """The EV_* code of each packet (uint8)."""
-    code = np.where(from_orig, EV_ORIG, 0)
-    code |= np.where(flags & 0x02, EV_SYN, 0)
-    code |= np.where(flags & 0x10, EV_ACK, 0)
-    code |= np.where(flags & 0x01, EV_FIN, 0)
-    code |= np.where(flags & 0x04, EV_RST, 0)
-    code |= np.where(has_data, EV_DATA, 0)
-    return code.astype(np.uint8)
+    """The EV_* code of each packet (uint8), from TCP flag bits (FIN 1, SYN 2, RST 4, ACK 16)."""
+    f = flags.astype(np.uint8)
+    code = (f & 0x02) << 3  # SYN -> EV_SYN
+    code |= (f & 0x10) >> 1  # ACK -> EV_ACK
+    code |= (f & 0x01) << 2  # FIN -> EV_FIN
+    code |= (f & 0x04) >> 1  # RST -> EV_RST
+    code |= has_data.astype(np.uint8)
+    code |= from_orig.astype(np.uint8) << 5
+    return code
 
 
 def state_events(*, flow: np.ndarray, flow_start: np.ndarray, code: np.ndarray) -> np.ndarray:

@@ -2,9 +2,9 @@
 them), retransmissions, content gaps, handshake timing, SYN retransmissions, FIN/RST senders.
 
 Input arrays are in flow order (flows contiguous, packets in time order inside a flow). An
-*endpoint* is one side of one flow; per-endpoint work re-sorts packets by endpoint, stably.
-Sequence numbers are unwrapped per endpoint (successive differences as signed 32-bit), so
-connections longer than 4 GiB keep counting.
+*endpoint* is one side of one flow; per-endpoint work regroups packets by endpoint with a
+linear counting sort. Sequence numbers are unwrapped per endpoint (successive differences as
+signed 32-bit), so connections longer than 4 GiB keep counting.
 """
 
 from __future__ import annotations
@@ -13,37 +13,56 @@ from typing import NamedTuple
 
 import numpy as np
 
-from flowtrace.flows.assign import next_true
+from flowtrace.flows.assign import first_in_blocks, last_in_blocks
 
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 TOO_LARGE_SEQ_DELTA = 1_048_576
 """Zeek ignores a SYN or RST whose sequence number jumps further than this."""
 
-_CLIP = 1 << 36  # relative sequence values are clipped here (64 GiB per endpoint) ...
+_CLIP = 1 << 36  # relative sequence values are capped here (64 GiB per endpoint) ...
 _BASE = 1 << 38  # ... so that per-block offsets for segmented maxima fit in int64
 
 
-def int32_delta(a: np.ndarray) -> np.ndarray:
-    """``a`` (int64 differences of uint32 values) reduced to signed 32-bit, as int64."""
-    return ((a + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
-
-
-def seg_cummax_before(values: np.ndarray, block_start: np.ndarray, init: np.ndarray) -> np.ndarray:
+def seg_cummax_before(values: np.ndarray, block: np.ndarray, block_start: np.ndarray,
+                      init: np.ndarray) -> np.ndarray:
     """Per position, max(init, values of earlier positions in the same block) (int64).
 
-    ``block_start`` marks the first position of each block; ``init`` is per position (the
-    block's initial value). Pass very small values for positions that must not count.
+    ``block`` is a non-decreasing block number per position (< 2**24), ``block_start`` marks
+    each block's first position and ``init`` is per position (its block's initial value).
+    Pass very small values for positions that must not count.
     """
     if not values.size:
         return values.copy()
-    block = np.cumsum(block_start) - 1
+    if values.max() > _CLIP:  # beyond 64 GiB of one endpoint's stream: keep blocks apart
+        values = np.minimum(values, _CLIP)
     base = block * np.int64(_BASE)
-    v = np.clip(values, -_CLIP, _CLIP) + base
-    inc = np.maximum.accumulate(v) - base
+    # Positions left out carry huge negative values: whatever of an earlier block a running
+    # maximum carries into this one is far below any real value, and ``init`` replaces it.
+    inc = np.maximum.accumulate(values + base) - base
     exc = np.empty_like(inc)
     exc[1:] = inc[:-1]
     exc[block_start] = np.iinfo(np.int64).min // 2
     return np.maximum(exc, init)
+
+
+def endpoint_order(flow_start: np.ndarray, from_orig: np.ndarray) -> np.ndarray:
+    """Permutation grouping packets by endpoint: per flow the originator's packets, then the
+    responder's, each in their original (time) order. A counting sort, linear time."""
+    m = from_orig.size
+    if not m:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(flow_start)
+    lengths = np.diff(np.append(starts, m))
+    is_o = from_orig.astype(np.int64)
+    c_o = np.cumsum(is_o)
+    c_r = np.arange(1, m + 1, dtype=np.int64) - c_o
+    before_o = np.repeat(c_o[starts] - is_o[starts], lengths)
+    before_r = np.repeat(c_r[starts] - (1 - is_o[starts]), lengths)
+    n_o = np.repeat(np.add.reduceat(is_o, starts), lengths)
+    rank = np.where(from_orig, c_o - 1 - before_o, n_o + c_r - 1 - before_r)
+    order = np.empty(m, dtype=np.int64)
+    order[np.repeat(starts, lengths) + rank] = np.arange(m, dtype=np.int64)
+    return order
 
 
 class Endpoint(NamedTuple):
@@ -92,64 +111,66 @@ def analyze(*, n_flows: int, flow: np.ndarray, flow_start: np.ndarray, from_orig
 
     Arrays are the TCP packets in flow order: ``flow`` (int64 flow index < n_flows,
     non-decreasing), ``flow_start`` (True at each flow's first packet), ``from_orig``,
-    ``ts`` (ns), ``flags``, ``seq``/``ack`` (int64 of the uint32 fields), ``payload``
-    (bytes). Flows without TCP packets get neutral values.
+    ``ts`` (ns), ``flags``, ``seq``/``ack`` (the uint32 fields, any integer dtype),
+    ``payload`` (bytes, int64). Flows without TCP packets get neutral values.
     """
     m = flow.size
     n_ep = n_flows * 2
-    ep = flow * 2 + (~from_orig).astype(np.int64)
-    order = np.argsort(ep, kind="stable")
-    e = ep[order]
-    f_syn = (flags[order] & SYN) != 0
-    f_fin = (flags[order] & FIN) != 0
-    f_rst = (flags[order] & RST) != 0
-    f_ack = (flags[order] & ACK) != 0
-    sq = seq[order]
+    order = endpoint_order(flow_start, from_orig)
+    e = flow[order] * 2 + (~from_orig[order]).astype(np.int64)
+    fl = flags[order]
+    f_syn = (fl & SYN) != 0
+    f_fin = (fl & FIN) != 0
+    f_rst = (fl & RST) != 0
+    f_ack = (fl & ACK) != 0
+    sq = seq[order].astype(np.uint32)
     ln = payload[order]
     bstart = np.ones(m, dtype=bool)
     if m:
         bstart[1:] = e[1:] != e[:-1]
     bidx = np.flatnonzero(bstart)
+    bend = np.append(bidx[1:], m)
+    blen = bend - bidx
     bep = e[bidx]
-    has_pkts = np.zeros(n_ep, dtype=bool)
-    has_pkts[bep] = True
+    block = np.repeat(np.arange(bidx.size, dtype=np.int64), blen)
 
     # ISN and start of each endpoint's sequence space.
-    first_syn_pos = next_true(f_syn)[bidx] if m else bidx
-    bend = np.append(bidx[1:], m)
-    syn_in_block = first_syn_pos < bend
+    first_syn = first_in_blocks(f_syn, bidx, bend)
+    has_syn = first_syn >= 0
     isn = np.full(n_ep, -1, dtype=np.int64)
-    isn[bep[syn_in_block]] = sq[first_syn_pos[syn_in_block]]
-    start = np.zeros(n_ep, dtype=np.int64)
-    start[bep] = (sq[bidx] - 1) & 0xFFFFFFFF
-    start[bep[syn_in_block]] = isn[bep[syn_in_block]]
+    isn[bep[has_syn]] = sq[first_syn[has_syn]]
+    start = np.zeros(n_ep, dtype=np.uint32)
+    start[bep] = np.where(has_syn, sq[np.maximum(first_syn, 0)], sq[bidx] - np.uint32(1))
     # An endpoint that sent nothing starts where the peer's first ACK points (init_peer).
-    peer_ack = np.zeros(n_ep, dtype=np.int64)
-    has_peer_ack = np.zeros(n_ep, dtype=bool)
     acking = f_ack & ~f_rst
-    first_ack_pos = next_true(acking)[bidx] if m else bidx
-    ok = first_ack_pos < bend
-    peer_of = bep ^ 1
-    peer_ack[peer_of[ok]] = ack[order][first_ack_pos[ok]]
-    has_peer_ack[peer_of[ok]] = True
-    silent = ~has_pkts & has_peer_ack
-    start[silent] = (peer_ack[silent] - 1) & 0xFFFFFFFF
+    ak = ack[order]
+    first_ack = first_in_blocks(acking, bidx, bend)
+    ok = first_ack >= 0
+    silent = np.ones(n_ep, dtype=bool)
+    silent[bep] = False
+    peer = bep[ok] ^ 1
+    quiet = silent[peer]
+    start[peer[quiet]] = ak[first_ack[ok][quiet]].astype(np.uint32) - np.uint32(1)
 
     # Unwrapped sequence numbers relative to the start.
-    rel = _unwrap(sq, bstart, start[e])
+    rel = _unwrap(sq, bidx, blen, start[bep])
     seg_len = ln + f_syn + f_fin - np.where(f_rst, ln, 0)
     end = rel + seg_len
-    own_rst_before = _count_before(f_rst, bstart) > 0
+    c_rst = np.cumsum(f_rst, dtype=np.int64)
+    own_rst_before = (c_rst - f_rst - np.repeat(c_rst[bidx] - f_rst[bidx], blen)) > 0
     # Zeek's last_seq begins at the first packet's end (SYN) or its sequence number.
-    first_is_syn = f_syn[bidx] if m else f_syn
-    init_block = np.where(first_is_syn, end[bidx], rel[bidx]) if m else rel
-    init = np.repeat(init_block, bend - bidx)
+    init_block = np.where(f_syn[bidx], end[bidx], rel[bidx])
+    init = np.repeat(init_block, blen)
     tiny = np.iinfo(np.int64).min // 4
-    plain = ~own_rst_before & ~f_syn & ~f_rst
-    pm_plain = seg_cummax_before(np.where(plain, end, tiny), bstart, init)
-    wild = (f_syn | f_rst) & (np.abs(end - pm_plain) > TOO_LARGE_SEQ_DELTA)
-    eligible = ~own_rst_before & ~wild
-    pm = seg_cummax_before(np.where(eligible, end, tiny), bstart, init)
+    control = f_syn | f_rst
+    if control.any():
+        plain = ~own_rst_before & ~control
+        pm_plain = seg_cummax_before(np.where(plain, end, tiny), block, bstart, init)
+        wild = control & (np.abs(end - pm_plain) > TOO_LARGE_SEQ_DELTA)
+        eligible = ~own_rst_before & ~wild
+    else:
+        eligible = ~own_rst_before
+    pm = seg_cummax_before(np.where(eligible, end, tiny), block, bstart, init)
     fin_first_data = f_fin & (pm == 1)
     rx = (ln > 0) & eligible & ~fin_first_data & (end <= pm)
     last_rel = np.zeros(n_ep, dtype=np.int64)
@@ -163,8 +184,9 @@ def analyze(*, n_flows: int, flow: np.ndarray, flow_start: np.ndarray, from_orig
         target = e[acks] ^ 1
         ab = np.ones(acks.size, dtype=bool)
         ab[1:] = target[1:] != target[:-1]
-        arel = _unwrap(ack[order][acks], ab, start[target])
         firsts = np.flatnonzero(ab)
+        arel = _unwrap(ak[acks].astype(np.uint32), firsts, np.diff(np.append(firsts, acks.size)),
+                       start[target[firsts]])
         ack_rel[target[firsts]] = np.maximum(np.maximum.reduceat(arel, firsts), 0)
 
     fins = np.bincount(e[f_fin], minlength=n_ep)
@@ -172,7 +194,7 @@ def analyze(*, n_flows: int, flow: np.ndarray, flow_start: np.ndarray, from_orig
     rx_count = np.bincount(e[rx], minlength=n_ep)
 
     # Content gaps: stream bytes never seen below later data or the peer's ACK.
-    gap_sorted_pos, gap_ep, gap_len = _gaps(e, bstart, rel, ln, f_syn, f_rst, f_fin, end, ack_rel, n_ep)
+    gap_sorted_pos, gap_ep, gap_len = _gaps(e, rel, ln, f_syn, f_rst, f_fin, end, ack_rel, n_ep)
     missed = np.bincount(gap_ep, weights=gap_len, minlength=n_ep).astype(np.int64)
 
     rxmit = np.zeros(m, dtype=bool)
@@ -183,45 +205,34 @@ def analyze(*, n_flows: int, flow: np.ndarray, flow_start: np.ndarray, from_orig
     return TcpResult(endpoint, rxmit, gap_pos, (gap_ep % 2) == 0, hs, ackrtt, synrx, sarx)
 
 
-def _unwrap(values: np.ndarray, block_start: np.ndarray, base: np.ndarray) -> np.ndarray:
-    """uint32 ``values`` unwrapped per block, relative to ``base`` (per position)."""
+def _unwrap(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """uint32 ``values`` unwrapped per block (``starts``/``lengths``), relative to each block's
+    ``base`` (uint32): successive differences taken as signed 32-bit, then summed."""
     if not values.size:
         return values.astype(np.int64)
     d = np.empty(values.size, dtype=np.int64)
     d[0] = 0
-    d[1:] = int32_delta(values[1:] - values[:-1])
-    first = int32_delta(values - base)
-    d[block_start] = first[block_start]
+    d[1:] = (values[1:] - values[:-1]).view(np.int32)
+    d[starts] = (values[starts] - base).view(np.int32)
     c = np.cumsum(d)
-    block = np.cumsum(block_start) - 1
-    starts = np.flatnonzero(block_start)
-    # cumsum restarted at each block: subtract the running total before the block
-    offset = (c[starts] - d[starts])[block]
-    return c - offset
+    return c - np.repeat(c[starts] - d[starts], lengths)
 
 
-def _count_before(mask: np.ndarray, block_start: np.ndarray) -> np.ndarray:
-    """Per position, how many earlier positions of its block have ``mask``."""
-    c = np.cumsum(mask, dtype=np.int64) - mask
-    if not c.size:
-        return c
-    block = np.cumsum(block_start) - 1
-    return c - c[np.flatnonzero(block_start)][block]
-
-
-def _gaps(e: np.ndarray, bstart: np.ndarray, rel: np.ndarray, ln: np.ndarray, f_syn: np.ndarray,
-          f_rst: np.ndarray, f_fin: np.ndarray, end: np.ndarray, ack_rel: np.ndarray,
+def _gaps(e: np.ndarray, rel: np.ndarray, ln: np.ndarray, f_syn: np.ndarray, f_rst: np.ndarray,
+          f_fin: np.ndarray, end: np.ndarray, ack_rel: np.ndarray,
           n_ep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Holes in each endpoint's stream: (position revealing it, endpoint, length)."""
     data = np.flatnonzero((ln > 0) & ~f_rst)
     d_start = rel[data] + f_syn[data]
     d_end = d_start + ln[data]
     d_ep = e[data]
-    o = np.lexsort((d_start, d_ep))
-    d_start, d_end, d_ep, data = d_start[o], d_end[o], d_ep[o], data[o]
     db = np.ones(data.size, dtype=bool)
     db[1:] = d_ep[1:] != d_ep[:-1]
-    covered = seg_cummax_before(d_end, db, np.ones(data.size, dtype=np.int64))
+    if data.size and ((np.diff(d_start) < 0) & ~db[1:]).any():
+        o = np.lexsort((d_start, d_ep))  # out-of-order data somewhere: sort by sequence
+        d_start, d_end, d_ep, data = d_start[o], d_end[o], d_ep[o], data[o]
+    block = np.cumsum(db) - 1
+    covered = seg_cummax_before(d_end, block, db, np.ones(data.size, dtype=np.int64))
     hole = d_start > covered
     pos = [data[hole]]
     eps = [d_ep[hole]]
@@ -256,7 +267,6 @@ def _handshake(n_flows: int, flow: np.ndarray, flow_start: np.ndarray, from_orig
     ackf = (flags & ACK) != 0
     o_syn = syn & ~ackf & from_orig
     r_sa = syn & ackf & ~from_orig
-    o_ack = ackf & ~syn & from_orig
     syn_count = np.bincount(flow[o_syn], minlength=n_flows)
     sa_count = np.bincount(flow[r_sa], minlength=n_flows)
     hs = np.full(n_flows, -1, dtype=np.int64)
@@ -265,18 +275,15 @@ def _handshake(n_flows: int, flow: np.ndarray, flow_start: np.ndarray, from_orig
         starts = np.flatnonzero(flow_start)
         fl = flow[starts]
         ends = np.append(starts[1:], m)
-        first_sa = next_true(r_sa)[starts]
-        has_sa = first_sa < ends
-        pos = np.arange(m, dtype=np.int64)
-        last_syn = np.maximum.accumulate(np.where(o_syn, pos, -1))
-        ls = last_syn[np.minimum(first_sa, m - 1)]
-        ok = has_sa & (ls >= starts)
+        first_sa = first_in_blocks(r_sa, starts, ends)
+        has_sa = first_sa >= 0
+        fsa = np.where(has_sa, first_sa, starts)
+        ls = last_in_blocks(o_syn, starts, fsa)
+        ok = has_sa & (ls >= 0)
         hs[fl[ok]] = ts[first_sa[ok]] - ts[ls[ok]]
-        nxt_ack = next_true(o_ack)
-        fa = nxt_ack[np.minimum(first_sa, m - 1)]
-        ok2 = has_sa & (fa < ends)
-        last_sa = np.maximum.accumulate(np.where(r_sa, pos, -1))
-        lsa = last_sa[np.minimum(fa, m - 1)]
+        fa = first_in_blocks(ackf & ~syn & from_orig, fsa, ends)
+        ok2 = has_sa & (fa >= 0)
+        lsa = last_in_blocks(r_sa, starts, np.where(ok2, fa, starts))
         ackrtt[fl[ok2]] = ts[fa[ok2]] - ts[lsa[ok2]]
     return (hs, ackrtt, np.maximum(syn_count - 1, 0).astype(np.int32),
             np.maximum(sa_count - 1, 0).astype(np.int32))
