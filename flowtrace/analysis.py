@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from flowtrace.context.conntrack import Comparison, ConntrackEntry
@@ -41,6 +42,16 @@ class Analysis:
     """conntrack dumps given or found beside the captures, by node."""
     comparisons: dict[str, Comparison] = field(default_factory=dict)
     """Reconstruction against each node's dump."""
+    packet_flow: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    """Per packet row: its flow (flows.flow_id), -1 for none."""
+    packet_hop: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    """Per packet row: its hop (hops.hop_id), -1 for none."""
+    packet_path_direction: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int8))
+    """Per packet row: 0 request, 1 response, -1 outside any connection."""
+    corrected_ts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    """Per packet row: ts_ns in the reference capture's clock."""
+    packet_group: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    """Per packet row: its sighting group (the same packet elsewhere has the same group), -1 for none."""
     notes: list[str] = field(default_factory=list)
     """What could not be done, once each (unaligned clocks, detectors needing more captures)."""
     findings: list = field(default_factory=list)
@@ -66,6 +77,22 @@ class Analysis:
         (what ``conntrack -L`` lists), or every entry ever created with ``ended``."""
         return [e for e in self.conntrack
                 if (node is None or e.node == node) and (ended or e.ended is None)]
+
+    def connection_packets(self, connection: int, direction: str | None = None) -> pd.DataFrame:
+        """Packets rows of one connection (one direction, or both), in corrected time order,
+        with ``hop_id``, ``path_direction`` and ``corrected_ts`` columns added."""
+        conn_of_hop = pd.Series(self.hops["connection"].to_numpy(), index=self.hops["hop_id"].to_numpy())
+        hop_ids = self.hops.loc[self.hops["connection"] == connection, "hop_id"].to_numpy()
+        rows = np.flatnonzero(np.isin(self.packet_hop, hop_ids))
+        if direction is not None:
+            want = 0 if direction == "request" else 1
+            rows = rows[self.packet_path_direction[rows] == want]
+        out = self.packets.iloc[rows].copy()
+        out["hop_id"] = self.packet_hop[rows]
+        out["path_direction"] = self.packet_path_direction[rows]
+        out["corrected_ts"] = self.corrected_ts[rows]
+        del conn_of_hop
+        return out.sort_values(["corrected_ts", "capture", "frame"], kind="stable")
 
     def connection_hops(self, connection: int, direction: str | None = None) -> pd.DataFrame:
         """The hops of one connection (one direction, or both), in path order."""

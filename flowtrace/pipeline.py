@@ -154,7 +154,9 @@ def analyze(captures: CaptureArg | Sequence[CaptureArg], *, manifest: CaptureArg
     dumps = find_dumps(args) + [_dump_arg(d) for d in conntrack_dumps or []]
     analysis = Analysis(packets=packets, flows=fs.flows, connections=corr.connections, hops=corr.hops,
                         offsets=corr.offsets, conntrack=entries, roles=roles, captures=summaries,
-                        notes=list(corr.notes))
+                        packet_flow=fs.flow_id, packet_hop=corr.packet_hop,
+                        packet_path_direction=corr.packet_direction, corrected_ts=corr.corrected_ts,
+                        packet_group=corr.packet_group, notes=list(corr.notes))
     _compare_dumps(analysis, dumps)
     return analysis
 

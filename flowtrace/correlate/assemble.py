@@ -37,6 +37,10 @@ class Correlation:
     """int8 per packet: REQUEST, RESPONSE, or -1 for packets outside any flow."""
     corrected_ts: np.ndarray
     """int64 per packet: ts_ns in the reference capture's clock."""
+    packet_hop: np.ndarray
+    """int64 per packet: its hop (hops.hop_id), -1 outside any flow."""
+    packet_group: np.ndarray
+    """int64 per packet: its sighting group, -1 for unmatchable packets."""
     notes: list[str] = field(default_factory=list)
     """What the correlation could not do (unaligned captures, conflicting links)."""
 
@@ -72,7 +76,7 @@ def correlate(packets: pd.DataFrame, flow_id: np.ndarray, from_orig: np.ndarray,
     pdir[has_flow] = np.where(from_orig[has_flow] ^ links.flipped[flow_id[has_flow]], REQUEST, RESPONSE)
     _orient_connections(packets, flow_id, pdir, links, cts)
     st["direction"] = pdir[st["row"].to_numpy()]
-    hops, _ = build_hops(packets, flow_id, pdir, cts, links, st)
+    hops, hop_of = build_hops(packets, flow_id, pdir, cts, links, st)
     hops = HOPS.conform(hops)
     connections = build_connections(hops, flows)
     notes = []
@@ -81,8 +85,11 @@ def correlate(packets: pd.DataFrame, flow_id: np.ndarray, from_orig: np.ndarray,
     for o in offsets.values():
         if o.samples == 0 and len(names) > 1:
             notes.append(f"capture {o.capture} shares no packet with the others: its clock is not aligned")
+    group_of = np.full(len(packets), -1, dtype=np.int64)
+    group_of[s.row] = s.group
     return Correlation(offsets=offsets, links=links, hops=hops, connections=connections, sightings=st,
-                       packet_direction=pdir, corrected_ts=cts, notes=notes)
+                       packet_direction=pdir, corrected_ts=cts, packet_hop=hop_of, packet_group=group_of,
+                       notes=notes)
 
 
 def _orient_connections(packets: pd.DataFrame, flow_id: np.ndarray, pdir: np.ndarray, links: Links,
