@@ -68,7 +68,7 @@ def flows(
     timeout: Annotated[list[str] | None, typer.Option("--timeout", help="Override an idle timeout, KEY=SECONDS (repeatable; keys in docs/flows.md).")] = None,
     kube_proxy_timeouts: Annotated[bool, typer.Option("--kube-proxy-timeouts", help="Use the conntrack timeouts kube-proxy sets (established 86400 s, close_wait 3600 s).")] = False,
     ignore_checksums: Annotated[bool, typer.Option("-C", "--ignore-checksums", help="Leave bad-checksum letters (c) out of histories, like zeek -C (captures with checksum offload).")] = False,
-    limit: Annotated[int | None, typer.Option("--limit", min=0, help="Table only: show at most N flows.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="Table only: show at most N flows (0: all; a terminal table of many thousands is slow to draw).")] = 1000,
 ) -> None:
     """List connections per observation point (capture, interface, direction) with Zeek's conn_state and history."""
     from flowtrace.flows import KUBE_PROXY_TIMEOUTS
@@ -98,7 +98,7 @@ def flows(
     elif zeek_out:
         sys.stdout.write(conn_log(table))
     else:
-        render_flows(table, limit=limit)
+        render_flows(table, limit=limit or None)
 
 
 @app.command()

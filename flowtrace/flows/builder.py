@@ -227,85 +227,106 @@ def _i64(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return values[idx].astype(np.int64)
 
 
+def _group(p: _Arrays, rows: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: whether its sender is the lower endpoint, and the id of its group (observation
+    point and canonical tuple; see ``key``)."""
+    proto, ver = _i64(p.proto, rows), p.ip_version[rows]
+    src, dst = p.src[rows], p.dst[rows]
+    pa, pb, one_way = flow_ports(proto, ver, p.sport[rows], p.dport[rows], p.icmp_type[rows], p.icmp_code[rows])
+    lower = canonical(rank[src], pa, rank[dst], pb, one_way)
+    del one_way
+    n_addr = np.int64(max(len(p.addresses), 1))
+    pair = np.where(lower, src, dst) * n_addr + np.where(lower, dst, src)
+    del src, dst
+    # ports and protocol in 43 bits; the address pair above them when it fits in 20 bits
+    ports = (np.where(lower, pa, pb) + np.int64(1)) * np.int64(1 << 17) + (np.where(lower, pb, pa) + 1)
+    ports = ports * np.int64(1 << 9) + (proto + 1)
+    del pa, pb
+    is_icmp = icmp.is_icmp(proto, ver)
+    iid = np.where(is_icmp & icmp_is("id", ver, p.icmp_type[rows]), p.icmp_id[rows].astype(np.int32), -1)
+    del proto, is_icmp
+    ld = assign.lower_direction(p.direction[rows], lower)
+    point = ((p.capture[rows] * np.int64(1 << 20) + p.interface[rows]) * 4 + ld) * 16 + p.encap[rows]
+    del ld
+    tunnel = (p.ifindex[rows] + np.int64(1)) * np.int64(1 << 25) + (p.vni[rows] + np.int64(1))
+    if n_addr * n_addr < (1 << 20):
+        key = [pair * np.int64(1 << 43) + ports, iid, point, tunnel]
+    else:
+        key = [pair, ports, iid, point, tunnel]
+    del pair, ports, iid, point, tunnel
+    gid = assign.factorize_rows(key) if rows.size else np.zeros(0, dtype=np.int64)
+    return lower, gid
+
+
 class _Core:
     """Flows of the packet rows ``rows``: grouping, splitting and per-flow aggregates."""
 
     def __init__(self, p: _Arrays, rows: np.ndarray, tmo: dict[str, int], rank: np.ndarray) -> None:
-        proto, ver = _i64(p.proto, rows), p.ip_version[rows]
-        src, dst = p.src[rows], p.dst[rows]
-        pa, pb, one_way = flow_ports(proto, ver, p.sport[rows], p.dport[rows], p.icmp_type[rows],
-                                     p.icmp_code[rows])
-        lower = canonical(rank[src], pa, rank[dst], pb, one_way)
-        lo_a, hi_a = np.where(lower, src, dst), np.where(lower, dst, src)
-        lo_p, hi_p = np.where(lower, pa, pb).astype(np.int64), np.where(lower, pb, pa).astype(np.int64)
-        is_icmp = icmp.is_icmp(proto, ver)
-        iid = np.where(is_icmp & icmp_is("id", ver, p.icmp_type[rows]), p.icmp_id[rows].astype(np.int32), -1)
-        ld = assign.lower_direction(p.direction[rows], lower)
-        n_addr = np.int64(max(len(p.addresses), 1))
-        point = ((p.capture[rows] * np.int64(1 << 20) + p.interface[rows]) * 4 + ld) * 16 + p.encap[rows]
-        tunnel = (p.ifindex[rows] + np.int64(1)) * np.int64(1 << 25) + (p.vni[rows] + np.int64(1))
-        # ports and protocol in 43 bits; the address pair above them when it fits in 20 bits
-        ports = ((lo_p + 1) * np.int64(1 << 17) + (hi_p + 1)) * np.int64(1 << 9) + (proto + 1)
-        if n_addr * n_addr < (1 << 20):
-            key = [(lo_a * n_addr + hi_a) * np.int64(1 << 43) + ports, iid, point, tunnel]
-        else:
-            key = [lo_a * n_addr + hi_a, ports, iid, point, tunnel]
-        gid = assign.factorize_rows(key) if rows.size else np.zeros(0, dtype=np.int64)
-        ts = p.ts[rows]
-        o = assign.sort_order(gid, ts)
-        self.rows = rows[o]
+        lower, gid = _group(p, rows, rank)
+        o = assign.sort_order(gid, p.ts[rows])
         g = gid[o]
-        m = o.size
-        gstart = np.ones(m, dtype=bool)
-        if m:
-            gstart[1:] = g[1:] != g[:-1]
-        r = self.rows
-        proto_s, ver_s, icmp_s = proto[o], ver[o], is_icmp[o]
-        kind = np.select([proto_s == 6, proto_s == 17, icmp_s],
-                         [assign.KIND_TCP, assign.KIND_UDP, assign.KIND_ICMP], assign.KIND_OTHER)
-        flags = np.where(proto_s == 6, p.flags[r], 0)
-        ts_s = ts[o]
+        del gid
+        self.rows = r = rows[o]
         lower_s = lower[o]
-        seq_s, ack_s = _i64(p.seq, r), _i64(p.ack, r)
+        del lower, o
+        m = r.size
+        gstart = np.ones(m, dtype=bool)
+        gstart[1:] = g[1:] != g[:-1]
+        del g
+        proto_s = p.proto[r]
+        icmp_s = icmp.is_icmp(proto_s, p.ip_version[r])
+        kind = np.where(proto_s == 6, assign.KIND_TCP, np.where(proto_s == 17, assign.KIND_UDP, np.where(
+            icmp_s, assign.KIND_ICMP, assign.KIND_OTHER))).astype(np.int8)
+        flags = np.where(proto_s == 6, p.flags[r], 0).astype(np.uint16)
+        ts_s = p.ts[r]
+        seq_s, ack_s = p.seq[r], p.ack[r]
         fstart = assign.split_flows(group_start=gstart, kind=kind, ts=ts_s, flags=flags, seq=seq_s,
                                     ack=ack_s, lower=lower_s, timeouts=tmo)
+        del gstart
         flow = np.cumsum(fstart) - 1
         starts = np.flatnonzero(fstart)
         F = starts.size
         self.n_flows = F
         self.flow = flow
         ends = np.append(starts[1:], m)
-        req = icmp_s & icmp_is("request", ver_s, p.icmp_type[r])
+        req = icmp_s & icmp_is("request", p.ip_version[r], p.icmp_type[r])
         orig_lower = assign.originators(flow_start=fstart, kind=kind, flags=flags, lower=lower_s, icmp_request=req)
+        del req, icmp_s
         fo = lower_s == orig_lower[flow]
         self.from_orig = fo
         pf: dict[str, np.ndarray] = {}
         self.per_flow = pf
         pf["orig_lower"] = orig_lower
         fs = starts
-        pf["capture"] = p.capture[r[fs]] if F else np.zeros(0, dtype=np.int64)
-        pf["interface"] = p.interface[r[fs]] if F else np.zeros(0, dtype=np.int64)
-        pf["ifindex"] = _i64(p.ifindex, r[fs])
-        ld_f = ld[o[fs]]
+        rf = r[fs]
+        pf["capture"] = p.capture[rf]
+        pf["interface"] = p.interface[rf]
+        pf["ifindex"] = _i64(p.ifindex, rf)
+        low_f = lower_s[fs]
+        ld_f = assign.lower_direction(p.direction[rf], low_f).astype(np.int64)
         pf["ld"] = ld_f
         flip_dir = np.array([_OUT, _IN, _UNKNOWN], dtype=np.int64)
         pf["orig_direction"] = np.where(orig_lower, ld_f, flip_dir[ld_f])
-        pf["encap"] = p.encap[r[fs]]
+        pf["encap"] = p.encap[rf]
         first_from_orig = fo[fs]
-        pf["outer_orig_h"] = np.where(first_from_orig, p.outer_src[r[fs]], p.outer_dst[r[fs]])
-        pf["outer_resp_h"] = np.where(first_from_orig, p.outer_dst[r[fs]], p.outer_src[r[fs]])
-        pf["vni"] = p.vni[r[fs]]
-        pf["ip_version"] = ver_s[fs]
-        pf["proto"] = proto_s[fs]
-        of = o[fs]
-        la, ha, lp, hp = lo_a[of], hi_a[of], lo_p[of], hi_p[of]
+        pf["outer_orig_h"] = np.where(first_from_orig, p.outer_src[rf], p.outer_dst[rf])
+        pf["outer_resp_h"] = np.where(first_from_orig, p.outer_dst[rf], p.outer_src[rf])
+        pf["vni"] = _i64(p.vni, rf)
+        ver_f, proto_f = _i64(p.ip_version, rf), _i64(p.proto, rf)
+        pf["ip_version"] = ver_f
+        pf["proto"] = proto_f
+        pa, pb, one_way = flow_ports(proto_f, ver_f, p.sport[rf], p.dport[rf], p.icmp_type[rf], p.icmp_code[rf])
+        src_f, dst_f = p.src[rf], p.dst[rf]
+        la, ha = np.where(low_f, src_f, dst_f), np.where(low_f, dst_f, src_f)
+        lp, hp = np.where(low_f, pa, pb).astype(np.int64), np.where(low_f, pb, pa).astype(np.int64)
         pf["lo_a"], pf["hi_a"], pf["lo_p"], pf["hi_p"] = la, ha, lp, hp
         pf["orig_h"] = np.where(orig_lower, la, ha)
         pf["resp_h"] = np.where(orig_lower, ha, la)
         pf["orig_p"] = np.where(orig_lower, lp, hp)
         pf["resp_p"] = np.where(orig_lower, hp, lp)
-        pf["one_way"] = one_way[of]
-        pf["icmp_id"] = iid[of]
+        pf["one_way"] = one_way
+        is_icmp_f = icmp.is_icmp(proto_f, ver_f)
+        pf["icmp_id"] = np.where(is_icmp_f & icmp_is("id", ver_f, p.icmp_type[rf]), _i64(p.icmp_id, rf), -1)
         pf["ts_ns"] = ts_s[fs]
         pf["first_ts"] = pf["ts_ns"]
         last_ts = ts_s[ends - 1] if F else ts_s[fs]
@@ -318,14 +339,14 @@ class _Core:
             if not F:
                 z = np.zeros(0, dtype=np.int64)
                 return z, z
-            total = np.add.reduceat(values, fs)
-            orig = np.add.reduceat(np.where(fo, values, 0), fs)
+            total = np.add.reduceat(values, fs, dtype=np.int64)
+            orig = np.add.reduceat(np.where(fo, values, 0), fs, dtype=np.int64)
             return orig, total - orig
 
-        one = np.ones(m, dtype=np.int64)
-        pf["orig_pkts"], pf["resp_pkts"] = per_side(one)
-        pf["orig_ip_bytes"], pf["resp_ip_bytes"] = per_side(_i64(p.ip_len, r))
-        payload_s = _i64(p.payload, r)
+        orig_pkts = np.add.reduceat(fo, fs, dtype=np.int64) if F else np.zeros(0, dtype=np.int64)
+        pf["orig_pkts"], pf["resp_pkts"] = orig_pkts, (ends - fs) - orig_pkts
+        pf["orig_ip_bytes"], pf["resp_ip_bytes"] = per_side(p.ip_len[r])
+        payload_s = p.payload[r]
         pf["orig_bytes"], pf["resp_bytes"] = per_side(payload_s)
 
         def first_where(mask: np.ndarray, values: np.ndarray, missing: int) -> np.ndarray:
@@ -339,7 +360,7 @@ class _Core:
         has_ts = (p.tcp_opts[r] & 0x10) != 0
         pf["orig_first_tsval"] = first_where(fo & has_ts, p.tsval, -1)
         pf["resp_first_tsval"] = first_where(~fo & has_ts, p.tsval, -1)
-        pf["orig_first_ip_id"] = first_where(fo & (ver_s == 4), p.ip_id, -1)
+        pf["orig_first_ip_id"] = first_where(fo & (p.ip_version[r] == 4), p.ip_id, -1)
         pf["orig_ttl"] = first_where(fo, p.ttl, 0)
         pf["resp_ttl"] = first_where(~fo, p.ttl, 0)
         duration = last_ts - pf["ts_ns"]

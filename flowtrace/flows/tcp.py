@@ -124,7 +124,7 @@ def analyze(*, n_flows: int, flow: np.ndarray, flow_start: np.ndarray, from_orig
     f_rst = (fl & RST) != 0
     f_ack = (fl & ACK) != 0
     sq = seq[order].astype(np.uint32)
-    ln = payload[order]
+    ln = payload[order].astype(np.int64)
     bstart = np.ones(m, dtype=bool)
     if m:
         bstart[1:] = e[1:] != e[:-1]

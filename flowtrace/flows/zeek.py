@@ -8,9 +8,7 @@ zero, and ICMP ports are the message type and its counterpart (or code).
 
 from __future__ import annotations
 
-import csv
 import time
-from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -34,12 +32,22 @@ def _stamp(seconds: float | None) -> str:
     return time.strftime("%Y-%m-%d-%H-%M-%S", time.localtime(seconds))
 
 
-def _seconds(ns: np.ndarray) -> pd.Series:
+def _seconds(ns: np.ndarray) -> list[str]:
     """Nanoseconds as Zeek prints times and intervals: seconds with 6 decimals (truncated)."""
-    us = ns // 1000
-    sec = us // 1_000_000
-    frac = us - sec * 1_000_000
-    return pd.Series(sec).astype(str) + "." + pd.Series(frac).astype(str).str.zfill(6)
+    us = (ns // 1000).tolist()
+    return [f"{u // 1_000_000}.{u % 1_000_000:06d}" for u in us]
+
+
+def _texts(col: pd.Series) -> list[str]:
+    """A text or categorical column as strings, unset (``-``) where missing or empty."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        cats = np.array([str(c) or UNSET for c in col.cat.categories] + [UNSET], dtype=object)
+        return cats[col.cat.codes.to_numpy().astype(np.int64)].tolist()
+    return [v if isinstance(v, str) and v else UNSET for v in col.tolist()]
+
+
+def _counts(values: np.ndarray) -> list[str]:
+    return list(map(str, values.astype(np.int64).tolist()))
 
 
 def conn_log(flows: pd.DataFrame, *, open_time: float | None = None, close_time: float | None = None) -> str:
@@ -68,41 +76,33 @@ def _rows(f: pd.DataFrame) -> str:
     n = len(f)
     proto = f["proto"].to_numpy().astype(np.int64)
     dur = f["duration_ns"].to_numpy()
-    has_dur = dur > 0
-    unset = pd.Series(np.full(n, UNSET, dtype=object))
+    has_dur = (dur > 0).tolist()
+    unset = [UNSET] * n
 
-    def count(col: str) -> pd.Series:
-        return pd.Series(f[col].to_numpy().astype(np.int64)).astype(str)
+    def when_duration(values: list[str]) -> list[str]:
+        return [v if ok else UNSET for v, ok in zip(values, has_dur, strict=True)]
 
-    def port(col: str) -> pd.Series:
-        return pd.Series(np.maximum(f[col].to_numpy().astype(np.int64), 0)).astype(str)
-
-    def text(col: str) -> pd.Series:
-        s = pd.Series(f[col].to_numpy(dtype=object)).astype(object)
-        s = s.where(s.notna() & (s.astype(str) != ""), UNSET)
-        return s.astype(str)
-
-    transport = pd.Series([_TRANSPORT.get(p, "unknown_transport") for p in proto.tolist()])
-    cols: Sequence[pd.Series] = (
+    cols: list[list[str]] = [
         _seconds(f["ts_ns"].to_numpy()),
-        text("uid"),
-        text("orig_h"), port("orig_p"), text("resp_h"), port("resp_p"),
-        transport,
+        _texts(f["uid"]),
+        _texts(f["orig_h"]), _counts(np.maximum(f["orig_p"].to_numpy(), 0)),
+        _texts(f["resp_h"]), _counts(np.maximum(f["resp_p"].to_numpy(), 0)),
+        [_TRANSPORT.get(p, "unknown_transport") for p in proto.tolist()],
         unset,
-        _seconds(dur).where(has_dur, UNSET),
-        count("orig_bytes").where(has_dur, UNSET),
-        count("resp_bytes").where(has_dur, UNSET),
-        text("conn_state"),
+        when_duration(_seconds(dur)),
+        when_duration(_counts(f["orig_bytes"].to_numpy())),
+        when_duration(_counts(f["resp_bytes"].to_numpy())),
+        _texts(f["conn_state"]),
         unset, unset,
-        count("missed_bytes"),
-        text("history"),
-        count("orig_pkts"), count("orig_ip_bytes"), count("resp_pkts"), count("resp_ip_bytes"),
+        _counts(f["missed_bytes"].to_numpy()),
+        _texts(f["history"]),
+        _counts(f["orig_pkts"].to_numpy()), _counts(f["orig_ip_bytes"].to_numpy()),
+        _counts(f["resp_pkts"].to_numpy()), _counts(f["resp_ip_bytes"].to_numpy()),
         unset,
-        pd.Series(proto).astype(str),
-        text("community_id"),
-    )
-    table = pd.concat(list(cols), axis=1, ignore_index=True)
-    return table.to_csv(sep="\t", header=False, index=False, lineterminator="\n", quoting=csv.QUOTE_NONE)
+        list(map(str, proto.tolist())),
+        _texts(f["community_id"]),
+    ]
+    return "".join(["\t".join(row) + "\n" for row in zip(*cols, strict=True)])
 
 
 def parse_conn_log(text: str) -> tuple[dict[str, str], pd.DataFrame]:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import json
 import os
 import sys
 
+import numpy as np
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
@@ -43,7 +46,9 @@ def _time(ns: int) -> str:
 def flows_renderable(flows: pd.DataFrame, *, limit: int | None = None) -> Table:
     """A rich Table of ``flows``, one row per flow (the first ``limit`` rows if given)."""
     shown = flows if limit is None else flows.head(limit)
-    title = f"{len(flows):,} flows" + (f" (first {len(shown):,} shown)" if len(shown) < len(flows) else "")
+    title = f"{len(flows):,} flows"
+    if len(shown) < len(flows):
+        title += f" (first {len(shown):,} shown; --limit 0 for all, or --json/--csv/--zeek)"
     t = Table(title=title, title_justify="left", box=None, pad_edge=False, header_style="bold")
     for name, justify in (("capture", "left"), ("point", "left"), ("proto", "left"), ("originator", "right"),
                           ("responder", "left"), ("start (UTC)", "left"), ("duration s", "right"),
@@ -97,9 +102,16 @@ def flows_json(flows: pd.DataFrame) -> str:
 
 def flows_csv(flows: pd.DataFrame) -> str:
     """The CSV text of ``flowtrace flows --csv`` (header row, one line per flow)."""
-    out = flows.copy()
-    for col in out.columns:
-        if isinstance(out[col].dtype, pd.CategoricalDtype):
-            out[col] = out[col].astype(object)
-    return out.to_csv(index=False, lineterminator="\n", na_rep="")
-
+    columns = []
+    for name in flows.columns:
+        col = flows[name]
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            cats = np.array([str(c) for c in col.cat.categories] + [""], dtype=object)
+            columns.append(cats[col.cat.codes.to_numpy().astype(np.int64)].tolist())
+        else:
+            columns.append(col.tolist())
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(list(flows.columns))
+    writer.writerows(zip(*columns, strict=True))
+    return buf.getvalue()
