@@ -24,7 +24,7 @@ _DIRECTION_CODE[DIR_IN] = DIRECTIONS.index("in")
 _DIRECTION_CODE[DIR_OUT] = DIRECTIONS.index("out")
 _DIRECTION_CODE[DIR_UNKNOWN] = DIRECTIONS.index("unknown")
 
-_RECORD_COLUMNS = {"capture": "int16", "frame": "uint32", "ts_ns": "int64", "interface": "int16",
+_RECORD_COLUMNS = {"capture": "int8", "frame": "uint32", "ts_ns": "int64", "interface": "int8",
                    "caplen": "uint32", "wirelen": "uint32"}
 _STORE_DTYPES = {name: dtype for name, dtype, _ in OUTPUT_COLUMNS}
 _STORE_DTYPES.update(_RECORD_COLUMNS)
@@ -120,10 +120,16 @@ class PacketTableBuilder:
         c = self._cols
         for name in ADDRESS_COLUMNS:
             c[name][a:b] = out[name]
+        lut = np.asarray([self._label(i.label) for i in interfaces] or [self._label("")], dtype=np.int32)
+        # Capture and interface codes start as int8 (as their categoricals end up) and
+        # widen the first time a read has more than 127 of them.
+        for name, top in (("capture", capture), ("interface", int(lut.max()))):
+            if top > np.iinfo(c[name].dtype).max:
+                self._cols[name] = c[name].astype(np.int32)
+        c = self._cols
         c["capture"][a:b] = capture
         c["frame"][a:b] = np.arange(batch.first_frame, batch.first_frame + n, dtype=np.uint32)
         c["ts_ns"][a:b] = batch.ts_ns
-        lut = np.asarray([self._label(i.label) for i in interfaces] or [self._label("")], dtype=np.int16)
         c["interface"][a:b] = lut[np.clip(batch.interface, 0, lut.size - 1)]
         c["caplen"][a:b] = batch.caplen
         c["wirelen"][a:b] = batch.wirelen
