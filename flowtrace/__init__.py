@@ -4,6 +4,7 @@ The public API: ``read_packets`` (captures -> packets table), ``flows`` (-> flow
 and ``inspect_captures``.
 """
 
+from flowtrace import flows  # the flows stage; callable: flowtrace.flows(packets) -> flows table
 from flowtrace.errors import (
     CaptureError,
     CaptureFormatError,
@@ -13,11 +14,7 @@ from flowtrace.errors import (
     InputError,
     LabError,
 )
-
-# ``flows`` (the function) is bound after flowtrace.pipeline has imported the flowtrace.flows
-# package, so the attribute is the function; import the package's names with
-# ``from flowtrace.flows import build``.
-from flowtrace.pipeline import flows, inspect_captures, read_packets
+from flowtrace.pipeline import inspect_captures, read_packets
 from flowtrace.schema import FLOWS, PACKETS, SCHEMA_VERSION
 
 __version__ = "0.1.0"
