@@ -364,7 +364,7 @@ class _Core:
         pf["orig_ttl"] = first_where(fo, p.ttl, 0)
         pf["resp_ttl"] = first_where(~fo, p.ttl, 0)
         duration = last_ts - pf["ts_ns"]
-        conn_state = np.full(F, "OTH", dtype=object)
+        conn_state = np.full(F, state.CODE["OTH"], dtype=np.int8)
         hist = [""] * F
         tcp_cols = _tcp_columns(p, F, flow, fstart, fo, r, kind, ts_s, flags, seq_s, ack_s, payload_s, pf)
         if tcp_cols is not None:

@@ -19,6 +19,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from flowtrace.schema import CONN_STATES
+
 INACTIVE, SYN_SENT, SYN_ACK_SENT, PARTIAL, ESTABLISHED, CLOSED, RESET = range(7)
 """Zeek's TCP endpoint states, in the order of its ``EndpointState`` enum."""
 
@@ -214,16 +216,24 @@ def endpoint_states(state: np.ndarray) -> tuple[np.ndarray, ...]:
 _RSTOS0 = re.compile(r"\^?S[^HAFGIQ]*R.*")
 
 
+CODE = {name: np.int8(i) for i, name in enumerate(CONN_STATES)}
+"""Code of each conn_state name (its position in ``flowtrace.schema.CONN_STATES``)."""
+
+
+def state_names(codes: np.ndarray) -> list[str]:
+    """The conn_state names of ``codes``."""
+    return [CONN_STATES[c] for c in np.asarray(codes).tolist()]
+
+
 def tcp_conn_state(*, o: np.ndarray, r: np.ndarray, orig_size: np.ndarray, resp_size: np.ndarray,
                    history: list[str]) -> np.ndarray:
-    """Zeek's ``conn_state`` for TCP flows from the final endpoint states (object array).
+    """Zeek's ``conn_state`` codes (int8, see CODE) for TCP flows from the final endpoint states.
 
     ``o``/``r`` are the endpoint states, sizes the orig/resp payload bytes (for REJ) and
     ``history`` the history strings (for RSTOS0).
     """
     o_inactive = (o == INACTIVE) | (o == PARTIAL)
     r_inactive = (r == INACTIVE) | (r == PARTIAL)
-    out = np.full(o.size, "OTH", dtype=object)
     rej = (r == RESET) & ((o == SYN_SENT) | (o == SYN_ACK_SENT)
                           | ((o == RESET) & (orig_size == 0) & (resp_size == 0)))
     conds = [
@@ -240,17 +250,16 @@ def tcp_conn_state(*, o: np.ndarray, r: np.ndarray, orig_size: np.ndarray, resp_
         (o == SYN_SENT) & (r == INACTIVE),
         (o == ESTABLISHED) & (r == ESTABLISHED),
     ]
-    names = ["REJ", "RSTRH", "RSTR", "?", "RSTO", "SF", "SH", "S2", "SHR", "S3", "S0", "S1"]
-    choice = np.select(conds, np.arange(len(conds)), -1)
-    for i, name in enumerate(names):
-        out[choice == i] = name
-    for j in np.flatnonzero(choice == 3):
-        out[j] = "RSTOS0" if _RSTOS0.fullmatch(history[j]) else "OTH"
+    names = ["REJ", "RSTRH", "RSTR", "OTH", "RSTO", "SF", "SH", "S2", "SHR", "S3", "S0", "S1"]
+    out = np.select(conds, [CODE[n] for n in names], CODE["OTH"]).astype(np.int8)
+    for j in np.flatnonzero((o == RESET) & r_inactive & (r != RESET)):
+        if _RSTOS0.fullmatch(history[j]):
+            out[j] = CODE["RSTOS0"]
     return out
 
 
 def udp_conn_state(orig_pkts: np.ndarray, resp_pkts: np.ndarray) -> np.ndarray:
-    """Zeek's ``conn_state`` for UDP: SF both sides sent, S0 only the originator, SHR only the
-    responder, OTH neither (object array)."""
+    """Zeek's ``conn_state`` codes for UDP: SF both sides sent, S0 only the originator, SHR
+    only the responder, OTH neither (int8)."""
     o, r = orig_pkts > 0, resp_pkts > 0
-    return np.select([o & r, o, r], ["SF", "S0", "SHR"], "OTH").astype(object)
+    return np.select([o & r, o, r], [CODE["SF"], CODE["S0"], CODE["SHR"]], CODE["OTH"]).astype(np.int8)

@@ -100,7 +100,7 @@ def assemble(pf: dict, *, packets: pd.DataFrame, addresses: Sequence[str],
         "outer_resp_h": cat(pf["outer_resp_h"], outer_dtype),
         "orig_h": cat(pf["orig_h"], addr_dtype),
         "resp_h": cat(pf["resp_h"], addr_dtype),
-        "conn_state": pd.Categorical(pf["conn_state"], categories=list(CONN_STATES)),
+        "conn_state": cat(pf["conn_state"], pd.CategoricalDtype(list(CONN_STATES))),
         "fin_sender": cat(pf["fin_sender"], pd.CategoricalDtype(list(SENDERS))),
         "rst_sender": cat(pf["rst_sender"], pd.CategoricalDtype(list(SENDERS))),
         "history": np.asarray(pf["history"], dtype=object),
@@ -113,5 +113,14 @@ def assemble(pf: dict, *, packets: pd.DataFrame, addresses: Sequence[str],
         proto=pf["proto"], orig_h=pf["orig_h"], orig_p=pf["orig_p"], resp_h=pf["resp_h"], resp_p=pf["resp_p"],
         ts_ns=pf["ts_ns"], icmp_id=pf["icmp_id"], vni=pf["vni"], captures=captures, interfaces=interfaces,
         addresses=addresses)
-    df = pd.DataFrame({c.name: cols[c.name] for c in FLOWS.columns})
-    return FLOWS.conform(df)
+    out: dict[str, object] = {}
+    for c in FLOWS.columns:
+        v = cols[c.name]
+        if c.dtype == "str":
+            # a Series of dtype object, so that pandas does not infer its string dtype
+            out[c.name] = pd.Series(np.asarray(v, dtype=object), dtype=object, copy=False)
+        elif c.dtype == "category":
+            out[c.name] = v
+        else:
+            out[c.name] = np.asarray(v).astype(c.dtype, copy=False)
+    return pd.DataFrame(out, copy=False)
