@@ -131,7 +131,9 @@ def split_flows(*, group_start: np.ndarray, kind: np.ndarray, ts: np.ndarray, fl
     gend = np.append(gfirst[1:], m)
     active = np.flatnonzero(gend - gfirst > 1)
     tmo = {k: np.int64(timeouts.get(k, round(v * 1e9))) for k, v in CONNTRACK_TIMEOUTS.items()}
-    while active.size:
+    for _ in range(m + 1):  # each round adds at least one split to every group it keeps
+        if not active.size:
+            break
         idx = block_index(gfirst[active], gend[active] - gfirst[active])
         ctx = _Context(kind[idx], ts[idx], flags[idx], seq[idx], ack[idx], lower[idx], tmo)
         gs = group_start[idx]
