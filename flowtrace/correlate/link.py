@@ -79,6 +79,9 @@ def flow_edges(s: Sightings, flow_id: np.ndarray, from_orig: np.ndarray) -> tupl
     a, b = flow[hub], flow
     parity = fo[hub] != fo
     differ = a != b
+    if not differ.any():
+        e = np.zeros(0, dtype=np.int64)
+        return e, e, np.zeros(0, dtype=bool), int(bad.sum())
     n = int(flow.max()) + 1
     code = np.unique((a[differ].astype(np.int64) * n + b[differ]) * 2 + parity[differ])
     return (code // 2) // n, (code // 2) % n, (code % 2).astype(bool), int(bad.sum())
