@@ -207,7 +207,9 @@ def _latencies(hops: pd.DataFrame, st: pd.DataFrame) -> None:
     rank = rank_of[hop_id]
     keep = rank >= 0
     g, r, t, h = st["group"].to_numpy()[keep], rank[keep], st["ts"].to_numpy()[keep], hop_id[keep]
-    order = np.lexsort((t, r, g))
+    # st is sorted by (group, time): a stable sort on (group, rank) keeps each pair's
+    # earliest sighting first.
+    order = np.argsort(g * 4096 + np.minimum(r, 4095), kind="stable")
     g, r, t, h = g[order], r[order], t[order], h[order]
     first = np.r_[True, (g[1:] != g[:-1]) | (r[1:] != r[:-1])]
     g, r, t, h = g[first], r[first], t[first], h[first]
@@ -215,7 +217,10 @@ def _latencies(hops: pd.DataFrame, st: pd.DataFrame) -> None:
     if not nxt.size:
         return
     lat = pd.Series(t[nxt] - t[nxt - 1]).groupby(h[nxt]).median().round().astype(np.int64)
-    idx = np.flatnonzero(np.isin(hops["hop_id"].to_numpy(), lat.index.to_numpy()))
+    ids = hops["hop_id"].to_numpy()
+    pos = np.searchsorted(lat.index.to_numpy(), ids)
+    pos = np.minimum(pos, lat.size - 1)
+    hit = lat.index.to_numpy()[pos] == ids
     latency = hops["latency_ns"].to_numpy().copy()
-    latency[idx] = lat.reindex(hops["hop_id"].to_numpy()[idx]).to_numpy()
+    latency[hit] = lat.to_numpy()[pos[hit]]
     hops["latency_ns"] = latency

@@ -103,25 +103,22 @@ def observation_points(packets: pd.DataFrame) -> np.ndarray:
 def split_groups(s: Sightings, corrected_ts: np.ndarray, window_ns: int) -> Sightings:
     """Split groups wherever consecutive sightings (in corrected time) are more than
     ``window_ns`` apart: a packet sent again later with identical invariants (a UDP
-    datagram, a RST or a segment without timestamps) is a new occurrence. Returns a new,
-    re-sorted Sightings."""
+    datagram, a RST or a segment without timestamps) is a new occurrence.
+
+    Returns a new Sightings with the same rows in the same order and new group ids (no
+    longer sorted by group: consumers that need an order sort for themselves).
+    """
     if not len(s):
         return s
+    group = np.empty_like(s.group)
     order = np.lexsort((corrected_ts, s.group))
     g = s.group[order]
     t = corrected_ts[order]
-    new_group = np.ones(g.size, dtype=bool)
-    new_group[1:] = (g[1:] != g[:-1]) | (np.diff(t) > window_ns)
-    group = np.cumsum(new_group) - 1
-    dense = np.empty_like(group)
-    dense[order] = group
-    fields = {name: getattr(s, name) for name in ("row", "capture", "ts", "ttl", "direction", "strength", "point")}
-    frame_order = np.lexsort((fields["row"], fields["ts"], fields["capture"], dense))
-    return Sightings(
-        group=dense[frame_order].astype(np.int64),
-        capture_names=s.capture_names,
-        **{k: v[frame_order] for k, v in fields.items()},
-    )
+    new = np.r_[True, (g[1:] != g[:-1]) | (np.diff(t) > window_ns)]
+    group[order] = np.cumsum(new)
+    _, dense = np.unique(group, return_inverse=True)
+    return Sightings(group=dense.reshape(-1).astype(np.int64), row=s.row, capture=s.capture, ts=s.ts, ttl=s.ttl,
+                     direction=s.direction, strength=s.strength, point=s.point, capture_names=s.capture_names)
 
 
 def clean_groups(s: Sightings, max_span_ns: int = 100_000_000) -> np.ndarray:
