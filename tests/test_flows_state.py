@@ -183,3 +183,30 @@ def test_duration_stops_when_both_sides_closed():
 
 def test_single_packet_has_zero_duration():
     assert one(Tcp().a("S")).duration_ns == 0
+
+
+def test_content_gap_counts_missed_bytes_and_g():
+    c = Tcp().handshake().a("PA", 100)
+    c.a("PA", 100, seq=1201)  # bytes 1101..1200 never captured
+    c.b("A", ack=1301)
+    row = one(c)
+    assert row.missed_bytes == 100
+    assert row.history == "ShADGa"
+    assert row.orig_bytes == 300  # Zeek counts by sequence numbers, the hole included
+
+
+def test_acknowledged_but_unseen_tail_is_missed():
+    c = Tcp().handshake().a("PA", 100).b("A", ack=1001 + 100 + 50)
+    row = one(c)
+    assert row.missed_bytes == 50
+    assert "G" in row.history
+
+
+def test_reordered_data_is_not_a_gap():
+    c = Tcp().handshake()
+    c.a("PA", 100, seq=1101)
+    c.a("PA", 100, seq=1001)
+    c.b("A", ack=1201)
+    row = one(c)
+    assert row.missed_bytes == 0
+    assert "G" not in row.history
