@@ -61,6 +61,8 @@ class FlowFilter:
 
     def apply(self, flows: pd.DataFrame) -> pd.DataFrame:
         """The rows of ``flows`` that pass (``flow_id`` kept as it was)."""
+        if not (self.hosts or self.ports or self.protos or self.captures):
+            return flows
         keep = np.ones(len(flows), dtype=bool)
         if self.hosts:
             keep &= self._in_nets(flows["orig_h"]) | self._in_nets(flows["resp_h"])
