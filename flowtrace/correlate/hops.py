@@ -32,17 +32,25 @@ _DESCRIBE = ("capture", "interface", "ifindex", "direction", "src", "dst", "spor
 
 def hop_keys(packets: pd.DataFrame, flow_id: np.ndarray, pdir: np.ndarray, connection: np.ndarray) -> np.ndarray:
     """int64 hop id of every packet row (-1 outside any flow): equal for packets of one
-    connection and direction seen at one observation point with one tuple."""
-    rows = np.flatnonzero(flow_id >= 0)
+    connection and direction seen at one observation point with one tuple.
+
+    A flow is already one observation point and one tuple per direction, so the key is
+    computed per (flow, direction) from its first packet and spread back to the packets.
+    """
     out = np.full(len(packets), -1, dtype=np.int64)
+    rows = np.flatnonzero(flow_id >= 0)
     if not rows.size:
         return out
-    cols = {"c": connection[flow_id[rows]], "d": pdir[rows]}
+    fd = flow_id[rows] * 2 + (pdir[rows] == 1)
+    uniq, first, inverse = np.unique(fd, return_index=True, return_inverse=True)
+    rep = rows[first]
+    cols = {"c": connection[uniq // 2], "d": uniq % 2}
     for name in _TUPLE:
         s = packets[name]
-        cols[name] = (s.cat.codes.to_numpy() if isinstance(s.dtype, pd.CategoricalDtype) else s.to_numpy())[rows]
+        cols[name] = (s.cat.codes.to_numpy() if isinstance(s.dtype, pd.CategoricalDtype) else s.to_numpy())[rep]
     frame = pd.DataFrame(cols)
-    out[rows] = frame.groupby(list(frame.columns), sort=False, observed=True, dropna=False).ngroup().to_numpy()
+    ids = frame.groupby(list(frame.columns), sort=False, observed=True, dropna=False).ngroup().to_numpy()
+    out[rows] = ids[inverse.reshape(-1)]
     return out
 
 
@@ -51,16 +59,29 @@ def build_hops(packets: pd.DataFrame, flow_id: np.ndarray, pdir: np.ndarray, cts
     """The hops table and every packet's hop id (see module doc and schema HOPS)."""
     hop_of = hop_keys(packets, flow_id, pdir, links.connection)
     rows = np.flatnonzero(hop_of >= 0)
-    base = pd.DataFrame({
-        "row": rows, "hop_id": hop_of[rows], "flow": flow_id[rows], "direction": pdir[rows],
-        "connection": links.connection[flow_id[rows]], "ts": cts[rows],
-        "ttl": packets["ttl"].to_numpy()[rows], "bytes": packets["ip_len"].to_numpy()[rows].astype(np.int64),
-    }).sort_values("ts", kind="stable")
-    g = base.groupby("hop_id", sort=True)
-    hops = g.agg(connection=("connection", "first"), direction=("direction", "first"),
-                 first_row=("row", "first"), first_ts_ns=("ts", "first"), last_ts_ns=("ts", "last"),
-                 ttl=("ttl", "max"), packets=("row", "size"), ip_bytes=("bytes", "sum"),
-                 flow=("flow", "first"), flows=("flow", "nunique")).reset_index()
+    hid = hop_of[rows]
+    order = np.lexsort((cts[rows], hid))
+    rows, hid = rows[order], hid[order]
+    starts = np.flatnonzero(np.r_[True, hid[1:] != hid[:-1]]) if hid.size else np.zeros(0, np.int64)
+    ends = np.r_[starts[1:], hid.size] - 1 if hid.size else starts
+    flow = flow_id[rows]
+    ts = cts[rows]
+    pairs = np.unique(hid * (int(flow.max()) + 1 if flow.size else 1) + flow) if flow.size else flow
+    n_flows = np.bincount(pairs // (int(flow.max()) + 1), minlength=starts.size) if flow.size else pairs
+    hops = pd.DataFrame({
+        "hop_id": hid[starts],
+        "connection": links.connection[flow[starts]] if flow.size else flow,
+        "direction": pdir[rows[starts]],
+        "first_row": rows[starts],
+        "first_ts_ns": ts[starts],
+        "last_ts_ns": ts[ends],
+        "ttl": np.maximum.reduceat(packets["ttl"].to_numpy()[rows], starts) if starts.size else starts,
+        "packets": np.diff(np.r_[starts, hid.size]).astype(np.int64),
+        "ip_bytes": np.add.reduceat(packets["ip_len"].to_numpy()[rows].astype(np.int64), starts)
+        if starts.size else starts,
+        "flow": flow[starts],
+        "flows": n_flows.astype(np.int32),
+    })
     st = st.assign(hop_id=hop_of[st["row"].to_numpy()])
     st = st[st["hop_id"] >= 0]
     if not st.empty:
@@ -97,22 +118,36 @@ def build_hops(packets: pd.DataFrame, flow_id: np.ndarray, pdir: np.ndarray, cts
 
 def _on_path(hops: pd.DataFrame, st: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Hops the best-seen packet of their connection and direction passed, and that
-    packet's TTL at each hop (-1 where it was not seen)."""
-    on = np.ones(len(hops), dtype=bool)
-    ttl = np.full(len(hops), -1, dtype=np.int64)
+    packet's TTL at each hop (-1 where it was not seen).
+
+    The best-seen packet of a (connection, direction) is the sighting group with the most
+    sightings (the earliest among equals)."""
+    n = len(hops)
+    on = np.ones(n, dtype=bool)
+    ttl = np.full(n, -1, dtype=np.int64)
     if st.empty:
         return on, ttl
-    per_group = st.groupby(["connection", "direction", "group"], sort=False).agg(
-        points=("hop_id", "nunique"), ts=("ts", "min")).reset_index()
-    per_group = per_group.sort_values(["connection", "direction", "points", "ts"],
-                                      ascending=[True, True, False, True], kind="stable")
-    anchor = per_group.drop_duplicates(["connection", "direction"])
-    path = st.merge(anchor[["connection", "direction", "group"]], on=["connection", "direction", "group"])
-    on_ids = np.unique(path["hop_id"].to_numpy())
-    seen_dirs = anchor.set_index(["connection", "direction"]).index
-    has_anchor = pd.MultiIndex.from_frame(hops[["connection", "direction"]]).isin(seen_dirs)
+    g = st["group"].to_numpy()
+    cd = st["connection"].to_numpy() * 2 + st["direction"].to_numpy().astype(np.int64)
+    ts = st["ts"].to_numpy()
+    size = np.bincount(g)
+    first_ts = np.full(size.size, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first_ts, g, ts)
+    # Rank groups within their connection direction: most sightings, then earliest.
+    gid, gpos = np.unique(g, return_index=True)
+    gcd = cd[gpos]
+    order = np.lexsort((first_ts[gid], -size[gid], gcd))
+    best = order[np.r_[True, gcd[order][1:] != gcd[order][:-1]]]
+    anchor_group = np.zeros(size.size, dtype=bool)
+    anchor_group[gid[best]] = True
+    in_anchor = anchor_group[g]
+    hop_ids = st["hop_id"].to_numpy()
+    anchored_cd = np.unique(gcd[best])
+    hops_cd = hops["connection"].to_numpy() * 2 + hops["direction"].to_numpy().astype(np.int64)
+    has_anchor = np.isin(hops_cd, anchored_cd)
+    on_ids = np.unique(hop_ids[in_anchor])
     on = ~has_anchor | np.isin(hops["hop_id"].to_numpy(), on_ids)
-    at = path.groupby("hop_id")["ttl"].max()
+    at = pd.Series(st["ttl"].to_numpy()[in_anchor]).groupby(hop_ids[in_anchor]).max()
     ttl = at.reindex(hops["hop_id"].to_numpy()).fillna(-1).to_numpy().astype(np.int64)
     return on, ttl
 
@@ -126,13 +161,15 @@ def order_hops(hops: pd.DataFrame, capture_code: np.ndarray, guessed_dir: np.nda
     """
     h = hops.assign(_cap=capture_code, _dir=guessed_dir)
     unit = ["connection", "direction", "ttl", "_cap"]
-    h = h.sort_values([*unit, "delay_ns", "first_ts_ns"], kind="stable")
+    h = h.sort_values([*unit, "delay_ns", "first_ts_ns", "first_row"], kind="stable")
     first_dir = h.groupby(unit, sort=False)["_dir"].transform("first")
     last_dir = h.groupby(unit, sort=False)["_dir"].transform("last")
     h["_rank"] = np.where(first_dir.to_numpy() == DIR_OUT, 0, np.where(last_dir.to_numpy() == DIR_IN, 2, 1))
     h["_unit_delay"] = h.groupby(unit, sort=False)["delay_ns"].transform("min")
-    h = h.sort_values(["connection", "direction", "ttl", "_rank", "_unit_delay", "_cap", "delay_ns", "first_ts_ns"],
-                      ascending=[True, True, False, True, True, True, True, True], kind="stable")
+    # Equal timestamps inside one capture: frame order is the order the kernel handed the
+    # packet to the capture, interface after interface.
+    h = h.sort_values(["connection", "direction", "ttl", "_rank", "_unit_delay", "_cap", "delay_ns", "first_ts_ns",
+                       "first_row"], ascending=[True, True, False, True, True, True, True, True, True], kind="stable")
     h["hop"] = h.groupby(["connection", "direction"], sort=False).cumcount().astype(np.int32)
     return h.drop(columns=["_cap", "_dir", "_rank", "_unit_delay"]).reset_index(drop=True)
 
