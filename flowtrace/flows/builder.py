@@ -18,15 +18,14 @@ import pandas as pd
 
 from flowtrace.flows import assign, history, icmp, state, tcp
 from flowtrace.flows.alloc import heap_temporaries
+from flowtrace.flows.columns import PacketColumns, i64
 from flowtrace.flows.community_id import community_ids
 from flowtrace.flows.key import address_ranks, canonical, flow_ports, icmp_is
 from flowtrace.flows.table import assemble
 from flowtrace.flows.timeouts import resolve_timeouts
-from flowtrace.schema import DECODE_STATUSES, DIRECTIONS, PACKETS
+from flowtrace.schema import DIRECTIONS, PACKETS
 
-_OK_STATUS = (DECODE_STATUSES.index("ok"), DECODE_STATUSES.index("truncated"))
 _IN, _OUT, _UNKNOWN = (DIRECTIONS.index(d) for d in ("in", "out", "unknown"))
-_IP_MF, _IP_FRAGMENT = 0x02, 0x04
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,7 +65,7 @@ def build(packets: pd.DataFrame, *, timeouts: Mapping[str, float] | None = None,
 
 def _build(packets: pd.DataFrame, tmo: dict[str, int], ignore_checksums: bool) -> FlowSet:
     n = len(packets)
-    p = _Arrays(packets)
+    p = PacketColumns(packets)
     if ignore_checksums:
         p.checksum = np.full(n, -1, dtype=np.int8)
     rank, packed = address_ranks(p.addresses)
@@ -117,7 +116,7 @@ def _build(packets: pd.DataFrame, tmo: dict[str, int], ignore_checksums: bool) -
     return FlowSet(flows=flows, flow_id=flow_id, from_orig=from_orig, related=related)
 
 
-def _error_columns(p: _Arrays, rows: np.ndarray, flows: np.ndarray, n_flows: int) -> dict[str, object]:
+def _error_columns(p: PacketColumns, rows: np.ndarray, flows: np.ndarray, n_flows: int) -> dict[str, object]:
     count = np.bincount(flows, minlength=n_flows).astype(np.int32)
     types = np.full(n_flows, "", dtype=object)
     frames = np.full(n_flows, "", dtype=object)
@@ -134,103 +133,10 @@ def _error_columns(p: _Arrays, rows: np.ndarray, flows: np.ndarray, n_flows: int
     return {"icmp_error_count": count, "icmp_error_types": types, "icmp_error_frames": frames}
 
 
-class _Arrays:
-    """The packet columns flow building reads, as plain numpy arrays."""
-
-    def __init__(self, df: pd.DataFrame) -> None:
-        def codes(name: str) -> np.ndarray:
-            return df[name].cat.codes.to_numpy().astype(np.int64)
-
-        self.addresses: list[str] = [str(a) for a in df["src"].cat.categories]
-        self.src = codes("src")
-        self.dst = self._recode(df["dst"], self.addresses)
-        self.quoted_src = self._recode(df["quoted_src"], self.addresses)
-        self.quoted_dst = self._recode(df["quoted_dst"], self.addresses)
-        self.outer_addresses: list[str] = [str(a) for a in df["outer_src"].cat.categories]
-        self.outer_src = codes("outer_src")
-        self.outer_dst = self._recode(df["outer_dst"], self.outer_addresses)
-        self.capture = codes("capture")
-        self.interface = codes("interface")
-        self.direction = codes("direction")
-        self.encap = codes("encap")
-        self.status = codes("decode_status")
-        # Plain views of the numeric columns (no copies); callers widen what they gather.
-        for name in ("frame", "ifindex", "vni", "ip_version", "proto", "sport", "dport", "ip_id", "ttl",
-                     "ip_len", "ip_flags", "frag_offset", "seq", "ack", "window", "tcp_opts", "tsval",
-                     "icmp_type", "icmp_code", "icmp_id", "quoted_proto", "quoted_sport", "quoted_dport"):
-            setattr(self, name, df[name].to_numpy())
-        self.ts = df["ts_ns"].to_numpy()
-        self.flags = df["tcp_flags"].to_numpy()
-        self.payload = df["payload_len"].to_numpy()
-        self.checksum = df["l4_checksum"].to_numpy()
-        self.frag_tail = np.zeros(len(df), dtype=bool)
-        self._resolve_fragments()
-
-    @staticmethod
-    def _recode(col: pd.Series, categories: list[str]) -> np.ndarray:
-        """Codes of ``col`` in ``categories`` (the decoder shares one address list; be safe)."""
-        own = [str(a) for a in col.cat.categories]
-        codes = col.cat.codes.to_numpy().astype(np.int64)
-        if own == categories:
-            return codes
-        lookup = {a: i for i, a in enumerate(categories)}
-        extra = [a for a in own if a not in lookup]
-        for a in extra:
-            lookup[a] = len(categories)
-            categories.append(a)
-        table = np.array([lookup[a] for a in own] + [-1], dtype=np.int64)
-        return table[codes]
-
-    def _resolve_fragments(self) -> None:
-        """Give non-first fragments the ports of their first fragment (same capture, addresses,
-        protocol and IP ID); they then count in their flow's packets and bytes."""
-        tail = (self.frag_offset > 0) & (self.sport < 0)
-        if not tail.any():
-            return
-        head = (self.frag_offset == 0) & ((self.ip_flags & _IP_FRAGMENT) != 0) & (self.sport >= 0)
-        cols = ("capture", "src", "dst", "proto", "ip_id")
-        h = pd.DataFrame({c: getattr(self, c)[head] for c in cols} | {"row": np.flatnonzero(head)})
-        t = pd.DataFrame({c: getattr(self, c)[tail] for c in cols} | {"tail": np.flatnonzero(tail)})
-        m = t.merge(h.drop_duplicates(list(cols), keep="last"), on=list(cols), how="inner")
-        if not len(m):
-            return
-        tr, hr = m["tail"].to_numpy(), m["row"].to_numpy()
-        self.sport = self.sport.copy()
-        self.dport = self.dport.copy()
-        self.sport[tr] = self.sport[hr]
-        self.dport[tr] = self.dport[hr]
-        self.frag_tail[tr] = True
-
-    def eligible(self) -> np.ndarray:
-        """Rows that belong to a flow: IP, decoded (ok or truncated), with a transport tuple."""
-        ip = ((self.ip_version == 4) | (self.ip_version == 6)) & (self.src >= 0) & (self.dst >= 0) & (self.proto >= 0)
-        ok = (self.status == _OK_STATUS[0]) | (self.status == _OK_STATUS[1]) | self.frag_tail
-        ports = (self.proto == 6) | (self.proto == 17) | (self.proto == 132)
-        icmpish = icmp.is_icmp(self.proto, self.ip_version)
-        tuple_ok = np.where(ports, (self.sport >= 0) & (self.dport >= 0),
-                            np.where(icmpish, self.icmp_type >= 0, True))
-        return ip & ok & tuple_ok
-
-    def error_frame(self, rows: np.ndarray) -> pd.DataFrame:
-        """The ICMP error rows as ``icmp.attach`` wants them."""
-        return pd.DataFrame({
-            "ts": self.ts[rows], "capture": self.capture[rows], "interface": self.interface[rows],
-            "ifindex": self.ifindex[rows], "direction": self.direction[rows], "encap": self.encap[rows],
-            "vni": self.vni[rows], "quoted_src": self.quoted_src[rows], "quoted_dst": self.quoted_dst[rows],
-            "quoted_proto": self.quoted_proto[rows], "quoted_sport": self.quoted_sport[rows],
-            "quoted_dport": self.quoted_dport[rows],
-        })
-
-
-def _i64(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """``values[idx]`` widened to int64."""
-    return values[idx].astype(np.int64)
-
-
-def _group(p: _Arrays, rows: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _group(p: PacketColumns, rows: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row: whether its sender is the lower endpoint, and the id of its group (observation
     point and canonical tuple; see ``key``)."""
-    proto, ver = _i64(p.proto, rows), p.ip_version[rows]
+    proto, ver = i64(p.proto, rows), p.ip_version[rows]
     src, dst = p.src[rows], p.dst[rows]
     pa, pb, one_way = flow_ports(proto, ver, p.sport[rows], p.dport[rows], p.icmp_type[rows], p.icmp_code[rows])
     lower = canonical(rank[src], pa, rank[dst], pb, one_way)
@@ -261,7 +167,7 @@ def _group(p: _Arrays, rows: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray, 
 class _Core:
     """Flows of the packet rows ``rows``: grouping, splitting and per-flow aggregates."""
 
-    def __init__(self, p: _Arrays, rows: np.ndarray, tmo: dict[str, int], rank: np.ndarray) -> None:
+    def __init__(self, p: PacketColumns, rows: np.ndarray, tmo: dict[str, int], rank: np.ndarray) -> None:
         lower, gid = _group(p, rows, rank)
         o = assign.sort_order(gid, p.ts[rows])
         g = gid[o]
@@ -301,7 +207,7 @@ class _Core:
         rf = r[fs]
         pf["capture"] = p.capture[rf]
         pf["interface"] = p.interface[rf]
-        pf["ifindex"] = _i64(p.ifindex, rf)
+        pf["ifindex"] = i64(p.ifindex, rf)
         low_f = lower_s[fs]
         ld_f = assign.lower_direction(p.direction[rf], low_f).astype(np.int64)
         pf["ld"] = ld_f
@@ -311,8 +217,8 @@ class _Core:
         first_from_orig = fo[fs]
         pf["outer_orig_h"] = np.where(first_from_orig, p.outer_src[rf], p.outer_dst[rf])
         pf["outer_resp_h"] = np.where(first_from_orig, p.outer_dst[rf], p.outer_src[rf])
-        pf["vni"] = _i64(p.vni, rf)
-        ver_f, proto_f = _i64(p.ip_version, rf), _i64(p.proto, rf)
+        pf["vni"] = i64(p.vni, rf)
+        ver_f, proto_f = i64(p.ip_version, rf), i64(p.proto, rf)
         pf["ip_version"] = ver_f
         pf["proto"] = proto_f
         pa, pb, one_way = flow_ports(proto_f, ver_f, p.sport[rf], p.dport[rf], p.icmp_type[rf], p.icmp_code[rf])
@@ -326,7 +232,7 @@ class _Core:
         pf["resp_p"] = np.where(orig_lower, hp, lp)
         pf["one_way"] = one_way
         is_icmp_f = icmp.is_icmp(proto_f, ver_f)
-        pf["icmp_id"] = np.where(is_icmp_f & icmp_is("id", ver_f, p.icmp_type[rf]), _i64(p.icmp_id, rf), -1)
+        pf["icmp_id"] = np.where(is_icmp_f & icmp_is("id", ver_f, p.icmp_type[rf]), i64(p.icmp_id, rf), -1)
         pf["ts_ns"] = ts_s[fs]
         pf["first_ts"] = pf["ts_ns"]
         last_ts = ts_s[ends - 1] if F else ts_s[fs]
@@ -401,7 +307,7 @@ class _Core:
         })
 
 
-def _tcp_columns(p: _Arrays, F: int, flow: np.ndarray, fstart: np.ndarray, fo: np.ndarray, r: np.ndarray,
+def _tcp_columns(p: PacketColumns, F: int, flow: np.ndarray, fstart: np.ndarray, fo: np.ndarray, r: np.ndarray,
                  kind: np.ndarray, ts_s: np.ndarray, flags_s: np.ndarray, seq_s: np.ndarray, ack_s: np.ndarray,
                  payload_s: np.ndarray, pf: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray] | None:
     """TCP columns into ``pf``; returns (TCP flow indices, their conn_state, history, close ts)."""
