@@ -24,6 +24,48 @@ class PacketColumns:
     ports of their first fragment (``frag_tail`` marks them).
     """
 
+    addresses: list[str]
+    outer_addresses: list[str]
+    src: np.ndarray
+    dst: np.ndarray
+    quoted_src: np.ndarray
+    quoted_dst: np.ndarray
+    outer_src: np.ndarray
+    outer_dst: np.ndarray
+    capture: np.ndarray
+    interface: np.ndarray
+    direction: np.ndarray
+    encap: np.ndarray
+    status: np.ndarray
+    frame: np.ndarray
+    ifindex: np.ndarray
+    vni: np.ndarray
+    ip_version: np.ndarray
+    proto: np.ndarray
+    sport: np.ndarray
+    dport: np.ndarray
+    ip_id: np.ndarray
+    ttl: np.ndarray
+    ip_len: np.ndarray
+    ip_flags: np.ndarray
+    frag_offset: np.ndarray
+    seq: np.ndarray
+    ack: np.ndarray
+    window: np.ndarray
+    tcp_opts: np.ndarray
+    tsval: np.ndarray
+    icmp_type: np.ndarray
+    icmp_code: np.ndarray
+    icmp_id: np.ndarray
+    quoted_proto: np.ndarray
+    quoted_sport: np.ndarray
+    quoted_dport: np.ndarray
+    ts: np.ndarray
+    flags: np.ndarray
+    payload: np.ndarray
+    checksum: np.ndarray
+    frag_tail: np.ndarray
+
     def __init__(self, df: pd.DataFrame) -> None:
         def codes(name: str) -> np.ndarray:
             return df[name].cat.codes.to_numpy().astype(np.int64)
