@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+import sys
+import warnings
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from os import PathLike
 from pathlib import Path
 
@@ -12,7 +17,7 @@ import pandas as pd
 from flowtrace.analysis import Analysis
 from flowtrace.capture.files import CaptureSource, expand_sources
 from flowtrace.capture.memory import pin_mmap_threshold
-from flowtrace.capture.reader import CaptureFile, CaptureReader
+from flowtrace.capture.reader import CaptureFile, CaptureMeta, CaptureReader
 from flowtrace.context.conntrack import compare, created_entries, looks_like_dump, read_dump
 from flowtrace.context.manifest import Manifest, read_manifest
 from flowtrace.correlate.assemble import correlate
@@ -21,7 +26,8 @@ from flowtrace.correlate.roles import infer_roles
 from flowtrace.decode.batch import decode_batch
 from flowtrace.decode.state import BatchState
 from flowtrace.decode.summary import CaptureSummary, summarize
-from flowtrace.decode.table import PacketTableBuilder
+from flowtrace.decode.table import PacketTableBuilder, merge_parts
+from flowtrace.errors import CaptureWarning
 from flowtrace.flows import FlowSet
 from flowtrace.flows import build as build_flows
 
@@ -37,30 +43,85 @@ def _as_list(captures: CaptureArg | Sequence[CaptureArg]) -> list[str]:
     return [str(c) for c in captures]
 
 
-def read_sources(sources: Sequence[CaptureSource]) -> tuple[pd.DataFrame, list[CaptureReader]]:
-    """Read and decode ``sources`` into one packets table; also return each capture's reader.
+PARALLEL_MIN_BYTES = 64 << 20
+"""Below this much input, decoding in one process is faster than starting workers."""
 
-    Raises CaptureError (CaptureOpenError, CaptureFormatError) for a file that cannot be
-    read at all; a capture cut mid-record yields its complete records and a CaptureWarning.
-    """
+
+def _decode_into(builder: PacketTableBuilder, code: int, source: CaptureSource) -> CaptureMeta:
+    """Decode one capture into ``builder`` as capture ``code``; returns what the reader learned."""
+    with CaptureFile(source) as reader:
+        start = builder.size
+        for batch in reader.batches():
+            n = len(batch)
+            builder.reserve(n, projected=_projected_rows(reader, builder.size - start + n, start))
+            out = builder.views(n)
+            decode_batch(batch, reader.interfaces, builder.book, BatchState(batch, out))
+            builder.commit(code, batch, reader.interfaces, out)
+            del out
+        reader.close()
+    log.debug("read %s: %d frames", source.path, reader.frames)
+    return reader.meta()
+
+
+def _decode_worker(source: CaptureSource) -> tuple[dict[str, object], CaptureMeta, list[str]]:
+    """Worker process: one capture decoded on its own (its warnings returned as text)."""
     pin_mmap_threshold()
     builder = PacketTableBuilder()
-    readers: list[CaptureReader] = []
+    builder.add_capture(source.name)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CaptureWarning)
+        meta = _decode_into(builder, 0, source)
+    return builder.export_part(), meta, [str(w.message) for w in caught]
+
+
+def _workers(sources: Sequence[CaptureSource], workers: int | None) -> int:
+    if workers is not None:
+        return max(1, min(workers, len(sources)))
+    env = os.environ.get("FLOWTRACE_WORKERS")
+    if env is not None:
+        return max(1, min(int(env) if env.isdigit() else 1, len(sources)))
+    if len(sources) < 2 or sys.platform != "linux":
+        return 1
+    try:
+        size = sum(os.path.getsize(s.path) for s in sources)
+    except OSError:
+        return 1
+    return min(os.cpu_count() or 1, len(sources)) if size >= PARALLEL_MIN_BYTES else 1
+
+
+def read_sources(sources: Sequence[CaptureSource], *, workers: int | None = None
+                 ) -> tuple[pd.DataFrame, list[CaptureMeta]]:
+    """Read and decode ``sources`` into one packets table; also return each capture's metadata.
+
+    Several large captures are decoded in parallel worker processes (``workers``; default:
+    one per core when the input exceeds PARALLEL_MIN_BYTES). Raises CaptureError
+    (CaptureOpenError, CaptureFormatError) for a file that cannot be read at all; a
+    capture cut mid-record yields its complete records and a CaptureWarning.
+    """
+    pin_mmap_threshold()
+    n_workers = _workers(sources, workers)
+    if n_workers > 1:
+        # Open every file first so that a bad one fails before any work starts.
+        for source in sources:
+            with CaptureFile(source):
+                pass
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
+            results = list(pool.map(_decode_worker, sources))
+        metas = []
+        for _, meta, caught in results:
+            for message in caught:
+                warnings.warn(message, CaptureWarning, stacklevel=2)
+            metas.append(meta)
+        parts = [part for part, _, _ in results]
+        del results
+        return merge_parts(parts, [s.name for s in sources]), metas
+    builder = PacketTableBuilder()
+    metas = []
     for source in sources:
         code = builder.add_capture(source.name)
-        with CaptureFile(source) as reader:
-            start = builder.size
-            for batch in reader.batches():
-                n = len(batch)
-                builder.reserve(n, projected=_projected_rows(reader, builder.size - start + n, start))
-                out = builder.views(n)
-                decode_batch(batch, reader.interfaces, builder.book, BatchState(batch, out))
-                builder.commit(code, batch, reader.interfaces, out)
-                del out
-            reader.close()
-        readers.append(reader)
-        log.debug("read %s: %d frames", source.path, reader.frames)
-    return builder.finish(), readers
+        metas.append(_decode_into(builder, code, source))
+    return builder.finish(), metas
 
 
 def _projected_rows(reader: CaptureReader, rows_so_far: int, base_rows: int) -> int:

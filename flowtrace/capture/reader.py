@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -28,6 +29,23 @@ CHUNK_BYTES = 4 << 20
 
 MAX_RECORD = 64 << 20
 """A record claiming more bytes than this is treated as corruption, not as a frame."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CaptureMeta:
+    """What a reader learned about its capture, detached from the open file (picklable)."""
+
+    source: CaptureSource
+    path: Path
+    format: str
+    compression: str | None
+    byte_order: str
+    time_resolution: str
+    sections: int
+    version: str
+    interfaces: list[Interface]
+    warnings: list[str]
+    frames: int
 
 
 class CaptureReader:
@@ -137,6 +155,18 @@ class CaptureReader:
                 bigger = np.zeros(size + PAD, dtype=np.uint8)
                 bigger[:fill] = buf[:fill]
                 buf = bigger
+
+    def meta(self) -> CaptureMeta:
+        """A picklable snapshot of what was learned about the capture."""
+        return CaptureMeta(source=self.source, path=self.path, format=self.format, compression=self.compression,
+                           byte_order=self.byte_order, time_resolution=self.time_resolution,
+                           sections=self.sections, version=getattr(self, "version", ""),
+                           interfaces=list(self.interfaces), warnings=list(self.warnings), frames=self.frames)
+
+    @property
+    def time_resolution(self) -> str:
+        """Label of the timestamp resolution (the formats say more)."""
+        return "us"
 
     def close(self) -> None:
         """Release the file (the context manager that opened it closes the OS handle)."""

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from flowtrace.capture import linktypes
-from flowtrace.capture.reader import CaptureReader
+from flowtrace.capture.reader import CaptureMeta, CaptureReader
 from flowtrace.schema import DECODE_STATUSES
 
 IP_PROTOCOLS = {
@@ -157,7 +157,7 @@ def _counts(series: pd.Series) -> dict[str, int]:
     return {str(k): int(v) for k, v in vc.items() if v}
 
 
-def summarize(reader: CaptureReader, packets: pd.DataFrame) -> CaptureSummary:
+def summarize(reader: CaptureReader | CaptureMeta, packets: pd.DataFrame) -> CaptureSummary:
     """Build the summary of one capture from its reader and its rows of the packets table."""
     ifaces = []
     drops: int | None = None

@@ -136,6 +136,16 @@ class PacketTableBuilder:
         c["direction"][a:b] = _DIRECTION_CODE[c["direction"][a:b]]
         self.size = b
 
+    def export_part(self) -> dict[str, object]:
+        """The raw columns and vocabularies built so far (to merge in another process)."""
+        for name, arr in self._cols.items():
+            self._cols[name] = _resize(arr, self.size)
+        part = {"cols": self._cols, "addresses": list(self.book.texts), "labels": list(self.interface_labels),
+                "size": self.size}
+        self._cols = {}
+        self.size = self.capacity = 0
+        return part
+
     def finish(self) -> pd.DataFrame:
         """The packets table of everything added; an empty table with every column if nothing was."""
         if not self.size:
@@ -164,3 +174,55 @@ class PacketTableBuilder:
             del arr
         self.size = self.capacity = 0
         return pd.DataFrame(data, copy=False)
+
+
+def merge_parts(parts: list[dict[str, object]], captures: list[str]) -> pd.DataFrame:
+    """One packets table from parts built separately (one capture each, in order).
+
+    Address and interface codes are translated into one shared vocabulary; part ``i`` is
+    capture ``i``.
+    """
+    total = sum(int(p["size"]) for p in parts)  # type: ignore[call-overload]
+    if not total:
+        return PACKETS.empty()
+    addresses: list[str] = []
+    address_code: dict[str, int] = {}
+    labels: list[str] = []
+    label_code: dict[str, int] = {}
+    data: dict[str, object] = {}
+    luts_addr, luts_label = [], []
+    for p in parts:
+        luts_addr.append(np.asarray([address_code.setdefault(a, len(address_code)) for a in p["addresses"]]  # type: ignore[union-attr]
+                                    + [-1], dtype=np.int32))
+        luts_label.append(np.asarray([label_code.setdefault(x, len(label_code)) for x in p["labels"]]  # type: ignore[union-attr]
+                                     + [0], dtype=np.int32))
+    addresses = list(address_code)
+    labels = list(label_code) or [""]
+    for col in PACKETS.columns:
+        pieces = []
+        for i, p in enumerate(parts):
+            arr = p["cols"].pop(col.name)  # type: ignore[union-attr]
+            if col.name in ADDRESS_COLUMNS:
+                arr = luts_addr[i][np.where(arr < 0, luts_addr[i].size - 1, arr)]
+            elif col.name == "interface":
+                arr = luts_label[i][arr]
+            elif col.name == "capture":
+                arr = np.full(arr.shape[0], i, dtype=np.int32)
+            pieces.append(arr)
+        arr = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+        del pieces
+        if col.name == "capture":
+            data[col.name] = _categorical(arr, captures)
+        elif col.name == "interface":
+            data[col.name] = _categorical(arr, labels)
+        elif col.name == "direction":
+            data[col.name] = _categorical(arr, DIRECTIONS)
+        elif col.name == "encap":
+            data[col.name] = _categorical(arr, ENCAPSULATIONS)
+        elif col.name == "decode_status":
+            data[col.name] = _categorical(arr, DECODE_STATUSES)
+        elif col.name in ADDRESS_COLUMNS:
+            data[col.name] = _categorical(arr, addresses)
+        else:
+            data[col.name] = arr.astype(col.dtype, copy=False)
+    return pd.DataFrame(data, copy=False)

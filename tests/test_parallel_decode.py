@@ -1,0 +1,32 @@
+"""Decoding several captures in worker processes gives the same table as one process."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from flowtrace.capture.files import expand_sources
+from flowtrace.errors import CaptureWarning
+from flowtrace.pipeline import read_sources
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pcaps"
+
+
+def test_workers_give_the_same_table():
+    sources = expand_sources([str(FIXTURES / "cross-node-vxlan"), str(FIXTURES / "dns")])
+    serial, metas1 = read_sources(sources, workers=1)
+    parallel, metas2 = read_sources(sources, workers=2)
+    assert serial.equals(parallel)
+    assert [m.frames for m in metas1] == [m.frames for m in metas2]
+    assert list(parallel["src"].cat.categories) == list(serial["src"].cat.categories)
+
+
+def test_worker_warnings_reach_the_caller(tmp_path):
+    data = (FIXTURES / "cross-node" / "client.pcap").read_bytes()
+    (tmp_path / "a.pcap").write_bytes(data[:-30])
+    (tmp_path / "b.pcap").write_bytes(data)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table, _ = read_sources(expand_sources([str(tmp_path)]), workers=2)
+    assert any(issubclass(w.category, CaptureWarning) for w in caught)
+    assert len(table) > 0
