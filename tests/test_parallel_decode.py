@@ -13,7 +13,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pcaps"
 
 
 def test_workers_give_the_same_table():
-    sources = expand_sources([str(FIXTURES / "cross-node-vxlan"), str(FIXTURES / "dns")])
+    sources = expand_sources([str(FIXTURES / "cross-node-vxlan")] + [f"dns-{p.stem}={p}" for p in sorted((FIXTURES / "dns").glob("*.pcap"))])
     serial, metas1 = read_sources(sources, workers=1)
     parallel, metas2 = read_sources(sources, workers=2)
     assert serial.equals(parallel)
