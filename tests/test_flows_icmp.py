@@ -81,3 +81,14 @@ def test_icmp6_packet_too_big_attaches():
                  quoted_sport=5000, quoted_dport=443, ts_ns=T0 + 9)]
     fl = build(table(rows)).flows
     assert fl.icmp_error_types.tolist() == ["2/0"]
+
+
+def test_time_exceeded_for_a_ping_attaches_to_the_ping():
+    rows = [icmp("10.0.0.1", "192.0.2.50", 8, icmp_id=3, ts_ns=T0),
+            icmp("10.0.0.254", "10.0.0.1", 11, 0, quoted_src="10.0.0.1", quoted_dst="192.0.2.50", quoted_proto=1,
+                 ts_ns=T0 + 100)]
+    fs = build(table(rows))
+    assert len(fs.flows) == 1
+    row = fs.flows.iloc[0]
+    assert (row.orig_p, row.resp_p, row.icmp_error_types) == (8, 0, "11/0")
+    assert fs.related.tolist() == [False, True]

@@ -83,3 +83,31 @@ def test_more_than_65535_groups_sort_by_time_within_groups():
     assert (fl.orig_bytes == 3).all()
     assert (fl.last_ts_ns - fl.ts_ns == 1).all()
     assert (fl.first_frame == fl.last_frame + 1).all()  # first in time is the second in the file
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.booleans(), st.sampled_from([0x02, 0x12, 0x10, 0x18, 0x11, 0x01, 0x04, 0x14, 0x05, 0x03, 0x00]),
+                          st.booleans()), min_size=1, max_size=40))
+def test_state_events_keep_exactly_what_the_state_machine_needs(packets):
+    """Running the automaton on the reduced events equals running Zeek's step on every packet."""
+    from flowtrace.flows.state import START, _step, automaton, event_codes, run, state_events
+
+    fo = np.array([p[0] for p in packets])
+    flags = np.array([p[1] for p in packets], dtype=np.uint16)
+    data = np.array([p[2] for p in packets])
+    code = event_codes(from_orig=fo, flags=flags, has_data=data)
+    flow = np.zeros(len(packets), dtype=np.int64)
+    start = np.zeros(len(packets), dtype=bool)
+    start[0] = True
+    ev = state_events(flow=flow, flow_start=start, code=code)
+    out = run(n_flows=1, event_flow=flow[ev], event_code=code[ev])
+    full = START
+    closed_at = -1
+    for k, c in enumerate(code.tolist()):
+        nxt = _step(full, c)
+        if closed_at < 0 and nxt.o_closed and nxt.r_closed:
+            closed_at = k
+        full = nxt
+    assert automaton().states[out.state[0]] == full
+    # the event that completed the close is the same packet
+    assert (ev[out.closed_at[0]] if out.closed_at[0] >= 0 else -1) == closed_at
