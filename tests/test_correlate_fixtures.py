@@ -160,3 +160,29 @@ def test_many_connections_with_port_reuse_are_kept_apart():
     assert len(tcp) == len(truth["connections"])
     reused = tcp.groupby(["client_src", "client_sport"], observed=True).size()
     assert (reused > 1).any(), "the scenario reuses client ports"
+
+
+def test_captures_that_start_mid_connection_still_link(tmp_path):
+    """A client capture that starts after the third connection's handshake (its first frame is
+    that connection's request data) still links to the node and pod captures."""
+    import struct
+
+    src = FIXTURES / "cross-node"
+    data = (src / "client.pcap").read_bytes()
+    header, pos, records = data[:24], 24, []
+    while pos + 16 <= len(data):
+        caplen = struct.unpack_from("<I", data, pos + 8)[0]
+        records.append(data[pos:pos + 16 + caplen])
+        pos += 16 + caplen
+    (tmp_path / "client.pcap").write_bytes(header + b"".join(records[24:]))  # from frame 25 on
+    for name in ("node1", "node2", "web-1"):
+        (tmp_path / f"{name}.pcap").write_bytes((src / f"{name}.pcap").read_bytes())
+    a = analyze([str(tmp_path)])
+    nat = a.connections[a.connections["dnat"]]
+    assert len(nat) == 3
+    mid = a.flows[(a.flows["capture"] == "client") & (a.flows["proto"] == 6)]
+    assert len(mid) == 1 and bool(mid["midstream"].iloc[0])
+    linked = [int(c) for c in nat["connection"] if "client" in set(a.connection_hops(int(c))["capture"].astype(str))]
+    assert len(linked) == 1
+    hops = a.connection_hops(linked[0], "request")
+    assert list(hops[hops["on_path"]]["capture"].astype(str))[0] == "client"
