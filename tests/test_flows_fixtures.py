@@ -58,7 +58,11 @@ def test_flows_carry_the_packets_truth_saw_at_each_hop(scenario):
     for conn in truth["connections"]:
         for side in ("request", "response"):
             for hop in (conn.get("path") or {}).get(side) or []:
-                if "capture" not in hop or hop.get("vxlan") or hop.get("icmp_error"):
+                if "capture" not in hop or hop.get("vxlan"):
+                    continue
+                if hop.get("icmp_error"):
+                    _check_icmp_error_hop(fs.flows, hop)
+                    checked += 1
                     continue
                 offset = truth.get("clock_offsets_ns", {}).get(Path(hop["capture"]).stem, 0)
                 window = (conn["start_ns"] + offset, conn["end_ns"] + offset)
@@ -67,6 +71,16 @@ def test_flows_carry_the_packets_truth_saw_at_each_hop(scenario):
                 checked += 1
     if scenario.name != "many-connections":
         assert checked > 0
+
+
+def _check_icmp_error_hop(fl, hop: dict) -> None:
+    """The errors answering the hop's packets are attached to the flow of the quoted tuple there."""
+    cap = Path(hop["capture"]).stem
+    m = fl[(fl.capture == cap) & (fl.orig_h == hop["src"]) & (fl.orig_p == hop["sport"])
+           & (fl.resp_h == hop["dst"]) & (fl.resp_p == hop["dport"])]
+    if (m.ifindex >= 0).any():
+        m = m[m.ifindex == hop["ifindex"]]
+    assert int(m.icmp_error_count.sum()) == hop["packets"], hop
 
 
 def test_many_connections_every_client_connection_is_one_finished_flow():
