@@ -185,4 +185,4 @@ def test_captures_that_start_mid_connection_still_link(tmp_path):
     linked = [int(c) for c in nat["connection"] if "client" in set(a.connection_hops(int(c))["capture"].astype(str))]
     assert len(linked) == 1
     hops = a.connection_hops(linked[0], "request")
-    assert list(hops[hops["on_path"]]["capture"].astype(str))[0] == "client"
+    assert str(hops[hops["on_path"]]["capture"].iloc[0]) == "client"
