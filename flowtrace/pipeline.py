@@ -7,7 +7,7 @@ import multiprocessing
 import os
 import sys
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from os import PathLike
 from pathlib import Path
@@ -36,6 +36,12 @@ log.addHandler(logging.NullHandler())
 
 CaptureArg = str | PathLike[str]
 
+Progress = Callable[[str, int, int], None]
+"""``progress(stage, done, total)``: called by ``analyze`` as it goes. Stage ``read`` counts
+bytes of the capture files (total: their sizes); later stages (``flows``, ``correlate``,
+``conntrack``) are announced once with done = total = 0. The library never prints: the
+CLI passes a callback that draws a progress bar."""
+
 
 def _as_list(captures: CaptureArg | Sequence[CaptureArg]) -> list[str]:
     if isinstance(captures, (str, PathLike)):
@@ -47,8 +53,10 @@ PARALLEL_MIN_BYTES = 64 << 20
 """Below this much input, decoding in one process is faster than starting workers."""
 
 
-def _decode_into(builder: PacketTableBuilder, code: int, source: CaptureSource) -> CaptureMeta:
-    """Decode one capture into ``builder`` as capture ``code``; returns what the reader learned."""
+def _decode_into(builder: PacketTableBuilder, code: int, source: CaptureSource,
+                 on_batch: Callable[[CaptureReader], None] | None = None) -> CaptureMeta:
+    """Decode one capture into ``builder`` as capture ``code``; returns what the reader learned.
+    ``on_batch(reader)`` is called after every batch (progress reporting)."""
     with CaptureFile(source) as reader:
         start = builder.size
         for batch in reader.batches():
@@ -58,6 +66,8 @@ def _decode_into(builder: PacketTableBuilder, code: int, source: CaptureSource) 
             decode_batch(batch, reader.interfaces, builder.book, BatchState(batch, out))
             builder.commit(code, batch, reader.interfaces, out)
             del out
+            if on_batch is not None:
+                on_batch(reader)
         reader.close()
     log.debug("read %s: %d frames", source.path, reader.frames)
     return reader.meta()
@@ -89,17 +99,19 @@ def _workers(sources: Sequence[CaptureSource], workers: int | None) -> int:
     return min(os.cpu_count() or 1, len(sources)) if size >= PARALLEL_MIN_BYTES else 1
 
 
-def read_sources(sources: Sequence[CaptureSource], *, workers: int | None = None
-                 ) -> tuple[pd.DataFrame, list[CaptureMeta]]:
+def read_sources(sources: Sequence[CaptureSource], *, workers: int | None = None,
+                 progress: Progress | None = None) -> tuple[pd.DataFrame, list[CaptureMeta]]:
     """Read and decode ``sources`` into one packets table; also return each capture's metadata.
 
     Several large captures are decoded in parallel worker processes (``workers``; default:
     one per core when the input exceeds PARALLEL_MIN_BYTES). Raises CaptureError
     (CaptureOpenError, CaptureFormatError) for a file that cannot be read at all; a
-    capture cut mid-record yields its complete records and a CaptureWarning.
+    capture cut mid-record yields its complete records and a CaptureWarning. ``progress``
+    is called with stage ``read`` (see Progress).
     """
     pin_mmap_threshold()
     n_workers = _workers(sources, workers)
+    sizes = _file_sizes(sources) if progress is not None else []
     if n_workers > 1:
         # Open every file first so that a bad one fails before any work starts.
         for source in sources:
@@ -107,7 +119,11 @@ def read_sources(sources: Sequence[CaptureSource], *, workers: int | None = None
                 pass
         ctx = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
-            results = list(pool.map(_decode_worker, sources))
+            results = []
+            for i, result in enumerate(pool.map(_decode_worker, sources)):
+                results.append(result)
+                if progress is not None:
+                    progress("read", sum(sizes[:i + 1]), sum(sizes))
         metas = []
         for _, meta, caught in results:
             for message in caught:
@@ -118,10 +134,25 @@ def read_sources(sources: Sequence[CaptureSource], *, workers: int | None = None
         return merge_parts(parts, [s.name for s in sources]), metas
     builder = PacketTableBuilder()
     metas = []
-    for source in sources:
+    for i, source in enumerate(sources):
         code = builder.add_capture(source.name)
-        metas.append(_decode_into(builder, code, source))
+        on_batch = None
+        if progress is not None:
+            def on_batch(reader: CaptureReader, before: int = sum(sizes[:i]), size: int = sizes[i]) -> None:
+                share = min(1.0, reader.consumed / reader.expected_size) if reader.expected_size else 0.0
+                progress("read", before + int(size * share), sum(sizes))
+        metas.append(_decode_into(builder, code, source, on_batch))
     return builder.finish(), metas
+
+
+def _file_sizes(sources: Sequence[CaptureSource]) -> list[int]:
+    sizes = []
+    for s in sources:
+        try:
+            sizes.append(os.path.getsize(s.path))
+        except OSError:
+            sizes.append(0)
+    return sizes
 
 
 def _projected_rows(reader: CaptureReader, rows_so_far: int, base_rows: int) -> int:
@@ -186,23 +217,27 @@ TUNNEL_PORTS = (4789, 8472, 6081, 51820, 51821, 51871)
 def analyze(captures: CaptureArg | Sequence[CaptureArg], *, manifest: CaptureArg | None = None,
             conntrack_dumps: Sequence[str] | None = None, reference: str | None = None,
             timeouts: Mapping[str, float] | None = None, ignore_checksums: bool = False,
-            window_ns: int | None = None) -> Analysis:
+            window_ns: int | None = None, progress: Progress | None = None) -> Analysis:
     """Read captures and follow every connection across them (``flowtrace analyze``).
 
     ``captures`` are files, ``NAME=PATH`` or directories (conntrack dumps found in a
     directory are compared with the reconstruction). ``manifest`` is a YAML file naming
     roles, hosts and the reference clock (see flowtrace.context.manifest);
     ``conntrack_dumps`` are ``[NODE=]PATH`` of ``conntrack -L``/``-E`` output; ``reference``
-    names the capture whose clock is the reference. Returns an Analysis. Raises
-    CaptureError for unreadable captures and InputError for a bad manifest or dump.
+    names the capture whose clock is the reference; ``progress`` is called as stages
+    advance (see Progress). Returns an Analysis. Raises CaptureError for unreadable
+    captures and InputError for a bad manifest or dump.
     """
     args = _as_list(captures)
     sources = expand_sources(args)
-    packets, readers = read_sources(sources)
+    step = progress or (lambda stage, done, total: None)
+    packets, readers = read_sources(sources, progress=progress)
     codes = packets["capture"].cat.codes.to_numpy()
     summaries = [summarize(r, packets[codes == i]) for i, r in enumerate(readers)]
+    step("flows", 0, 0)
     fs = build_flows(packets, timeouts=timeouts, ignore_checksums=ignore_checksums)
     man = read_manifest(manifest) if manifest is not None else Manifest()
+    step("correlate", 0, 0)
     corr = correlate(packets, fs.flow_id, fs.from_orig, flows=fs.flows,
                      reference=reference or man.reference, same_clock=man.same_clock,
                      **({"window_ns": window_ns} if window_ns else {}))
@@ -211,6 +246,7 @@ def analyze(captures: CaptureArg | Sequence[CaptureArg], *, manifest: CaptureArg
     roles.update({name: info.role for name, info in man.captures.items() if info.role})
     ends = {s.capture: s.last_ts_ns - corr.offsets[s.capture].offset_ns
             for s in summaries if s.last_ts_ns is not None and s.capture in corr.offsets}
+    step("conntrack", 0, 0)
     entries = rebuild_tables(packets, corr.hops, corr.sightings, end_ns=ends)
     dumps = find_dumps(args) + [_dump_arg(d) for d in conntrack_dumps or []]
     analysis = Analysis(packets=packets, flows=fs.flows, connections=corr.connections, hops=corr.hops,
