@@ -186,7 +186,7 @@ PACKETS = Table(
         _c("tsecr", "uint32", "-", "TCP timestamp echo reply (valid when tcp_opts has 16).", "0"),
         _c("payload_len", "uint32", "bytes", "Transport payload length on the wire, from the IP length (not caplen).", "0"),
         _c("payload_hash", "uint32", "-", "32-bit fingerprint of the first min(payload_len, 32) bytes of the transport payload; equal prefixes of equal length hash equal.", "0 = no payload, or fewer bytes captured"),
-        _c("l4_checksum", "int8", "-", "Transport checksum: 1 verified, 0 wrong, -1 not verified (not captured whole, zero UDP checksum, fragment).", "-1"),
+        _c("l4_checksum", "int8", "-", "Transport checksum: 1 verified, 0 wrong, 2 checksum offload's placeholder (the field holds only the pseudo-header sum: sent by the capturing host or over a veth, not an error), -1 not verified (not captured whole, zero UDP checksum, fragment).", "-1"),
         _c("icmp_type", "int16", "-", "ICMP or ICMPv6 type.", "-1"),
         _c("icmp_code", "int16", "-", "ICMP or ICMPv6 code.", "-1"),
         _c("icmp_id", "uint16", "-", "ICMP echo identifier.", "0"),
@@ -360,8 +360,30 @@ HOPS = Table(
     ),
 )
 
+SEVERITIES = ("info", "low", "medium", "high", "critical")
+"""Values of ``anomalies.severity``, in increasing order (flowtrace.detect.finding uses the same)."""
+
+ANOMALIES = Table(
+    name="anomalies",
+    description="One row per finding of the anomaly catalog (docs/anomalies.md): what broke, where, "
+    "and the packets that prove it.",
+    columns=(
+        _c("code", "category", "-", "Stable code from the catalog, e.g. asymmetric_return."),
+        _c("severity", "category", "-", "info, low, medium, high or critical.", categories=SEVERITIES),
+        _c("connection", "int64", "-", "Connection (connections.connection) it is about.", "-1 (capture-wide)"),
+        _c("direction", "category", "-", "request or response, when it is about one direction.", "NaN",
+           categories=PATH_DIRECTIONS),
+        _c("hop", "int32", "-", "Hop (hops.hop) in that direction where it happened.", "-1"),
+        _c("segment", "str", "-", "Where on the path, in words: 'inside node1', 'node1 -> node2'.", "''"),
+        _c("capture", "category", "-", "Capture it is about, for capture-wide findings.", "NaN"),
+        _c("evidence", "str", "-", "Packets that prove it: 'capture:frame,frame;capture:frame'.", "''"),
+        _c("message", "str", "-", "One sentence a person on call understands."),
+        _c("causes", "str", "-", "Likely causes, most likely first, separated by '; '.", "''"),
+    ),
+)
+
 TABLES: dict[str, Table] = {PACKETS.name: PACKETS, FLOWS.name: FLOWS, CONNECTIONS.name: CONNECTIONS,
-                            HOPS.name: HOPS}
+                            HOPS.name: HOPS, ANOMALIES.name: ANOMALIES}
 """Every declared table by name."""
 
 

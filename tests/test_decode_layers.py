@@ -887,3 +887,21 @@ def test_empty_payload_hash_is_zero(decode):
     )
     assert df.payload_hash.tolist() == [0, 0]
     assert df.payload_len.tolist() == [0, 0]
+
+
+def test_checksum_offload_placeholder_is_not_an_error(decode):
+    """A sender leaving the checksum to the NIC writes only the pseudo-header sum
+    (CHECKSUM_PARTIAL); captured on that host or across a veth it reads as 2, not 0."""
+    import socket
+
+    pkt = bytearray(bytes(IP(src=C4, dst=S4) / TCP(sport=1234, dport=80, flags="S") / (b"x" * 10)))
+    tcp_len = len(pkt) - 20
+    pseudo = socket.inet_aton(C4) + socket.inet_aton(S4) + struct.pack(">BBH", 0, 6, tcp_len)
+    total = sum(struct.unpack(">6H", pseudo))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    struct.pack_into(">H", pkt, 20 + 16, total)
+    wrong = bytearray(pkt)
+    struct.pack_into(">H", wrong, 20 + 16, (total + 1) & 0xFFFF)
+    df = decode(ether(bytes(pkt)), ether(bytes(wrong)), raw_frames=True)
+    assert df.l4_checksum.tolist() == [2, 0]
