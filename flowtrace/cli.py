@@ -9,11 +9,18 @@ from __future__ import annotations
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from flowtrace.errors import FlowtraceError, InputError
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    from flowtrace.analysis import Analysis
+    from flowtrace.context.k8s import KubeNames
+    from flowtrace.report.progress import ProgressBar
 
 app = typer.Typer(
     name="flowtrace",
@@ -111,25 +118,37 @@ def analyze(
     conntrack_dump: Annotated[list[str] | None, typer.Option(
         "--conntrack-dump", help="[NODE=]FILE of conntrack -L / -E output to compare with (repeatable).")] = None,
     reference: Annotated[str | None, typer.Option(help="Capture whose clock is the reference.")] = None,
-    show_all: Annotated[bool, typer.Option("--all", help="List every connection, healthy ones too.")] = False,
+    show_all: Annotated[bool, typer.Option("--all", help="Draw every connection, healthy ones too "
+                                           "(link housekeeping one line each).")] = False,
+    k8s: Annotated[Path | None, typer.Option("--k8s", help="kubectl get pods,services,endpointslices,nodes -o json "
+                                             "snapshot: names on addresses.")] = None,
+    html: Annotated[Path | None, typer.Option("--html", help="Also write a self-contained HTML report with "
+                                              "ladder diagrams to FILE.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=0, help="Connections drawn in full (terminal: 20, "
+                                              "HTML: 100; 0: all).")] = None,
 ) -> None:
-    """Follow every connection across the captures: path, NAT, latencies, clock offsets."""
+    """Follow every connection across the captures: path, NAT, latencies, clock offsets, findings."""
     from flowtrace import __version__
     from flowtrace.pipeline import analyze as run_analysis
-    from flowtrace.report.analysis import render_analysis
+    from flowtrace.report.analysis import DEFAULT_LIMIT, render_analysis
     from flowtrace.report.json_doc import render_json
 
     try:
-        result = run_analysis(captures, manifest=manifest, conntrack_dumps=conntrack_dump or [],
-                              reference=reference)
+        names = _read_k8s(k8s)
+        with _progress(captures) as progress:
+            result = run_analysis(captures, manifest=manifest, conntrack_dumps=conntrack_dump or [],
+                                  reference=reference, progress=progress)
+        if html is not None:
+            _write_html(html, result, names=names, limit=limit)
     except FlowtraceError as e:
         raise _fail(e) from None
     if output is not None:
-        output.write_text(render_json(result, version=__version__) + "\n")
+        output.write_text(render_json(result, version=__version__, names=names) + "\n")
     if json_out and output is None:
-        sys.stdout.write(render_json(result, version=__version__) + "\n")
+        sys.stdout.write(render_json(result, version=__version__, names=names) + "\n")
     elif not json_out:
-        render_analysis(result, show_all=show_all)
+        render_analysis(result, show_all=show_all, names=names,
+                        limit=DEFAULT_LIMIT if limit is None else (limit or None))
 
 
 @app.command()
@@ -171,6 +190,120 @@ def conntrack(
         differ |= bool(comparison.differing or comparison.missing_in_dump or comparison.missing_in_reconstruction)
     if differ:
         raise typer.Exit(1)
+
+
+@app.command()
+def trace(
+    captures: Annotated[list[str], typer.Argument(help="Capture files, NAME=PATH, or directories of captures.")],
+    conn: Annotated[int | None, typer.Option("--conn", help="Connection number (as analyze prints it: #N).")] = None,
+    client: Annotated[str | None, typer.Option("--client", help="The client's ADDRESS[:PORT] as it sent the "
+                                               "request, e.g. 198.51.100.10:45300.")] = None,
+    host: Annotated[list[str] | None, typer.Option("--host", help="An address seen at any hop (repeatable: all "
+                                                   "must match).")] = None,
+    port: Annotated[list[int] | None, typer.Option("--port", help="A port seen at any hop (repeatable).")] = None,
+    k8s: Annotated[Path | None, typer.Option("--k8s", help="kubectl get pods,services,endpointslices,nodes -o json "
+                                             "snapshot: names on addresses.")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="YAML file naming capture roles, hosts, the reference.")] = None,
+    reference: Annotated[str | None, typer.Option(help="Capture whose clock is the reference.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="Packets drawn (0: all).")] = 400,
+    svg: Annotated[Path | None, typer.Option("--svg", help="Also write the ladder as an SVG file.")] = None,
+) -> None:
+    """Draw one connection as a ladder: vantage points as columns, every packet an arrow in corrected time."""
+    from flowtrace.pipeline import analyze as run_analysis
+    from flowtrace.report.select import ConnectionFilter
+    from flowtrace.report.svg import standalone_svg
+    from flowtrace.report.trace import NoConnection, TraceReport, render_trace
+
+    try:
+        try:
+            selection = ConnectionFilter.parse(connection=conn, client=client, hosts=host or [], ports=port or [])
+        except ValueError as e:
+            raise InputError("", str(e)) from None
+        names = _read_k8s(k8s)
+        with _progress(captures) as progress:
+            result = run_analysis(captures, manifest=manifest, reference=reference, progress=progress)
+        try:
+            report = TraceReport.build(result, selection, names=names, limit=limit or None)
+        except NoConnection as e:
+            raise InputError("", str(e)) from None
+        if svg is not None:
+            _write_text(svg, standalone_svg(report.ladder))
+    except FlowtraceError as e:
+        raise _fail(e) from None
+    render_trace(report)
+
+
+@app.command()
+def export(
+    captures: Annotated[list[str], typer.Argument(help="Capture files, NAME=PATH, or directories of captures.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Directory to write TABLE.parquet / TABLE.csv "
+                                         "and metadata.json into.")],
+    fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
+    table: Annotated[list[str] | None, typer.Option("--table", help="Write only this table (repeatable): packets, "
+                                                    "flows, connections, hops, anomalies.")] = None,
+    k8s: Annotated[Path | None, typer.Option("--k8s", help="kubectl get pods,services,endpointslices,nodes -o json "
+                                             "snapshot: adds <address>_name columns.")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="YAML file naming capture roles, hosts, the reference.")] = None,
+    reference: Annotated[str | None, typer.Option(help="Capture whose clock is the reference.")] = None,
+) -> None:
+    """Write the packets, flows, connections, hops and anomalies tables as Parquet or CSV files."""
+    from flowtrace import __version__
+    from flowtrace.pipeline import analyze as run_analysis
+    from flowtrace.report.export import FORMATS, table_names, write_tables
+
+    try:
+        if fmt not in FORMATS:
+            raise InputError("", f"--format {fmt!r}: choose {' or '.join(FORMATS)}")
+        unknown = [t for t in table or [] if t not in table_names()]
+        if unknown:
+            raise InputError("", f"--table {', '.join(unknown)}: choose from {', '.join(table_names())}")
+        names = _read_k8s(k8s)
+        with _progress(captures) as progress:
+            result = run_analysis(captures, manifest=manifest, reference=reference, progress=progress)
+        files = write_tables(result, output, fmt=fmt, names=names, tables=table, version=__version__)
+    except FlowtraceError as e:
+        raise _fail(e) from None
+    for name, path in files.items():
+        typer.echo(f"{path}  {name}")
+    typer.echo(str(output / "metadata.json"))
+
+
+def _read_k8s(path: Path | None) -> KubeNames | None:
+    """The snapshot given with --k8s, or None; InputError when it cannot be used."""
+    if path is None:
+        return None
+    from flowtrace.context.k8s import read_snapshot
+
+    return read_snapshot(path)
+
+
+def _progress(captures: list[str]) -> AbstractContextManager[ProgressBar | None]:
+    """A progress bar on stderr for large inputs when stderr is a terminal."""
+    from flowtrace.report.progress import progress_bar
+
+    total = 0
+    for c in captures:
+        p = Path(c.split("=", 1)[1] if "=" in c and not Path(c).exists() else c)
+        try:
+            total += sum(f.stat().st_size for f in p.iterdir() if f.is_file()) if p.is_dir() else p.stat().st_size
+        except OSError:
+            continue
+    return progress_bar(total_bytes=total)
+
+
+def _write_text(path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise InputError(path, f"cannot write: {e.strerror or e}") from None
+
+
+def _write_html(path: Path, result: Analysis, *, names: KubeNames | None, limit: int | None) -> None:
+    from flowtrace import __version__
+    from flowtrace.report.html import DEFAULT_LIMIT, html_report
+
+    cap = DEFAULT_LIMIT if limit is None else (limit or None)
+    _write_text(path, html_report(result, names=names, limit=cap, version=__version__))
 
 
 @lab_app.command("list")

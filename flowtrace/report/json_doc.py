@@ -6,6 +6,8 @@ offset and its uncertainty), ``connections`` (each row of the connections table 
 ``request`` and ``response`` hops), ``conntrack`` (per node, the reconstructed entries:
 the ``conntrack -L`` line and its parts), ``comparisons`` (reconstruction against dumps),
 ``findings`` and ``notes``. Times are integers in nanoseconds; missing values are null.
+With a Kubernetes snapshot, connections and hops carry a ``<address>_name`` next to each
+address (``client_dst_name``: ``svc default/web:http``; hops ``src_name``, ``dst_name``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pandas as pd
 
 from flowtrace.analysis import Analysis
 from flowtrace.context.conntrack import Comparison, ConntrackEntry, Tuple
+from flowtrace.context.k8s import KubeNames, add_name_columns
 
 
 def plain(value: Any) -> Any:
@@ -100,7 +103,7 @@ def _head(a: Analysis, *, version: str) -> dict[str, Any]:
     }
 
 
-def _connection_objects(a: Analysis) -> list[str]:
+def _connection_objects(a: Analysis, names: KubeNames | None = None) -> list[str]:
     """Each connection as JSON text with its request and response hops nested in it.
 
     Rows are serialised column-wise by pandas (C speed), then stitched: a million-packet
@@ -109,9 +112,14 @@ def _connection_objects(a: Analysis) -> list[str]:
     if a.connections.empty:
         return []
     conns = a.connections.sort_values("connection")
-    conn_lines = conns.to_json(orient="records", lines=True).splitlines()
     hops = a.hops.sort_values(["connection", "direction", "hop"], kind="stable")
-    hop_lines = hops[HOP_FIELDS].to_json(orient="records", lines=True).splitlines() if len(hops) else []
+    fields = HOP_FIELDS
+    if names is not None:
+        conns = add_name_columns("connections", conns, names)
+        hops = add_name_columns("hops", hops, names)
+        fields = [f for f in hops.columns if f in HOP_FIELDS or f in ("src_name", "dst_name")]
+    conn_lines = conns.to_json(orient="records", lines=True).splitlines()
+    hop_lines = hops[fields].to_json(orient="records", lines=True).splitlines() if len(hops) else []
     hc = hops["connection"].to_numpy()
     hd = hops["direction"].cat.codes.to_numpy() if len(hops) else np.zeros(0, dtype=np.int8)
     ids = conns["connection"].to_numpy()
@@ -128,16 +136,17 @@ def _connection_objects(a: Analysis) -> list[str]:
     return out
 
 
-def render_json(a: Analysis, *, version: str) -> str:
-    """The JSON document as text (indented when small, compact when large)."""
+def render_json(a: Analysis, *, version: str, names: KubeNames | None = None) -> str:
+    """The JSON document as text (indented when small, compact when large); ``names`` adds
+    Kubernetes names next to addresses."""
     head = json.dumps(_head(a, version=version))
-    conns = _connection_objects(a)
+    conns = _connection_objects(a, names)
     text = f'{head[:-1]},"connections":[{",".join(conns)}]}}'
     if len(text) < 2_000_000:
         return json.dumps(json.loads(text), indent=2)
     return text
 
 
-def analysis_document(a: Analysis, *, version: str) -> dict[str, Any]:
-    """The whole JSON document as a dict."""
-    return json.loads(render_json(a, version=version))
+def analysis_document(a: Analysis, *, version: str, names: KubeNames | None = None) -> dict[str, Any]:
+    """The whole JSON document as a dict (what ``analyze --json`` prints)."""
+    return json.loads(render_json(a, version=version, names=names))
