@@ -905,3 +905,14 @@ def test_checksum_offload_placeholder_is_not_an_error(decode):
     struct.pack_into(">H", wrong, 20 + 16, (total + 1) & 0xFFFF)
     df = decode(ether(bytes(pkt)), ether(bytes(wrong)), raw_frames=True)
     assert df.l4_checksum.tolist() == [2, 0]
+
+
+def test_first_fragment_ending_inside_the_tcp_options_is_not_malformed(decode):
+    syn = bytes(IP(src=C4, dst=S4, id=7, flags="MF") / TCP(sport=12345, dport=80, flags="S", seq=1000,
+                                                          options=[("MSS", 1460), ("SAckOK", b""), ("NOP", None),
+                                                                   ("WScale", 7), ("Timestamp", (1, 0))]))
+    head = bytearray(syn[:20 + 24])
+    struct.pack_into(">H", head, 2, len(head))
+    head[10:12] = b"\0\0"
+    df = decode(ether(bytes(head)), raw_frames=True)
+    check_row(df, 0, decode_status="ok", sport=12345, dport=80, seq=1000, tcp_flags=0x02, payload_len=0)

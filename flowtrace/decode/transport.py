@@ -9,6 +9,7 @@ from flowtrace.decode.addresses import AddressBook
 from flowtrace.decode.state import MALFORMED, TRUNCATED, BatchState
 from flowtrace.decode.view import FrameView
 from flowtrace.schema import (
+    IP_FLAG_MF,
     TCP_OPT_FASTOPEN,
     TCP_OPT_MSS,
     TCP_OPT_SACK,
@@ -61,9 +62,30 @@ def _fits(st: BatchState, rows: np.ndarray, pos: np.ndarray, need: int) -> np.nd
     return fit
 
 
+def _fragment_head(v: FrameView, st: BatchState, rows: np.ndarray, header: int) -> np.ndarray:
+    """First fragments whose transport header continues in the next fragment: fill the
+    ports (and the TCP sequence number) that this fragment holds; returns the other rows."""
+    out = st.out
+    p = st.l4[rows]
+    head = ((out["ip_flags"][rows] & IP_FLAG_MF) != 0) & (st.ip_end[rows] - p < header)
+    if head.any():
+        r, q = rows[head], p[head]
+        room = np.minimum(st.ip_end[r], st.end[r]) - q
+        ports = room >= 4
+        out["sport"][r[ports]] = v.u16(q[ports])
+        out["dport"][r[ports]] = v.u16(q[ports] + 2)
+        if header == 20:
+            seq = room >= 8
+            out["seq"][r[seq]] = v.u32(q[seq] + 4)
+        st.pay[r] = -1
+        out["payload_len"][r] = 0
+    return rows[~head]
+
+
 def _tcp(v: FrameView, st: BatchState, rows: np.ndarray) -> None:
     if not rows.size:
         return
+    rows = _fragment_head(v, st, rows, 20)
     p = st.l4[rows]
     fit = _fits(st, rows, p, 20)
     rows, p = rows[fit], p[fit]
@@ -76,13 +98,18 @@ def _tcp(v: FrameView, st: BatchState, rows: np.ndarray) -> None:
     doff = (off_flags >> 12).astype(np.int64) * 4
     out["tcp_flags"][rows] = off_flags & 0x01FF
     out["window"][rows] = v.u16(p + 14)
-    bad = (doff < 20) | _payload(st, rows, p, doff)
+    negative = _payload(st, rows, p, doff)
+    # A first fragment may end inside the options: not malformed, its options are in the
+    # next fragment.
+    split = negative & (doff >= 20) & ((out["ip_flags"][rows] & IP_FLAG_MF) != 0)
+    st.pay[rows[split]] = -1
+    bad = (doff < 20) | (negative & ~split)
     st.mark(rows[bad], MALFORMED)
     st.pay[rows[bad]] = -1
     out["payload_len"][rows[bad]] = 0
-    cut = ~bad & (p + doff > st.end[rows])
+    cut = ~bad & ~split & (p + doff > st.end[rows])
     st.mark(rows[cut], TRUNCATED)
-    opts = ~bad & ~cut & (doff > 20)
+    opts = ~bad & ~cut & ~split & (doff > 20)
     if opts.any():
         # Most segments of an established Linux connection carry exactly NOP, NOP, TS.
         ts_only = opts & (doff == 32) & (v.u32(p + 20) == 0x0101080A)
@@ -148,6 +175,7 @@ def _tcp_options(v: FrameView, st: BatchState, rows: np.ndarray, start: np.ndarr
 def _udp(v: FrameView, st: BatchState, rows: np.ndarray) -> None:
     if not rows.size:
         return
+    rows = _fragment_head(v, st, rows, 8)
     p = st.l4[rows]
     fit = _fits(st, rows, p, 8)
     rows, p = rows[fit], p[fit]
