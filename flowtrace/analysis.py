@@ -60,6 +60,13 @@ class Analysis:
     """Version of the tables and of the JSON document."""
 
     @property
+    def anomalies(self) -> pd.DataFrame:
+        """The findings as a table (schema ANOMALIES), in the order of ``findings``."""
+        from flowtrace.detect.table import findings_table
+
+        return findings_table(self.findings)
+
+    @property
     def reference(self) -> str | None:
         """The capture whose clock the others were aligned to."""
         for o in self.offsets.values():

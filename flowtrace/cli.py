@@ -126,14 +126,20 @@ def analyze(
                                               "ladder diagrams to FILE.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=0, help="Connections drawn in full (terminal: 20, "
                                               "HTML: 100; 0: all).")] = None,
+    fail_on: Annotated[str | None, typer.Option(
+        "--fail-on", metavar="SEVERITY", help="Exit with status 1 when a finding of SEVERITY or above exists "
+        "(info, low, medium, high, critical): for CI pipelines and scripts.")] = None,
 ) -> None:
     """Follow every connection across the captures: path, NAT, latencies, clock offsets, findings."""
     from flowtrace import __version__
+    from flowtrace.detect.finding import SEVERITIES, severity_rank
     from flowtrace.pipeline import analyze as run_analysis
     from flowtrace.report.analysis import DEFAULT_LIMIT, render_analysis
     from flowtrace.report.json_doc import render_json
 
     try:
+        if fail_on is not None and fail_on not in SEVERITIES:
+            raise InputError("", f"--fail-on {fail_on!r} is not a severity ({', '.join(SEVERITIES)})")
         names = _read_k8s(k8s)
         with _progress(captures) as progress:
             result = run_analysis(captures, manifest=manifest, conntrack_dumps=conntrack_dump or [],
@@ -149,6 +155,8 @@ def analyze(
     elif not json_out:
         render_analysis(result, show_all=show_all, names=names,
                         limit=DEFAULT_LIMIT if limit is None else (limit or None))
+    if fail_on is not None and any(severity_rank(f.severity) >= severity_rank(fail_on) for f in result.findings):
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -39,7 +39,7 @@ CaptureArg = str | PathLike[str]
 Progress = Callable[[str, int, int], None]
 """``progress(stage, done, total)``: called by ``analyze`` as it goes. Stage ``read`` counts
 bytes of the capture files (total: their sizes); later stages (``flows``, ``correlate``,
-``conntrack``) are announced once with done = total = 0. The library never prints: the
+``conntrack``, ``detect``) are announced once with done = total = 0. The library never prints: the
 CLI passes a callback that draws a progress bar."""
 
 
@@ -255,7 +255,27 @@ def analyze(captures: CaptureArg | Sequence[CaptureArg], *, manifest: CaptureArg
                         packet_path_direction=corr.packet_direction, corrected_ts=corr.corrected_ts,
                         packet_group=corr.packet_group, notes=list(corr.notes))
     _compare_dumps(analysis, dumps)
+    step("detect", 0, 0)
+    detect_anomalies(analysis)
     return analysis
+
+
+def detect_anomalies(analysis: Analysis) -> None:
+    """Run the anomaly detectors (flowtrace.detect) on ``analysis`` and store what they
+    found: ``findings`` (most severe first), their count per connection in
+    ``connections.findings``, and what they could not check in ``notes``."""
+    from flowtrace.detect.registry import run_detectors
+
+    findings, notes = run_detectors(analysis)
+    analysis.findings = findings
+    analysis.notes.extend(n for n in notes if n not in analysis.notes)
+    counts: dict[int, int] = {}
+    for f in findings:
+        if f.connection is not None:
+            counts[f.connection] = counts.get(f.connection, 0) + 1
+    if counts and len(analysis.connections):
+        conn = analysis.connections["connection"]
+        analysis.connections["findings"] = conn.map(counts).fillna(0).astype("int32")
 
 
 def _dump_arg(arg: str) -> tuple[str, Path]:
