@@ -73,6 +73,10 @@ def flow_edges(s: Sightings, flow_id: np.ndarray, from_orig: np.ndarray) -> tupl
     bad[g[1:][same_gp]] = True
     keep = ~bad[group]
     group, flow, fo = group[keep], flow[keep], fo[keep]
+    # split_groups leaves sightings unsorted by group: sort (stably, so each group's
+    # first sighting stays first) before finding where groups start.
+    by_group = np.argsort(group, kind="stable")
+    group, flow, fo = group[by_group], flow[by_group], fo[by_group]
     # Hub of each group: its first sighting's flow.
     start = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
     hub = np.repeat(start, np.diff(np.r_[start, group.size]))
