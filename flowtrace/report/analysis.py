@@ -175,11 +175,31 @@ class AnalysisReport:
         out.append(t)
         for line in self.comparisons:
             out.append(Text(line, style="dim"))
-        for f in self.general_findings:
-            out.append(FindingView(f))
+        out.extend(general_findings(self.general_findings))
         for note in self.notes:
             out.append(Text(f"note: {note}", style="dim"))
         return out
+
+
+def general_findings(findings: Sequence[Finding]) -> list[RenderableType]:
+    """Capture-wide findings: each one in full, except info findings of a code that several
+    captures share, which take one line (``info offload_artifact: client, node1, …``)."""
+    by_code: dict[str, list[Finding]] = {}
+    for f in findings:
+        by_code.setdefault(f.code, []).append(f)
+    out: list[RenderableType] = []
+    for f in findings:
+        same = by_code[f.code]
+        if f.severity != "info" or len(same) == 1:
+            out.append(FindingView(f))
+        elif f is same[0]:
+            t = Text()
+            t.append(" INFO ", style=SEVERITY_STYLES["info"] + " reverse")
+            t.append(f" {f.code}", style="bold")
+            t.append(f"  {len(same)} captures: {', '.join(x.capture or '?' for x in same)}", style="dim")
+            t.append(f"\n{f.message}", style="dim")
+            out.append(t)
+    return out
 
 
 def _capture_rows(a: Analysis) -> list[CaptureRow]:
@@ -267,6 +287,8 @@ def paths_table(groups: pd.DataFrame, healthy: int) -> Table:
         text = Text(f"{proto_name(r.proto)} {r.service} -> {r.endpoint}")
         text.append("\n" + (str(r.binding).replace("; ", "\n") or "no NAT"), style="yellow" if r.binding else "dim")
         text.append("\nseen at " + str(r.captures).replace(",", ", "), style="dim")
+        if getattr(r, "info", ""):
+            text.append(f"\ninfo: {r.info}", style="dim")
         t.add_row(f"{r.count:,}", text, str(r.status), f"#{r.example}")
     return t
 

@@ -242,13 +242,18 @@ def paths_section(r: AnalysisReport) -> str:
     rows = "".join(
         f'<tr><td class="num">{g.count:,}</td><td>{_e(proto_name(g.proto))}</td><td>{_e(g.service)}</td>'
         f"<td>{_e(g.endpoint)}</td><td>{'<br>'.join(_e(x) for x in str(g.binding).split('; ')) or 'none'}</td>"
-        f"<td>{_e(str(g.captures).replace(',', ' → '))}</td><td>{_e(g.status)}</td>"
+        f"<td>{_e(str(g.captures).replace(',', ' → '))}</td><td>{_e(g.status)}{_info(g)}</td>"
         f'<td><a href="#conn-{int(g.example)}">#{int(g.example)}</a></td></tr>'
         for g in r.groups.head(500).itertuples(index=False))
     return (f'<section id="paths"><h2>Healthy paths</h2><p>{r.healthy:,} healthy connections in '
             f"{len(r.groups):,} groups.</p><table class=\"grid\"><thead><tr><th class=\"num\">count</th>"
             "<th>proto</th><th>service</th><th>endpoint</th><th>NAT</th><th>seen at</th><th>status</th>"
             f"<th>e.g.</th></tr></thead><tbody>{rows}</tbody></table></section>")
+
+
+def _info(group: object) -> str:
+    info = getattr(group, "info", "")
+    return f'<div class="dim">info: {_e(info)}</div>' if info else ""
 
 
 CSS = """

@@ -474,7 +474,7 @@ def render_terminal(ladder: Ladder, width: int) -> list[Text]:
     n = max(len(ladder.columns), 1)
     time_w = 11
     label_min = 26
-    col_w = max(5, min(14, (width - time_w - label_min - 1) // n))
+    col_w = max(5, min(12, (width - time_w - label_min - 1) // n))
     diagram_w = col_w * n
     label_w = max(10, width - time_w - diagram_w - 1)
     lines: list[Text] = [Text(ladder.title, style="bold")]

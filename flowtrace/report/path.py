@@ -59,7 +59,7 @@ class HopView:
     dst_changed: bool
     """Destination differs from the previous on-path hop's."""
     same: bool
-    """Tuple and tunnel equal to the previous on-path hop's."""
+    """Addresses and ports equal to the previous on-path hop's."""
     tunnel: str
     """``vxlan 10.0.1.11 -> 10.0.1.12 vni 1`` or ''."""
     changes: str
@@ -181,8 +181,8 @@ def _hop_views(h: pd.DataFrame, proto: int, names: KubeNames | None,
                at_hop: dict[tuple[str, int], list[Finding]], direction: str) -> Iterator[HopView]:
     prev: tuple[object, ...] | None = None
     for r in h.itertuples(index=False):
-        cur = (str(r.src), int(r.sport), str(r.dst), int(r.dport), str(r.encap), str(r.outer_src), str(r.outer_dst))
-        same = prev is not None and cur == prev
+        cur = (str(r.src), int(r.sport), str(r.dst), int(r.dport))
+        same = prev is not None and cur == prev  # the tunnel, if any, is shown beside the tuple
         src_changed = prev is not None and cur[:2] != prev[:2]
         dst_changed = prev is not None and cur[2:4] != prev[2:4]
         tunnel = ""
@@ -208,8 +208,8 @@ def hop_table(request: Sequence[HopView], response: Sequence[HopView]) -> Table:
     highlighted, change, latency from the previous hop, packets, packets missing."""
     t = Table(box=None, pad_edge=False, show_edge=False, header_style="dim", expand=False, padding=(0, 1))
     t.add_column("#", justify="right", no_wrap=True)
-    t.add_column("seen at", no_wrap=True)
-    t.add_column("source -> destination", overflow="fold", ratio=1, min_width=20)
+    t.add_column("seen at", overflow="fold", min_width=6)
+    t.add_column("source -> destination", overflow="fold", ratio=1, min_width=21)
     t.add_column("change", overflow="fold", max_width=16)
     t.add_column("+time", justify="right", no_wrap=True)
     t.add_column("pkts", justify="right", no_wrap=True)
@@ -218,13 +218,26 @@ def hop_table(request: Sequence[HopView], response: Sequence[HopView]) -> Table:
         t.add_row("", Text(name, style="bold"), "" if hops else Text("not seen", style="dim"))
         for h in hops:
             style = "" if h.on_path else "dim"
-            t.add_row(str(h.hop) + ("" if h.on_path else "*"), h.point, tuple_text(h), change_text(h),
+            t.add_row(hop_number(h), h.point, tuple_text(h), change_text(h),
                       fmt_duration(h.latency_ns) if h.latency_ns is not None else "",
                       str(h.packets), Text(str(h.missing), style="bold red") if h.missing else "", style=style)
+    notes = []
     if any(not h.on_path for h in (*request, *response)):
-        t.caption = "* off path: only other packets of this direction passed here"
+        notes.append("* off path: only other packets of this direction passed here")
+    if any(h.findings for h in (*request, *response)):
+        notes.append("! a finding below is about this hop")
+    if notes:
+        t.caption = "\n".join(notes)
         t.caption_justify = "left"
         t.caption_style = "dim"
+    return t
+
+
+def hop_number(h: HopView) -> Text:
+    """The hop's position, ``*`` when off path, a coloured ``!`` when a finding is about it."""
+    t = Text(str(h.hop) + ("" if h.on_path else "*"))
+    if h.findings:
+        t.append("!", style=SEVERITY_STYLES.get(h.finding_severity or "", "bold"))
     return t
 
 
@@ -243,7 +256,7 @@ def tuple_text(h: HopView) -> Text:
 
 
 def change_text(h: HopView) -> Text:
-    """The hop's rewrites and where, plus markers of findings at this hop."""
+    """The hop's rewrites and where they happened; ``off path`` for off-path hops."""
     t = Text()
     if h.changes:
         t.append(h.changes, style=REWRITE_STYLE if any(k in h.changes for k in ("NAT", "port")) else "cyan")
@@ -251,9 +264,6 @@ def change_text(h: HopView) -> Text:
             t.append(f" ({h.changed_at})", style="dim")
     if not h.on_path:
         t.append(("; " if t else "") + "off path", style="dim")
-    if h.findings:
-        t.append(("\n" if t else "") + "! " + ", ".join(h.findings),
-                 style=SEVERITY_STYLES.get(h.finding_severity or "", ""))
     return t
 
 
@@ -296,11 +306,11 @@ def finding_place(f: Finding) -> str:
 
 
 def evidence_text(e: object) -> str:
-    """``client #5-7 (SYN-ACK from the pod)``."""
+    """``client:5-7,9 (SYN-ACK from the pod)``: capture, frame numbers, what they show."""
     cap = getattr(e, "capture", "?")
     frames = getattr(e, "frames", ())
     note = getattr(e, "note", "")
-    text = f"{cap} #{frame_ranges(frames)}" if len(frames) else str(cap)
+    text = f"{cap}:{frame_ranges(frames).replace(', ', ',')}" if len(frames) else str(cap)
     return f"{text} ({note})" if note else text
 
 

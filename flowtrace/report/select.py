@@ -4,9 +4,11 @@ Every report (terminal, HTML, trace) uses the same choices so that they agree:
 
 - **noise** is link housekeeping that never crowds a report: IPv6 neighbour and router
   discovery and MLD (ICMPv6 types 130-137, 143), IGMP, and anything sent to a multicast
-  or broadcast address; a noise connection with a finding is not noise;
-- a connection **matters** when it has findings, or (with no detector saying otherwise)
-  when it ended badly: no_reply, reset or rejected;
+  or broadcast address; a noise connection with a finding (above info) is not noise;
+- a connection **matters** when it has a finding of severity low or above, or (whatever
+  the detectors say) when it ended badly: no_reply, reset or rejected. Findings of
+  severity info (masquerading, offload) describe normal operation and do not make a
+  connection matter;
 - the rest is **healthy** and is summarised as groups of equal paths and NAT bindings.
 """
 
@@ -29,6 +31,14 @@ advertisement, redirect, MLDv2 report."""
 
 BAD_STATUSES = ("no_reply", "reset", "rejected")
 """Statuses that make a connection worth showing even without a finding."""
+
+MATTER_SEVERITY = "low"
+"""The lowest finding severity that makes a connection matter."""
+
+
+def matters(f: Finding) -> bool:
+    """True for findings at or above MATTER_SEVERITY."""
+    return severity_rank(f.severity) >= severity_rank(MATTER_SEVERITY)
 
 
 def findings_by_connection(findings: Sequence[Finding]) -> dict[int, list[Finding]]:
@@ -66,7 +76,8 @@ def noise_mask(a: Analysis) -> np.ndarray:
         types = first.set_index("connection")["flow"].map(flow_type)
         t = c["connection"].iloc[icmp6].map(types).fillna(-1).to_numpy()
         noise[icmp6] |= np.isin(t, NOISE_ICMP6_TYPES)
-    with_findings = c["connection"].isin({f.connection for f in a.findings if f.connection is not None})
+    with_findings = c["connection"].isin({f.connection for f in a.findings
+                                          if f.connection is not None and matters(f)})
     return noise & ~with_findings.to_numpy()
 
 
@@ -75,8 +86,8 @@ class Selection:
     """The connections of an analysis sorted for a report."""
 
     matter: list[int]
-    """Connections with findings (most severe first, then by count and time), then connections
-    that ended badly without a finding (by time)."""
+    """Connections with findings above info (most severe first, then by count and time), then
+    connections that ended badly without one (by time)."""
     healthy: list[int]
     """The others that are not noise, in time order."""
     noise: list[int]
@@ -89,7 +100,7 @@ def select(a: Analysis) -> Selection:
     if c.empty:
         return Selection(matter=[], healthy=[], noise=[])
     noise = pd.Series(noise_mask(a), index=a.connections.index).loc[c.index].to_numpy()
-    by_conn = findings_by_connection(a.findings)
+    by_conn = findings_by_connection([f for f in a.findings if matters(f)])
     ids = c["connection"].to_numpy()
     has_f = np.isin(ids, list(by_conn)) if by_conn else np.zeros(len(ids), dtype=bool)
     bad = c["status"].isin(BAD_STATUSES).to_numpy() & ~noise
@@ -135,9 +146,10 @@ def path_groups(a: Analysis, connections: Sequence[int]) -> pd.DataFrame:
 
     Returns one row per group, most common first, with the PATH_GROUP_KEYS columns plus
     ``count`` (connections), ``clients`` (distinct client addresses), ``example`` (a
-    connection number) and ``median_duration_ns``.
+    connection number), ``median_duration_ns`` and ``info`` (codes of info findings about
+    its connections, comma-separated).
     """
-    cols = [*PATH_GROUP_KEYS, "count", "clients", "example", "median_duration_ns"]
+    cols = [*PATH_GROUP_KEYS, "count", "clients", "example", "median_duration_ns", "info"]
     if not len(connections):
         return pd.DataFrame({k: [] for k in cols})
     c = a.connections.set_index("connection", drop=False).loc[list(connections)]
@@ -151,6 +163,13 @@ def path_groups(a: Analysis, connections: Sequence[int]) -> pd.DataFrame:
     g = frame.groupby(keys, sort=False, observed=True)
     out = g.agg(count=("connection", "size"), clients=("client_src", "nunique"),
                 example=("connection", "min"), median_duration_ns=("duration_ns", "median")).reset_index()
+    info: dict[int, set[str]] = {}
+    for f in a.findings:
+        if f.connection is not None and not matters(f):
+            info.setdefault(int(f.connection), set()).add(f.code)
+    codes = [", ".join(sorted(set().union(*(info.get(int(i), set()) for i in ids))))
+             for ids in g["connection"].agg(list)] if info else [""] * len(out)
+    out["info"] = codes
     for k in ("proto", "client_dport", "server_dport"):
         out[k] = out[k].astype(np.int64)
     return out.sort_values(["count", "example"], ascending=[False, True], kind="stable").reset_index(drop=True)
