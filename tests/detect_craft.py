@@ -17,11 +17,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from craft import (
+    LINKTYPE_ETHERNET,
+    LINKTYPE_LINUX_SLL2,
+    SLL_HOST,
+    SLL_OUTGOING,
+    Rec,
+    ether,
+    pcap,
+    sll2,
+)
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.packet import Packet
-
-from craft import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2, SLL_HOST, SLL_OUTGOING, Rec, ether, pcap, sll2
 
 T0 = 1_700_000_000_000_000_000
 """Time of the first packet (ns)."""
@@ -79,7 +87,9 @@ class World:
         for i, leg in enumerate(legs):
             cur = cur.copy()
             ip = cur[IP] if IP in cur else cur[IPv6]
-            l4 = cur[TCP] if TCP in cur else (cur[UDP] if UDP in cur else None)
+            l4 = cur.getlayer(TCP)
+            if l4 is None:
+                l4 = cur.getlayer(UDP)
             for k, v in leg.nat.items():
                 if k in ("src", "dst"):
                     setattr(ip, k, v)

@@ -36,8 +36,8 @@ class Detector(Protocol):
     needs: Needs
     """Vantage points required."""
     supersedes: tuple[str, ...]
-    """Codes this detector's finding explains on the same connection (and direction, when
-    both say one): those findings are dropped in favour of this one."""
+    """Codes this detector's findings explain on the same connection: those findings are
+    left out in favour of this one (the root cause over its symptoms)."""
 
     def detect(self, ctx: Context) -> list[Finding]:
         """Findings of this code in the analysis behind ``ctx`` (empty when none)."""

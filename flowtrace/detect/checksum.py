@@ -192,14 +192,14 @@ class OffloadArtifact:
             other = other[chk[other] != WRONG]
             parts = []
             if by_host.size:
-                parts.append(f"{plural(by_host.size, 'packet')} it sent or forwarded with unfilled checksums "
-                             "(checksum offload: the NIC fills them in)")
+                parts.append(f"{plural(by_host.size, 'packet')} it sent or forwarded with checksums not yet "
+                             "filled in (checksum offload: the NIC does it)")
             if other.size:
                 parts.append(f"{plural(other.size, 'received packet')} with unfilled checksums (virtual "
                              "interfaces hand packets over with partial checksums)")
             if wrong.size:
-                parts.append(f"{plural(wrong.size, 'received packet')} with wrong checksums that went on all the "
-                             "same")
+                parts.append(f"{plural(wrong.size, 'received packet')} with a wrong checksum that went on all "
+                             "the same")
             other = np.r_[other, wrong]
             if big.size:
                 parts.append(f"{plural(big.size, 'packet')} larger than any MTU, up to "

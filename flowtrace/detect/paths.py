@@ -6,11 +6,13 @@ seen at the next on-path hop; if the path ends at a host's incoming interface of
 capture that sees all of the host's interfaces (``tcpdump -i any``), it should have left
 that host (unless addressed to it). TCP data is judged by bytes, as the hops table's
 ``missing`` column is: a segment is not missing where the next hop saw its bytes cut
-differently (GSO, GRO). Each vanished packet says whether the capture that should have
+differently (GSO, GRO) at about the same time — unlike that column, a later
+retransmission of the bytes does not count. Each vanished packet says whether the capture that should have
 seen it covered that moment without loss; only those are evidence of a drop.
 
-Only connections the correlation already flags (``hops.missing > 0``, or a path ending
-inside a host) are examined, so the cost follows the anomalies, not the traffic.
+Only connections the correlation already flags (``hops.missing > 0``, TCP data sent again,
+or a path ending inside a host) are examined, so the cost follows the anomalies, not the
+traffic.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ if TYPE_CHECKING:
 
 SEQ_SPACE = 1 << 32
 _POS = 1 << 20
+COVER_WINDOW_NS = 200_000_000
+"""TCP bytes count as seen at a hop when segments carrying them passed it about the same
+time; a retransmission (at least the 200 ms minimum RTO later) does not make up for a loss."""
 
 COLUMNS = ("row", "connection", "direction", "group", "last_hop", "next_hop", "inside", "capture",
            "ts", "covered", "handshake", "data")
@@ -43,12 +48,16 @@ def _empty() -> pd.DataFrame:
 
 
 def candidate_connections(ctx: Context) -> np.ndarray:
-    """Connections with packets missing between hops or a path ending inside a host."""
+    """Connections with packets missing between hops (the hops table's count, or TCP data
+    retransmitted somewhere, which that count forgives) or a path ending inside a host."""
     h = ctx.analysis.hops
     if h.empty:
         return np.zeros(0, dtype=np.int64)
     conn = h["connection"].to_numpy()
-    missing = conn[h["missing"].to_numpy() > 0]
+    fl = ctx.analysis.flows
+    again = fl["flow_id"].to_numpy()[(fl["orig_retransmissions"].to_numpy() > 0)
+                                     | (fl["resp_retransmissions"].to_numpy() > 0)]
+    missing = conn[(h["missing"].to_numpy() > 0) | np.isin(h["flow"].to_numpy(), again)]
     on = np.flatnonzero(h["on_path"].to_numpy())
     key = conn[on] * 2 + ctx.hop.dirc[h["hop_id"].to_numpy()[on]]
     last = on[np.r_[key[1:] != key[:-1], True]] if on.size else on
@@ -103,10 +112,14 @@ def vanished_packets(ctx: Context) -> pd.DataFrame:
     cap_last = hi.capture[hop]
     ends_inside = ~has_next & (hi.pdir[hop] == DIR_IN) & multi[cap_last]
     if ends_inside.any():
+        # Addressed to the host itself: delivered, unless it was a SYN nobody answered (a
+        # host's stack answers every SYN; only a firewall drop stays silent).
         idx = np.flatnonzero(ends_inside)
         local = np.array([int(dst[r]) in own.get(int(c), ()) for r, c in zip(rows[idx], cap_last[idx], strict=True)],
                          dtype=bool)
-        ends_inside[idx[local]] = False
+        answered = np.isin(key[idx] // 2, hi.conn[hi.dirc == 1])
+        syn = (ctx.tcp_flags[rows[idx]] & 0x12) == 0x02
+        ends_inside[idx[local & ~(syn & ~answered)]] = False
     keep = has_next | ends_inside
     rows, hop, key, ts, grp, next_hop = rows[keep], hop[keep], key[keep], ts[keep], grp[keep], next_hop[keep]
     if not rows.size:
@@ -130,7 +143,7 @@ def vanished_packets(ctx: Context) -> pd.DataFrame:
         ok = ~np.isnan(rbase)
         rs = (seq[ref[ok]] - rbase[ok].astype(np.int64)) % SEQ_SPACE
         rl = ctx.col("payload_len")[ref[ok]].astype(np.int64)
-        cov = covered(qh, qs, qs + plen[q], ref_hop[ok], rs, rs + rl)
+        cov = _covered_in_time(qh, qs, qs + plen[q], ts[q], ref_hop[ok], rs, rs + rl, a.corrected_ts[ref[ok]])
         drop = np.zeros(rows.size, dtype=bool)
         drop[q[cov]] = True
         keep = ~drop
@@ -150,6 +163,25 @@ def vanished_packets(ctx: Context) -> pd.DataFrame:
         "handshake": (flags & 0x02) != 0, "data": data,
     })
     return out.sort_values(["connection", "direction", "ts"], kind="stable").reset_index(drop=True)
+
+
+def _covered_in_time(qh: np.ndarray, qs: np.ndarray, qe: np.ndarray, qt: np.ndarray,
+                     rh: np.ndarray, rs: np.ndarray, re: np.ndarray, rt: np.ndarray) -> np.ndarray:
+    """Mask: the bytes [qs, qe) of each query were seen at hop ``qh`` by segments sent about
+    the same time (GSO/GRO cut them differently, microseconds apart), not by a later
+    retransmission: segments within COVER_WINDOW_NS / 2 always count, beyond
+    COVER_WINDOW_NS never (two bucket grids offset by half a window)."""
+    out = np.zeros(qh.size, dtype=bool)
+    if not qh.size or not rh.size:
+        return out
+    t0 = int(min(qt.min(), rt.min()))
+    for shift in (0, COVER_WINDOW_NS // 2):
+        qb = (qt - t0 + shift) // COVER_WINDOW_NS
+        rb = (rt - t0 + shift) // COVER_WINDOW_NS
+        _, ids = np.unique(np.r_[qh * (1 << 32) + qb, rh * (1 << 32) + rb], return_inverse=True)
+        ids = ids.reshape(-1)
+        out |= covered(ids[: qh.size], qs, qe, ids[qh.size:], rs, re)
+    return out
 
 
 def _own_codes(ctx: Context) -> dict[int, set[int]]:

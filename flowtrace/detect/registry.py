@@ -72,7 +72,7 @@ def run_detectors(analysis: Analysis, *, detectors: Sequence[Detector] = DETECTO
     Findings come most severe first, then by connection. A detector needing more
     vantage points than the analysis has is skipped with one note saying so; notes also
     say what detectors could not decide. A finding another one explains (``supersedes``,
-    same connection and direction) is left out. The analysis is not changed.
+    same connection) is left out. The analysis is not changed.
     """
     ctx = Context(analysis)
     have = len(ctx.active_captures)
@@ -87,28 +87,23 @@ def run_detectors(analysis: Analysis, *, detectors: Sequence[Detector] = DETECTO
     found = supersede(found, {d.code: d.supersedes for d in detectors})
     found.sort(key=lambda f: (-severity_rank(f.severity), f.connection is None,
                               f.connection if f.connection is not None else 0, f.code))
-    return found, notes + list(dict.fromkeys(ctx.notes))
+    return found, list(dict.fromkeys(notes + ctx.notes))
 
 
 def supersede(findings: list[Finding], supersedes: dict[str, tuple[str, ...]]) -> list[Finding]:
-    """``findings`` without those another finding on the same connection explains."""
-    explained: set[tuple[int, str, str | None]] = set()
+    """``findings`` without those another finding on the same connection explains.
+
+    ``supersedes`` maps a code to the codes its findings explain; a capture-wide finding
+    explains them on the connections listed in its ``details['connections']``.
+    """
+    explained: set[tuple[int, str]] = set()
     for f in findings:
+        codes = supersedes.get(f.code, ())
+        if not codes:
+            continue
         conns = [f.connection] if f.connection is not None else []
-        conns += [int(c) for c in f.details.get("connections", ())] if supersedes.get(f.code) else []
-        for conn in conns:
-            for code in supersedes.get(f.code, ()):
-                explained.add((conn, code, f.direction))
+        conns += [int(c) for c in f.details.get("connections", ())]
+        explained.update((conn, code) for conn in conns for code in codes)
     if not explained:
         return findings
-
-    def covered(f: Finding) -> bool:
-        if f.connection is None:
-            return False
-        if (f.connection, f.code, None) in explained:
-            return True
-        if f.direction is None:
-            return any(c == f.connection and code == f.code for c, code, _ in explained)
-        return (f.connection, f.code, f.direction) in explained
-
-    return [f for f in findings if not covered(f)]
+    return [f for f in findings if f.connection is None or (f.connection, f.code) not in explained]

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
-from flowtrace.correlate.nat import SNAT, SNAT_PORT
 from flowtrace.detect.base import Needs
 from flowtrace.detect.context import DIR_OUT, Context
 from flowtrace.detect.evidence import endpoint, seconds
 from flowtrace.detect.finding import Finding
 
 RACE_NS = 10_000_000
+OPEN_NS = 120_000_000_000
+"""A conntrack entry of an unclosed connection lives at least this long (SYN_SENT/ESTABLISHED)."""
 """SYNs to one destination this close race for SNAT ports."""
 
 _CAUSES = ("MASQUERADE/SNAT port allocation race between parallel connections (kernels before 5.0, or SNAT "
@@ -34,31 +36,60 @@ class SnatPortCollision:
         return self._shared_tuple(ctx) + self._dropped_syn(ctx)
 
     def _shared_tuple(self, ctx: Context) -> list[Finding]:
-        h = ctx.analysis.hops
-        if h.empty:
+        """SYNs leaving a node with one post-NAT tuple but different ISNs, coming in with
+        different pre-NAT tuples, the first connection not closed (FIN or RST on the
+        tuple) in between."""
+        a = ctx.analysis
+        flags, proto = ctx.tcp_flags, ctx.col("proto")
+        multi = np.array([n in ctx.multi_interface for n in ctx.capture_names] + [False], dtype=bool)
+        cap = ctx.col("capture")
+        syn = np.flatnonzero((proto == 6) & ((flags & 0x12) == 0x02) & (ctx.pdir == DIR_OUT) & multi[cap])
+        if syn.size < 2:
             return []
-        req = h["on_path"].to_numpy() & (ctx.hop.dirc[h["hop_id"].to_numpy()] == 0)
-        s = h[req & ((h["changes"].to_numpy() & (SNAT | SNAT_PORT)) != 0)]
-        if len(s) < 2:
+        key = _tuple_key(ctx, syn)
+        df = pd.DataFrame({"key": key, "seq": ctx.col("seq")[syn], "row": syn, "ts": a.corrected_ts[syn]})
+        df = df.sort_values(["key", "ts"], kind="stable").drop_duplicates(["key", "seq"])
+        k, ts, rows = df["key"].to_numpy(), df["ts"].to_numpy(), df["row"].to_numpy()
+        pair = np.flatnonzero((k[1:] == k[:-1]) & (ts[1:] - ts[:-1] <= OPEN_NS)) + 1
+        if not pair.size:
             return []
-        key = ["capture", "proto", "src", "sport", "dst", "dport"]
-        s = s.sort_values([*key, "first_ts_ns"], kind="stable")
-        same = (s[key].shift() == s[key]).all(axis=1).to_numpy()
-        overlap = s["first_ts_ns"].to_numpy()[1:] <= s["last_ts_ns"].to_numpy()[:-1]
-        other = s["connection"].to_numpy()[1:] != s["connection"].to_numpy()[:-1]
-        hit = np.flatnonzero(same[1:] & overlap & other) + 1
+        first, second = rows[pair - 1], rows[pair]
+        open_ = ~_closed_between(ctx, k[pair], ts[pair - 1], ts[pair])
+        first, second = first[open_], second[open_]
         out = []
-        for i in hit.tolist():
-            a, b = s.iloc[i - 1], s.iloc[i]
-            post = f"{endpoint(b['src'], b['sport'])} -> {endpoint(b['dst'], b['dport'])}"
+        for r1, r2 in zip(first.tolist(), second.tolist(), strict=True):
+            pre = [self._pre_nat(ctx, r) for r in (r1, r2)]
+            if pre[0] is None or pre[1] is None or pre[0][0] == pre[1][0]:
+                continue
+            conn = int(ctx.packet_conn(np.array([pre[1][1]]))[0])
+            node = ctx.capture_names[int(cap[r2])]
+            post = (f"{endpoint(ctx.addr(int(ctx.col('src')[r2])), ctx.col('sport')[r2])} -> "
+                    f"{endpoint(ctx.addr(int(ctx.col('dst')[r2])), ctx.col('dport')[r2])}")
+            dt = int(a.corrected_ts[r2] - a.corrected_ts[r1])
             out.append(Finding(
-                code=self.code, severity=self.severity, connection=int(b["connection"]), direction="request",
-                hop=int(b["hop"]), segment=str(b["changed_at"]) or f"inside {b['capture']}",
-                message=(f"{b['capture']} translated connections {int(a['connection'])} and {int(b['connection'])} to "
-                         f"the same tuple {post} while both were open: a SNAT port collision, one of them fails."),
-                evidence=ctx.evidence([int(a["first_row"]), int(b["first_row"])], "two connections, one post-NAT tuple"),
-                causes=_CAUSES, details={"other_connection": int(a["connection"]), "tuple": post}))
+                code=self.code, severity=self.severity, connection=conn if conn >= 0 else None,
+                direction="request", segment=f"inside {node}",
+                message=(f"{node} translated {pre[0][0]} and {pre[1][0]} to the same tuple {post} "
+                         f"{seconds(dt)} apart while the first was still open: a SNAT port collision, "
+                         "one of the two connections fails."),
+                evidence=ctx.evidence([pre[0][1], r1, pre[1][1], r2],
+                                      "two connections before and after NAT, one post-NAT tuple"),
+                causes=_CAUSES, details={"tuple": post, "pre_nat": [pre[0][0], pre[1][0]]}))
         return out
+
+    @staticmethod
+    def _pre_nat(ctx: Context, row: int) -> tuple[str, int] | None:
+        """('client:port', row) of the same SYN arriving at the node before NAT."""
+        g = ctx.analysis.packet_group[row]
+        if g < 0:
+            return None
+        same = np.flatnonzero(ctx.analysis.packet_group == g)
+        cap = ctx.col("capture")
+        inside = same[(cap[same] == cap[row]) & (ctx.pdir[same] != DIR_OUT)]
+        if not inside.size:
+            return None
+        r = int(inside[0])
+        return endpoint(ctx.addr(int(ctx.col("src")[r])), ctx.col("sport")[r]), r
 
     def _dropped_syn(self, ctx: Context) -> list[Finding]:
         v = ctx.vanished
@@ -99,3 +130,32 @@ class SnatPortCollision:
                                       "the dropped SYN, its retransmission, the rival SYN"),
                 causes=_CAUSES, details={"rival_connection": int(ctx.packet_conn(rivals[:1])[0])}))
         return out
+
+
+def _tuple_key(ctx: Context, rows: np.ndarray) -> np.ndarray:
+    """A 64-bit hash per row of its capture and TCP/UDP tuple, the same for both directions."""
+    cap = ctx.col("capture")[rows].astype(np.int64)
+    a = ctx.col("src")[rows].astype(np.int64) * 65536 + ctx.col("sport")[rows].astype(np.int64)
+    b = ctx.col("dst")[rows].astype(np.int64) * 65536 + ctx.col("dport")[rows].astype(np.int64)
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    frame = pd.DataFrame({"cap": cap, "lo": lo, "hi": hi})
+    return pd.util.hash_pandas_object(frame, index=False).to_numpy()
+
+
+def _closed_between(ctx: Context, key: np.ndarray, t0: np.ndarray, t1: np.ndarray) -> np.ndarray:
+    """bool per query: a FIN or RST on tuple ``key`` (either way) strictly between t0 and t1."""
+    fin = np.flatnonzero((ctx.tcp_flags & 0x05) != 0)
+    if not fin.size:
+        return np.zeros(key.size, dtype=bool)
+    fk = _tuple_key(ctx, fin)
+    ft = ctx.analysis.corrected_ts[fin]
+    order = np.lexsort((ft, fk))
+    fk, ft = fk[order], ft[order]
+    lo = np.searchsorted(fk, key, side="left")
+    hi = np.searchsorted(fk, key, side="right")
+    out = np.zeros(key.size, dtype=bool)
+    for i in np.flatnonzero(hi > lo).tolist():
+        # The first FIN/RST of the tuple after t0: is it before t1?
+        j = lo[i] + np.searchsorted(ft[lo[i]:hi[i]], t0[i], side="right")
+        out[i] = j < hi[i] and ft[j] < t1[i]
+    return out
