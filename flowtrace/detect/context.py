@@ -320,15 +320,16 @@ class Context:
     @cached_property
     def repeated_at_point(self) -> np.ndarray:
         """Packet rows whose packet (sighting group) shows more than once at one observation
-        point (capture, interface index, direction): duplicates, loops, or retransmissions
-        a weak signature cannot tell apart. Ascending."""
+        point (capture, interface, interface index, direction): duplicates, loops, or
+        retransmissions a weak signature cannot tell apart. Ascending."""
         group = self.analysis.packet_group
         rows = np.flatnonzero(group >= 0)
         if not rows.size:
             return rows
         ifindex = self.col("ifindex")[rows].astype(np.int64) + 1
-        key = ((group[rows].astype(np.int64) << 24) | (self.col("capture")[rows].astype(np.int64) << 18)
-               | ((ifindex & 0xFFFF) << 2) | self.pdir[rows].astype(np.int64))
+        iface = self.col("interface")[rows].astype(np.int64) + 1
+        key = ((group[rows].astype(np.int64) << 30) | (self.col("capture")[rows].astype(np.int64) << 24)
+               | ((iface & 0x3F) << 18) | ((ifindex & 0xFFFF) << 2) | self.pdir[rows].astype(np.int64))
         s = np.sort(key)
         again = np.unique(s[1:][s[1:] == s[:-1]])
         if not again.size:

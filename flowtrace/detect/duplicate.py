@@ -37,11 +37,12 @@ class DuplicatePacket:
             return []
         df = pd.DataFrame({
             "row": rows, "group": ctx.analysis.packet_group[rows], "capture": ctx.col("capture")[rows],
-            "ifindex": ctx.col("ifindex")[rows], "pdir": ctx.pdir[rows], "ttl": ctx.col("ttl")[rows],
+            "iface": ctx.col("interface")[rows], "ifindex": ctx.col("ifindex")[rows], "pdir": ctx.pdir[rows],
+            "ttl": ctx.col("ttl")[rows],
             "ip_id": ctx.col("ip_id")[rows], "tsval": ctx.col("tsval")[rows],
             "ts": ctx.analysis.corrected_ts[rows]})
-        df = df.sort_values(["group", "capture", "ifindex", "pdir", "ttl", "ip_id", "tsval", "ts"], kind="stable")
-        same = ["group", "capture", "ifindex", "pdir", "ttl", "ip_id", "tsval"]
+        same = ["group", "capture", "iface", "ifindex", "pdir", "ttl", "ip_id", "tsval"]
+        df = df.sort_values([*same, "ts"], kind="stable")
         prev_same = (df[same].shift() == df[same]).all(axis=1).to_numpy()
         close = np.r_[False, np.diff(df["ts"].to_numpy()) <= WITHIN_NS]
         dup_i = np.flatnonzero(prev_same & close)
@@ -50,10 +51,11 @@ class DuplicatePacket:
         first_rows = df["row"].to_numpy()[dup_i - 1]
         dup_rows = df["row"].to_numpy()[dup_i]
         out = []
-        point = pd.DataFrame({"capture": df["capture"].to_numpy()[dup_i], "ifindex": df["ifindex"].to_numpy()[dup_i],
+        point = pd.DataFrame({"capture": df["capture"].to_numpy()[dup_i], "iface": df["iface"].to_numpy()[dup_i],
+                              "ifindex": df["ifindex"].to_numpy()[dup_i],
                               "pdir": df["pdir"].to_numpy()[dup_i], "a": first_rows, "b": dup_rows})
         packets = ctx.analysis.packets
-        for (cap, ifindex, _), g in point.groupby(["capture", "ifindex", "pdir"], sort=True):
+        for (cap, _, ifindex, _), g in point.groupby(["capture", "iface", "ifindex", "pdir"], sort=True):
             name = ctx.capture_names[int(cap)]
             a, b = g["a"].to_numpy(), g["b"].to_numpy()
             conns = {int(c) for c in ctx.packet_conn(b) if c >= 0}

@@ -58,8 +58,9 @@ class TtlExpired:
         if not rows.size:
             return []
         df = pd.DataFrame({"row": rows, "group": ctx.analysis.packet_group[rows], "cap": ctx.col("capture")[rows],
-                           "ifindex": ctx.col("ifindex")[rows], "pdir": ctx.pdir[rows], "ttl": ctx.col("ttl")[rows]})
-        n = df.groupby(["group", "cap", "ifindex", "pdir"])["ttl"].transform("nunique")
+                           "iface": ctx.col("interface")[rows], "ifindex": ctx.col("ifindex")[rows],
+                           "pdir": ctx.pdir[rows], "ttl": ctx.col("ttl")[rows]})
+        n = df.groupby(["group", "cap", "iface", "ifindex", "pdir"])["ttl"].transform("nunique")
         loop = df[n.to_numpy() >= LOOP_TTLS]
         if loop.empty:
             return []
