@@ -540,3 +540,36 @@ def test_one_capture_notes_each_detector_that_needs_more_once(tmp_path):
     assert len(needs) == len(set(needs)) >= 3
     assert any(n.startswith("mtu_blackhole") for n in needs)
     assert codes(a) >= {"syn_retransmission", "no_reply"}  # one-vantage-point detectors still run
+
+
+def test_one_packet_on_two_interfaces_of_a_pcapng_capture_is_no_duplicate(tmp_path):
+    """dumpcap on a bridge and its port (no direction recorded) shows a bridged packet on
+    both with the same TTL and IP ID: two observation points, not a duplicate; twice on
+    one interface is."""
+    frame = ether(bytes(tcp(CLIENT, 40000, POD_LOCAL, 8080, "S", 1000, ip_id=7)))
+    f = Pcapng()
+    cni0 = f.interface(LINKTYPE_ETHERNET, name="cni0", tsresol=9)
+    veth = f.interface(LINKTYPE_ETHERNET, name="veth1", tsresol=9)
+    f.packet(cni0, frame, ts=T0)
+    f.packet(veth, frame, ts=T0 + 2_000)
+    (tmp_path / "node1.pcapng").write_bytes(bytes(f))
+    assert not only(analyze(tmp_path), "duplicate_packet")
+    f.packet(veth, frame, ts=T0 + 4_000)
+    (tmp_path / "node1.pcapng").write_bytes(bytes(f))
+    (found,) = only(analyze(tmp_path), "duplicate_packet")
+    assert found.capture == "node1" and "veth1" in found.message
+
+
+@pytest.mark.parametrize(("dst", "dropped"), [(POD_LOCAL, True), ("10.0.1.99", False)])
+def test_a_datagram_ending_inside_a_node_is_a_drop_only_toward_a_forwarded_address(tmp_path, dst, dropped):
+    """UDP entering node1 and never leaving: toward a pod (an address node1 forwards to) it
+    was dropped; toward an address nobody forwards to it may simply have been delivered to
+    the node itself."""
+    w = World().node("node1")
+    for i in range(3):  # node1 forwards to the pod for another client
+        w.send(udp("198.51.100.20", 5000 + i, POD_LOCAL, 9000, b"ok", ip_id=50 + i), T0 - SECOND + i * 10**6,
+               [Leg("node1", 2), Leg("node1", 4, out=True, ttl=1)])
+    w.send(udp(CLIENT, 6000, dst, 9000, b"lost", ip_id=7), T0, [Leg("client"), Leg("node1", 2, ttl=1)])
+    w.see("node1", udp(NODE1, 123, "10.0.0.123", 123, b"ntp", ip_id=9), T0 + SECOND, ifindex=2, out=True)
+    a = analyze(w.write(tmp_path))
+    assert bool(only(a, "drop_between_hops")) == dropped

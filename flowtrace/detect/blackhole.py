@@ -6,6 +6,7 @@ from flowtrace.detect.base import Needs
 from flowtrace.detect.context import Context
 from flowtrace.detect.evidence import endpoint, plural
 from flowtrace.detect.finding import Finding
+from flowtrace.detect.paths import endpoint_addresses
 
 
 class NoLocalEndpointBlackhole:
@@ -25,13 +26,14 @@ class NoLocalEndpointBlackhole:
         v = v[v["covered"].to_numpy() & (v["next_hop"].to_numpy() < 0) & (v["direction"].to_numpy() == 0)]
         out = []
         dst = ctx.col("dst")
+        endpoints = set(endpoint_addresses(ctx).tolist())
         for conn, g in v.groupby("connection", sort=True):
             c = ctx.connections.loc[int(conn)]
             if bool(c["dnat"]) or int(c["response_hops"]) > 0 or int(c["proto"]) not in (6, 17, 132):
                 continue
             rows = g["row"].to_numpy()
             target = str(c["client_dst"])
-            if any(ctx.addr(int(d)) != target for d in dst[rows]) or target in ctx.endpoint_capture:
+            if any(ctx.addr(int(d)) != target for d in dst[rows]) or ctx.addr_code(target) in endpoints:
                 continue
             last = int(g["last_hop"].iloc[0])
             node = ctx.capture_names[int(ctx.hop.capture[last])]

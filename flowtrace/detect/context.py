@@ -47,11 +47,11 @@ class HopIndex:
             return out
 
         self.conn = spread(hops["connection"].to_numpy(), -1, np.int64)
-        self.dirc = spread(_codes_of(hops["direction"], ["request", "response"]), -1, np.int8)
+        self.dirc = spread(codes_of(hops["direction"], ["request", "response"]), -1, np.int8)
         self.pos = spread(hops["hop"].to_numpy(), -1, np.int64)
         self.on_path = spread(hops["on_path"].to_numpy(), False, bool)
-        self.capture = spread(_codes_of(hops["capture"], capture_names), -1, np.int32)
-        self.pdir = spread(_codes_of(hops["packet_direction"], ["in", "out", "unknown"]), DIR_UNKNOWN, np.int8)
+        self.capture = spread(codes_of(hops["capture"], capture_names), -1, np.int32)
+        self.pdir = spread(codes_of(hops["packet_direction"], ["in", "out", "unknown"]), DIR_UNKNOWN, np.int8)
         self.ttl = spread(hops["ttl"].to_numpy(), -1, np.int64)
         self.row = spread(np.arange(len(hops)), -1, np.int64)
 
@@ -64,7 +64,7 @@ def remap(codes: np.ndarray, lut: np.ndarray) -> np.ndarray:
     return np.where(codes >= 0, lut[np.clip(codes, 0, lut.size - 1)], -1)
 
 
-def _codes_of(series: pd.Series, names: list[str]) -> np.ndarray:
+def codes_of(series: pd.Series, names: list[str]) -> np.ndarray:
     """Index of each value of a categorical (or text) column in ``names`` (-1 if absent)."""
     if isinstance(series.dtype, pd.CategoricalDtype):
         lut = pd.Index(names, dtype=object).get_indexer(pd.Index([str(c) for c in series.cat.categories], dtype=object))
@@ -153,7 +153,7 @@ class Context:
     def pdir(self) -> np.ndarray:
         """int8 DIR_* per packet row (packets.direction)."""
         s = self.analysis.packets["direction"]
-        return _codes_of(s, ["in", "out", "unknown"]).astype(np.int8)
+        return codes_of(s, ["in", "out", "unknown"]).astype(np.int8)
 
     @cached_property
     def tcp_flags(self) -> np.ndarray:
@@ -226,9 +226,9 @@ class Context:
         h = a.hops
         if len(h):
             hop_id = h["hop_id"].to_numpy()
-            caps = _codes_of(h["capture"], self.capture_names)
-            src_c = _codes_of(h["src"], list(self.addresses))
-            dst_c = _codes_of(h["dst"], list(self.addresses))
+            caps = codes_of(h["capture"], self.capture_names)
+            src_c = codes_of(h["src"], list(self.addresses))
+            dst_c = codes_of(h["dst"], list(self.addresses))
             multi = np.array([n in self.multi_interface for n in self.capture_names] + [False], dtype=bool)
             on_all = h["on_path"].to_numpy()
             on = np.flatnonzero(on_all & np.isin(h["proto"].to_numpy(), (6, 17, 132)))

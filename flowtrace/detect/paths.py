@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from flowtrace.correlate.coverage import covered
-from flowtrace.detect.context import DIR_IN
+from flowtrace.detect.context import DIR_IN, DIR_OUT, codes_of
 
 if TYPE_CHECKING:
     from flowtrace.detect.context import Context
@@ -112,14 +112,17 @@ def vanished_packets(ctx: Context) -> pd.DataFrame:
     cap_last = hi.capture[hop]
     ends_inside = ~has_next & (hi.pdir[hop] == DIR_IN) & multi[cap_last]
     if ends_inside.any():
-        # Addressed to the host itself: delivered, unless it was a SYN nobody answered (a
-        # host's stack answers every SYN; only a firewall drop stays silent).
+        # A packet may end inside a host because it was addressed to it. It was dropped
+        # when it was a SYN nobody answered (a host's stack answers every SYN, only a
+        # firewall stays silent), or when it was going to an address hosts forward to
+        # (a pod, a Service) that is not this host's own.
         idx = np.flatnonzero(ends_inside)
         local = np.array([int(dst[r]) in own.get(int(c), ()) for r, c in zip(rows[idx], cap_last[idx], strict=True)],
                          dtype=bool)
         answered = np.isin(key[idx] // 2, hi.conn[hi.dirc == 1])
         syn = (ctx.tcp_flags[rows[idx]] & 0x12) == 0x02
-        ends_inside[idx[local & ~(syn & ~answered)]] = False
+        onward = np.isin(dst[rows[idx]], forwarded_addresses(ctx))
+        ends_inside[idx[~((syn & ~answered) | (onward & ~local))]] = False
     keep = has_next | ends_inside
     rows, hop, key, ts, grp, next_hop = rows[keep], hop[keep], key[keep], ts[keep], grp[keep], next_hop[keep]
     if not rows.size:
@@ -182,6 +185,42 @@ def _covered_in_time(qh: np.ndarray, qs: np.ndarray, qe: np.ndarray, qt: np.ndar
         ids = ids.reshape(-1)
         out |= covered(ids[: qh.size], qs, qe, ids[qh.size:], rs, re)
     return out
+
+
+def forwarded_addresses(ctx: Context) -> np.ndarray:
+    """Address codes that hosts forward traffic to: destinations of packets leaving a node
+    (not ones it originated), Service addresses translated by a DNAT, the endpoints they
+    were translated to, and the addresses of endpoint captures."""
+    def build(ctx: Context) -> np.ndarray:
+        h = ctx.analysis.hops
+        if h.empty:
+            return np.zeros(0, dtype=np.int64)
+        hid = h["hop_id"].to_numpy()
+        multi = np.array([n in ctx.multi_interface for n in ctx.capture_names] + [False], dtype=bool)
+        dst = codes_of(h["dst"], list(ctx.addresses))
+        out = (ctx.hop.pdir[hid] == DIR_OUT) & multi[ctx.hop.capture[hid]] & (h["hop"].to_numpy() > 0)
+        c = ctx.analysis.connections
+        nat = c[c["dnat"].to_numpy()]
+        extra = [ctx.addr_code(x) for x in (*nat["client_dst"].astype(object), *nat["server_dst"].astype(object),
+                                            *ctx.endpoint_capture)]
+        return np.unique(np.r_[dst[out], np.array(extra, dtype=np.int64)])
+
+    return ctx.shared("forwarded_addresses", build)
+
+
+def endpoint_addresses(ctx: Context) -> np.ndarray:
+    """Address codes of endpoints (pods, servers) rather than Services: what DNAT
+    translated to, what endpoint captures own, and what nodes forward to unchanged —
+    minus the addresses some DNAT translated away (Service and LoadBalancer addresses)."""
+    def build(ctx: Context) -> np.ndarray:
+        c = ctx.analysis.connections
+        nat = c[c["dnat"].to_numpy()]
+        services = np.array([ctx.addr_code(x) for x in nat["client_dst"].astype(object)], dtype=np.int64)
+        targets = np.array([ctx.addr_code(x) for x in (*nat["server_dst"].astype(object), *ctx.endpoint_capture)],
+                           dtype=np.int64)
+        return np.unique(np.r_[np.setdiff1d(forwarded_addresses(ctx), services), targets])
+
+    return ctx.shared("endpoint_addresses", build)
 
 
 def _own_codes(ctx: Context) -> dict[int, set[int]]:
