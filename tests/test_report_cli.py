@@ -50,7 +50,7 @@ def test_analyze_healthy_connections_are_summarised_unless_all():
 def test_analyze_limit_lists_the_rest():
     r = run("analyze", str(FIXTURES / "asymmetric-return"), "--limit", "1")
     assert r.stdout.count("╭─ #") == 1
-    assert "1 more connections that matter" in r.stdout
+    assert "1 more connection that matters" in r.stdout and "#4" in r.stdout
 
 
 def test_analyze_html_and_json_with_names(tmp_path):
@@ -170,3 +170,27 @@ def test_names_in_analyze_report():
     out = io.StringIO()
     render_analysis(a, report_console(file=out), names=read_snapshot(FIXTURES / "dns" / "k8s.json"))
     assert "10.96.0.10:53 (svc kube-system/kube-dns:dns)" in out.getvalue()
+
+
+def test_problems_are_grouped_and_each_kind_is_drawn_first():
+    from test_report_golden import fresh
+
+    from flowtrace.detect.finding import Finding
+    from flowtrace.report.analysis import AnalysisReport, diverse
+    from flowtrace.report.select import finding_groups, select
+
+    c = fresh("many-connections").connections.sort_values("start_ts_ns")
+    ids = [int(x) for x in c.loc[c["server_dst"] == "10.244.2.7", "connection"]][:6]  # one path
+    findings = [Finding(code="connection_reset", severity="low", connection=c, message="reset") for c in ids[:4]]
+    findings += [Finding(code="drop_between_hops", severity="high", connection=ids[4], message="drop"),
+                 Finding(code="source_ip_masqueraded", severity="info", connection=ids[5], message="masq")]
+    a = fresh("many-connections", findings)
+    sel = select(a)
+    assert sel.matter[:5] == [ids[4], *ids[:4]] and ids[5] not in sel.matter  # info does not matter
+    groups = finding_groups(a, sel.matter)
+    assert list(groups["code"]) == ["drop_between_hops", "connection_reset"]
+    assert list(groups["count"]) == [1, 4] and groups["examples"][1] == ids[:4]
+    assert diverse(a, sel.matter)[:2] == [ids[4], ids[0]]
+    report = AnalysisReport.build(a, limit=2)
+    assert [v.connection for v in report.shown] == [ids[4], ids[0]]
+    assert list(report.rest["count"]) == [3] and report.rest["examples"][0] == ids[1:4]

@@ -25,13 +25,19 @@ from flowtrace.context.k8s import KubeNames
 from flowtrace.detect.finding import SEVERITIES, Finding, severity_rank
 from flowtrace.report.format import SEVERITY_STYLES, fmt_duration, fmt_offset, fmt_utc, proto_name
 from flowtrace.report.path import ConnectionView, FindingView, HopIndex, label
-from flowtrace.report.select import Selection, findings_by_connection, path_groups, select
+from flowtrace.report.select import (
+    Selection,
+    finding_groups,
+    findings_by_connection,
+    path_groups,
+    select,
+)
 
 DEFAULT_LIMIT = 20
 """Connections drawn in full in the terminal report unless ``limit`` says otherwise."""
 
-LIST_LIMIT = 200
-"""Further connections that matter listed one line each before the report says how many more."""
+GROUP_EXAMPLES = 5
+"""Example connection numbers per group of connections that matter beyond the ones drawn."""
 
 GROUP_LIMIT = 25
 """Rows of the healthy-paths table."""
@@ -73,10 +79,9 @@ class AnalysisReport:
     """One line per conntrack dump comparison."""
     shown: list[ConnectionView]
     """Connections drawn in full (those that matter first)."""
-    listed: list[ConnectionView]
-    """Further connections that matter, one line each."""
-    more: int
-    """Connections that matter beyond ``shown`` and ``listed``."""
+    rest: pd.DataFrame
+    """Connections that matter beyond ``shown``, grouped by finding, service, endpoint and
+    status (flowtrace.report.select.finding_groups), with names."""
     groups: pd.DataFrame
     """Healthy connections grouped by path (flowtrace.report.select.path_groups), with names."""
     healthy: int
@@ -112,11 +117,11 @@ class AnalysisReport:
         if draw is not None:
             drawn, rest = list(draw), [c for c in sel.matter if c not in set(draw)]
         else:
-            order = sel.matter + (sel.healthy if show_all else [])
+            order = diverse(a, sel.matter) + (sel.healthy if show_all else [])
             cap = len(order) if limit is None or show_all else limit
             drawn, rest = order[:cap], order[cap:]
         shown = [view(c) for c in drawn]
-        listed = [view(c) for c in rest[:LIST_LIMIT]]
+        rest_groups = _named_groups(finding_groups(a, rest, examples=GROUP_EXAMPLES), names)
         noise = set(sel.noise)
         statuses = Counter(str(s) for cid, s in zip(a.connections["connection"], a.connections["status"],
                                                     strict=True) if int(cid) not in noise)
@@ -128,8 +133,8 @@ class AnalysisReport:
             severities={s: sev[s] for s in reversed(SEVERITIES) if sev[s]},
             general_findings=sorted((f for f in a.findings if f.connection is None),
                                     key=lambda f: -severity_rank(f.severity)),
-            notes=list(a.notes), comparisons=_comparisons(a), shown=shown, listed=listed,
-            more=max(0, len(rest) - LIST_LIMIT), groups=_named_groups(groups, names),
+            notes=list(a.notes), comparisons=_comparisons(a), shown=shown, rest=rest_groups,
+            groups=_named_groups(groups, names),
             healthy=len(sel.healthy), noise=len(sel.noise),
             noise_views=[view(c) for c in sel.noise] if show_all else [], show_all=show_all,
             matter=len(sel.matter))
@@ -140,11 +145,8 @@ class AnalysisReport:
             what = "Connections" if self.show_all else "Connections that matter"
             yield Text(f"\n{what}", style="bold")
         yield from self.shown
-        if self.listed:
-            yield connection_list(self.listed, title=f"{len(self.listed) + self.more:,} more connections "
-                                  "that matter (flowtrace trace --conn N draws one)")
-        if self.more:
-            yield Text(f"… and {self.more:,} more (see --json or --html)", style="dim")
+        if len(self.rest):
+            yield rest_table(self.rest)
         if len(self.groups):
             yield paths_table(self.groups, self.healthy)
         if self.noise_views:
@@ -200,6 +202,18 @@ def general_findings(findings: Sequence[Finding]) -> list[RenderableType]:
             t.append(f"\n{f.message}", style="dim")
             out.append(t)
     return out
+
+
+def diverse(a: Analysis, matter: Sequence[int]) -> list[int]:
+    """``matter`` reordered so that the first connection of every problem (finding,
+    service, endpoint, status; flowtrace.report.select.finding_groups) comes first, most
+    severe first, then the others in their order: a capped report shows every kind of
+    problem before it shows a second example of one."""
+    if len(matter) < 2:
+        return list(matter)
+    firsts = [int(g[0]) for g in finding_groups(a, matter, examples=1)["examples"]]
+    chosen = set(firsts)
+    return firsts + [c for c in matter if c not in chosen]
 
 
 def _capture_rows(a: Analysis) -> list[CaptureRow]:
@@ -269,6 +283,27 @@ def connection_list(views: Sequence[ConnectionView], *, title: str) -> Table:
         ft = Text(f"{f.severity} {f.code}" + (f" +{len(v.findings) - 1}" if len(v.findings) > 1 else ""),
                   style=SEVERITY_STYLES.get(f.severity, "")) if f else Text("")
         t.add_row(str(v.connection), v.proto, f"{v.client} -> {v.service}", v.server, v.status, ft)
+    return t
+
+
+def rest_table(groups: pd.DataFrame) -> Table:
+    """Connections that matter beyond the ones drawn: one row per finding, service,
+    endpoint and status, with a count and example connection numbers."""
+    total = int(groups["count"].sum())
+    noun = "connections that matter" if total != 1 else "connection that matters"
+    t = Table(title=f"{total:,} more {noun} (flowtrace trace --conn N draws one)", title_justify="left", title_style="bold", box=None,
+              pad_edge=False, header_style="dim", padding=(0, 1))
+    t.add_column("count", justify="right", no_wrap=True)
+    t.add_column("finding", overflow="fold")
+    t.add_column("service -> endpoint", overflow="fold", ratio=1)
+    t.add_column("status", no_wrap=True)
+    t.add_column("e.g.", overflow="fold")
+    for r in groups.itertuples(index=False):
+        finding = Text(f"{r.severity} {r.code}", style=SEVERITY_STYLES.get(r.severity, "")) if r.code else \
+            Text("no finding", style="dim")
+        more = "" if r.count <= len(r.examples) else " …"
+        t.add_row(f"{r.count:,}", finding, f"{proto_name(r.proto)} {r.service} -> {r.endpoint}", str(r.status),
+                  ", ".join(f"#{x}" for x in r.examples) + more)
     return t
 
 

@@ -18,7 +18,7 @@ from html import escape
 from flowtrace.analysis import Analysis
 from flowtrace.context.k8s import KubeNames
 from flowtrace.detect.finding import Finding, severity_rank
-from flowtrace.report.analysis import AnalysisReport, CaptureRow
+from flowtrace.report.analysis import AnalysisReport, CaptureRow, diverse
 from flowtrace.report.format import fmt_duration, fmt_utc, proto_name
 from flowtrace.report.ladder import Ladder, PacketIndex
 from flowtrace.report.path import ConnectionView, HopIndex, HopView, evidence_text, finding_place
@@ -50,7 +50,7 @@ def html_report(a: Analysis, *, names: KubeNames | None = None, limit: int | Non
     groups = path_groups(a, sel.healthy)
     examples = [int(x) for x in groups["example"]] if len(groups) else []
     healthy = list(dict.fromkeys(examples + sel.healthy))
-    order = sel.matter + healthy
+    order = diverse(a, sel.matter) + healthy
     drawn = order if limit is None else order[:limit]
     report = AnalysisReport.build(a, names=names, selection=sel, draw=drawn)
     index = PacketIndex(a)
@@ -83,8 +83,8 @@ def html_report(a: Analysis, *, names: KubeNames | None = None, limit: int | Non
     if left:
         parts.append(f'<p class="cap">{left:,} more connections are not drawn (limit {limit:,}; '
                      "<code>--limit</code> raises it, <code>flowtrace trace --conn N</code> draws one).</p>")
-    if report.listed:
-        parts.append(connection_list(report.listed, report.more))
+    if len(report.rest):
+        parts.append(rest_table(report.rest))
     parts.append("</section>")
     parts.append(paths_section(report))
     parts.append(f'</main><footer>flowtrace {_e(version)} · schema_version {a.schema_version}'
@@ -222,17 +222,18 @@ def _hop_row(h: HopView) -> str:
             f'<td class="num">{miss}</td></tr>')
 
 
-def connection_list(views: Sequence[ConnectionView], more: int) -> str:
-    """Connections that matter beyond the drawn ones, one row each."""
+def rest_table(groups: object) -> str:
+    """Connections that matter beyond the drawn ones, grouped (AnalysisReport.rest)."""
     rows = "".join(
-        f"<tr><td>#{v.connection}</td><td>{_e(v.proto)}</td><td>{_e(v.client)} → {_e(v.service)}</td>"
-        f"<td>{_e(v.server)}</td><td>{_e(v.status)}</td>"
-        f"<td>{_e(v.findings[0].severity + ' ' + v.findings[0].code) if v.findings else ''}</td></tr>"
-        for v in views)
-    tail = f'<p class="cap">… and {more:,} more (--json).</p>' if more else ""
-    return ('<h3>More connections that matter</h3><table class="grid"><thead><tr><th>#</th><th>proto</th>'
-            "<th>client → service</th><th>endpoint</th><th>status</th><th>finding</th></tr></thead><tbody>"
-            + rows + "</tbody></table>" + tail)
+        f'<tr><td class="num">{g.count:,}</td><td>'
+        + (f'<span class="sev {_e(g.severity)}">{_e(g.severity)}</span> <code>{_e(g.code)}</code>' if g.code
+           else '<span class="dim">no finding</span>')
+        + f"</td><td>{_e(proto_name(g.proto))} {_e(g.service)} → {_e(g.endpoint)}</td><td>{_e(g.status)}</td>"
+        f"<td>{', '.join('#' + str(int(x)) for x in g.examples)}{' …' if g.count > len(g.examples) else ''}</td></tr>"
+        for g in groups.itertuples(index=False))  # type: ignore[attr-defined]
+    return ('<h3>More connections that matter</h3><table class="grid"><thead><tr><th class="num">count</th>'
+            "<th>finding</th><th>service → endpoint</th><th>status</th><th>e.g.</th></tr></thead><tbody>"
+            + rows + "</tbody></table>")
 
 
 def paths_section(r: AnalysisReport) -> str:

@@ -259,3 +259,37 @@ def _check_address(addr: str) -> None:
         ipaddress.ip_address(addr)
     except ValueError:
         raise ValueError(f"{addr!r} is not an IP address") from None
+
+
+FINDING_GROUP_KEYS = ("severity", "code", "proto", "client_dst", "client_dport", "server_dst", "server_dport",
+                      "status")
+"""What makes connections that matter 'the same problem' when there are too many to draw."""
+
+
+def finding_groups(a: Analysis, connections: Sequence[int], *, examples: int = 5) -> pd.DataFrame:
+    """Connections that matter grouped by their most severe finding (or none), service,
+    endpoint and status; most severe, then most common first.
+
+    Returns the FINDING_GROUP_KEYS columns (``code`` '' and ``severity`` '' for
+    connections without a finding above info) plus ``count`` and ``examples`` (up to
+    ``examples`` connection numbers, in the order given).
+    """
+    cols = [*FINDING_GROUP_KEYS, "count", "examples"]
+    if not len(connections):
+        return pd.DataFrame({k: [] for k in cols})
+    by_conn = findings_by_connection([f for f in a.findings if matters(f)])
+    ids = list(connections)
+    c = a.connections.set_index("connection", drop=False).loc[ids]
+    top = [by_conn.get(i, [None])[0] for i in ids]
+    frame = pd.DataFrame({
+        "severity": [f.severity if f else "" for f in top], "code": [f.code if f else "" for f in top],
+        "proto": c["proto"].to_numpy(), "client_dst": c["client_dst"].astype(str).to_numpy(),
+        "client_dport": c["client_dport"].to_numpy(), "server_dst": c["server_dst"].astype(str).to_numpy(),
+        "server_dport": c["server_dport"].to_numpy(), "status": c["status"].astype(str).to_numpy(),
+        "connection": ids, "order": np.arange(len(ids))})
+    g = frame.groupby(list(FINDING_GROUP_KEYS), sort=False)
+    out = g.agg(count=("connection", "size"), first=("order", "min"),
+                examples=("connection", lambda s: list(s)[:examples])).reset_index()
+    out["rank"] = [-severity_rank(s) if s else 1 for s in out["severity"]]
+    out = out.sort_values(["rank", "count", "first"], ascending=[True, False, True], kind="stable")
+    return out[cols].reset_index(drop=True)
