@@ -176,7 +176,7 @@ def connection_section(view: ConnectionView, ladder: Ladder, *, opened: bool) ->
         out.append('<p class="nat">' + "<br>".join(_e(x) for x in view.nat.split("; ")) + "</p>")
     out.append(hop_table(view))
     for f in view.findings:
-        out.append(f'<div class="finding"><span class="sev {_e(f.severity)}">{_e(f.severity)}</span> '
+        out.append(f'<div class="finding {_e(f.severity)}"><span class="sev {_e(f.severity)}">{_e(f.severity)}</span> '
                    f"<code>{_e(f.code)}</code> <span class=\"dim\">{_e(finding_place(f))}</span>"
                    f"<div>{_finding_body(f)}</div></div>")
     out.append('<div class="ladder-wrap">' + ladder_svg(ladder) + "</div>")
@@ -292,6 +292,9 @@ mark { background: #fde68a; color: #78350f; padding: 0 2px; border-radius: 2px; 
 details.conn { border-top: 1px solid #e2e8f0; padding: 6px 0; }
 details.conn > summary { cursor: pointer; font-family: ui-monospace, monospace; font-size: 13px; }
 .finding { margin: 6px 0; padding: 6px 8px; background: #fef2f2; border-left: 3px solid #dc2626; }
+.finding.medium { background: #fffbeb; border-left-color: #f59e0b; }
+.finding.low { background: #f0f9ff; border-left-color: #0ea5e9; }
+.finding.info { background: #f8fafc; border-left-color: #94a3b8; }
 .ev { color: #475569; font-size: 13px; }
 .ladder-wrap { overflow-x: auto; margin-top: 8px; border: 1px solid #e2e8f0; }
 .cap { color: #92400e; }

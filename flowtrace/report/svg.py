@@ -22,6 +22,9 @@ NOTE_H = 15
 GAP_H = 20
 HEAD_H = 44
 LABEL_W = 380
+"""Least room for the labels right of the columns; more when the labels need it."""
+CHAR_W = 7.3
+"""Width of one character of the 12 px monospace labels, for sizing the drawing."""
 COLORS = {"request": "#2563eb", "response": "#9333ea", "rewrite": "#d97706", "missing": "#dc2626",
           "lifeline": "#cbd5e1", "text": "#0f172a", "dim": "#64748b"}
 
@@ -33,7 +36,9 @@ def _e(text: object) -> str:
 def ladder_svg(ladder: Ladder) -> str:
     """The ladder as an ``<svg>`` element (text), sized to its content."""
     n = max(len(ladder.columns), 1)
-    width = TIME_W + n * COL_W + LABEL_W
+    longest = max((len(_label_text(a)) for a in ladder.arrows), default=0)
+    longest = max([longest, *(len(r) + 2 for a in ladder.arrows for r in a.new_rewrites)])
+    width = TIME_W + n * COL_W + max(LABEL_W, int(longest * CHAR_W) + 24)
     y = HEAD_H + 10
     body: list[str] = []
     centers = [TIME_W + i * COL_W + COL_W // 2 for i in range(n)]
@@ -112,15 +117,22 @@ def _arrow(arrow: Arrow, centers: list[int], y: int, unit: str) -> str:
         else:
             shape = f'<circle cx="{x}" cy="{y}" r="4.5" fill="{color}"/>'
         out.append(f"<g><title>{_e(tip_m)}</title>{shape}</g>")
-    text = arrow.label
-    if arrow.span_ns and len(arrow.marks) > 1:
-        text += f" ({fmt_duration(arrow.span_ns)})"
+    text = _label_text(arrow, missing=False)
     x_label = centers[-1] + COL_W // 2 + 8
     out.append(f'<text x="{x_label}" y="{y + 4}" class="lbl">{_e(text)}')
     if arrow.missing_at:
         out.append(f'<tspan class="misst"> not seen at {_e(arrow.missing_at)}</tspan>')
     out.append("</text></g>")
     return "".join(out)
+
+
+def _label_text(arrow: Arrow, *, missing: bool = True) -> str:
+    text = arrow.label
+    if arrow.span_ns and len(arrow.marks) > 1:
+        text += f" ({fmt_duration(arrow.span_ns)})"
+    if missing and arrow.missing_at:
+        text += f" not seen at {arrow.missing_at}"
+    return text
 
 
 SVG_CSS = """
