@@ -17,14 +17,15 @@ import pandas as pd
 from flowtrace.analysis import Analysis
 from flowtrace.capture.files import CaptureSource, expand_sources
 from flowtrace.capture.memory import pin_mmap_threshold
+from flowtrace.capture.pcap import PcapReader
 from flowtrace.capture.reader import CaptureFile, CaptureMeta, CaptureReader
 from flowtrace.context.conntrack import compare, created_entries, looks_like_dump, read_dump
 from flowtrace.context.manifest import Manifest, read_manifest
 from flowtrace.correlate.assemble import correlate
 from flowtrace.correlate.conntrack import rebuild_tables
 from flowtrace.correlate.roles import infer_roles
-from flowtrace.decode.batch import decode_batch
-from flowtrace.decode.state import BatchState
+from flowtrace.decode.feed import feed
+from flowtrace.decode.halves import can_split, decode_halves
 from flowtrace.decode.summary import CaptureSummary, summarize
 from flowtrace.decode.table import PacketTableBuilder, merge_parts
 from flowtrace.errors import CaptureWarning
@@ -54,22 +55,26 @@ PARALLEL_MIN_BYTES = 64 << 20
 
 
 def _decode_into(builder: PacketTableBuilder, code: int, source: CaptureSource,
-                 on_batch: Callable[[CaptureReader], None] | None = None) -> CaptureMeta:
+                 on_batch: Callable[[CaptureReader], None] | None = None, *, split: bool = False) -> CaptureMeta:
     """Decode one capture into ``builder`` as capture ``code``; returns what the reader learned.
-    ``on_batch(reader)`` is called after every batch (progress reporting)."""
+    ``on_batch(reader)`` is called after every batch (progress reporting). With ``split``, a
+    large pcap file is decoded by two processes (see flowtrace.decode.halves)."""
     with CaptureFile(source) as reader:
-        start = builder.size
-        for batch in reader.batches():
-            n = len(batch)
-            builder.reserve(n, projected=_projected_rows(reader, builder.size - start + n, start))
-            out = builder.views(n)
-            decode_batch(batch, reader.interfaces, builder.book, BatchState(batch, out))
-            builder.commit(code, batch, reader.interfaces, out)
-            del out
-            if on_batch is not None:
-                on_batch(reader)
+        if split and can_split(reader):
+            assert isinstance(reader, PcapReader)
+            meta = decode_halves(builder, code, source, reader, on_batch)
+            if meta is not None:
+                log.debug("read %s in two halves: %d frames", source.path, meta.frames)
+                return meta
+            log.debug("read %s: no split, one pass", source.path)
+        else:
+            feed(builder, code, reader, on_batch)
+            reader.close()
+            log.debug("read %s: %d frames", source.path, reader.frames)
+            return reader.meta()
+    with CaptureFile(source) as reader:
+        feed(builder, code, reader, on_batch)
         reader.close()
-    log.debug("read %s: %d frames", source.path, reader.frames)
     return reader.meta()
 
 
@@ -99,12 +104,24 @@ def _workers(sources: Sequence[CaptureSource], workers: int | None) -> int:
     return min(os.cpu_count() or 1, len(sources)) if size >= PARALLEL_MIN_BYTES else 1
 
 
+def _may_split(workers: int | None) -> bool:
+    """Whether one large capture may be decoded by two processes (not when told one worker)."""
+    if workers is not None:
+        return workers > 1
+    env = os.environ.get("FLOWTRACE_WORKERS")
+    if env is not None:
+        return env.isdigit() and int(env) > 1
+    return True
+
+
 def read_sources(sources: Sequence[CaptureSource], *, workers: int | None = None,
                  progress: Progress | None = None) -> tuple[pd.DataFrame, list[CaptureMeta]]:
     """Read and decode ``sources`` into one packets table; also return each capture's metadata.
 
     Several large captures are decoded in parallel worker processes (``workers``; default:
-    one per core when the input exceeds PARALLEL_MIN_BYTES). Raises CaptureError
+    one per core when the input exceeds PARALLEL_MIN_BYTES); otherwise each large
+    uncompressed pcap is decoded by two processes, one per half (flowtrace.decode.halves),
+    unless ``workers`` or FLOWTRACE_WORKERS is 1. Raises CaptureError
     (CaptureOpenError, CaptureFormatError) for a file that cannot be read at all; a
     capture cut mid-record yields its complete records and a CaptureWarning. ``progress``
     is called with stage ``read`` (see Progress).
@@ -141,7 +158,7 @@ def read_sources(sources: Sequence[CaptureSource], *, workers: int | None = None
             def on_batch(reader: CaptureReader, before: int = sum(sizes[:i]), size: int = sizes[i]) -> None:
                 share = min(1.0, reader.consumed / reader.expected_size) if reader.expected_size else 0.0
                 progress("read", before + int(size * share), sum(sizes))
-        metas.append(_decode_into(builder, code, source, on_batch))
+        metas.append(_decode_into(builder, code, source, on_batch, split=_may_split(workers)))
     return builder.finish(), metas
 
 
@@ -153,14 +170,6 @@ def _file_sizes(sources: Sequence[CaptureSource]) -> list[int]:
         except OSError:
             sizes.append(0)
     return sizes
-
-
-def _projected_rows(reader: CaptureReader, rows_so_far: int, base_rows: int) -> int:
-    """Rows the table will hold after this capture, extrapolated from the bytes read so far."""
-    if not reader.expected_size or not reader.consumed:
-        return 0
-    rate = rows_so_far / max(reader.consumed, 1)
-    return base_rows + int(reader.expected_size * rate * 1.02) + 256
 
 
 def read_packets(captures: CaptureArg | Sequence[CaptureArg]) -> pd.DataFrame:

@@ -53,11 +53,81 @@ class PcapReader(CaptureReader):
         self._u32 = struct.Struct(endian + "I").unpack_from
         self._endian = endian
         self._pending_offset = 24
+        self._pos = 24
 
     @property
     def time_resolution(self) -> str:
         """``us`` or ``ns`` from the magic number."""
         return "ns" if self.tsresol == 9 else "us"
+
+    def window(self, start: int | None = None, stop: int | None = None, frames_before: int = 0) -> None:
+        """Read only the records from file offset ``start`` (a record boundary) up to ``stop``.
+
+        Call before :meth:`batches`; the file must be seekable (not compressed). Frame
+        numbers continue after ``frames_before``. A record crossing ``stop`` is reported
+        like a file cut mid-record.
+        """
+        if start is not None:
+            self._f.seek(start)
+            self._pos = self._pending_offset = self.consumed = self.window_start = start
+            self._pending = b""
+        self._stop = stop
+        self.frames = frames_before
+
+    def record_boundary(self, near: int, *, chain: int = 16, span: int = 1 << 20) -> int | None:
+        """The first offset at or after ``near`` that starts ``chain`` plausible records in a row.
+
+        Plausible: a fraction below one second, a time within a year of the first
+        record's, caplen within the snaplen and at most the original length. A guess, not
+        a proof: whoever splits at it must check that the walk from the file's start
+        lands on it. None when the file holds no such offset within ``span`` bytes.
+        Leaves the file position where it was.
+        """
+        here = self._f.tell()
+        try:
+            self._f.seek(24)
+            first = self._f.read(self.record_header)
+            self._f.seek(near)
+            data = self._f.read(span + chain * (self.record_header + 1))
+        finally:
+            self._f.seek(here)
+        if len(first) < self.record_header:
+            return None
+        e = self._endian
+        first_sec = struct.unpack_from(e + "I", first, 0)[0]
+        one = 10**self.tsresol
+        cap_limit = min(max(self.interfaces[0].snaplen, 262_144), MAX_RECORD)
+        hl = self.record_header
+        unpack = struct.Struct(e + "IIII").unpack_from
+        year = 366 * 86_400
+        for p in range(min(span, len(data))):
+            q, ok = p, 0
+            while ok < chain and q + hl <= len(data):
+                sec, frac, caplen, wirelen = unpack(data, q)
+                if frac >= one or abs(sec - first_sec) > year or caplen > cap_limit or wirelen < caplen:
+                    break
+                q += hl + caplen
+                ok += 1
+            else:
+                if ok >= 2:
+                    return near + p
+        return None
+
+    def mean_record_bytes(self, start: int, *, span: int = 1 << 20) -> float:
+        """Mean size (header included) of the records in ``span`` bytes from ``start`` (a
+        record boundary); the file size per record when nothing can be walked there."""
+        here = self._f.tell()
+        try:
+            self._f.seek(start)
+            data = self._f.read(span)
+        finally:
+            self._f.seek(here)
+        unpack = struct.Struct(self._endian + "I").unpack_from
+        pos = count = 0
+        while pos + self.record_header <= len(data):
+            pos += self.record_header + unpack(data, pos + 8)[0]
+            count += 1
+        return pos / count if count else float(max(len(data), 1))
 
     def _walk(self, buf: np.ndarray, mv: memoryview, fill: int, base: int) -> tuple[int, RecordBatch | None, bool]:
         n = fill

@@ -69,12 +69,18 @@ class CaptureReader:
         self.frames = 0
         self._told_truncated = False
         self.consumed = 0
-        """Bytes of the (decompressed) file walked so far."""
+        """Offset in the (decompressed) file up to which records were walked."""
+        self.window_start = 0
+        """Offset where reading started (0, or the start of a window of a pcap file)."""
         self.expected_size: int | None = None
         """Size of the (decompressed) file when known up front, for capacity planning."""
         self._f = f
         self._pending = b""
         self._pending_offset = 0
+        self._pos = 0
+        """File offset of the next byte read from ``_f``."""
+        self._stop: int | None = None
+        """File offset at which reading stops (a window of the file), or None for its end."""
 
     # -- subclass interface -------------------------------------------------------------
     def _walk(self, buf: np.ndarray, mv: memoryview, fill: int, base: int) -> tuple[int, RecordBatch | None, bool]:
@@ -94,6 +100,8 @@ class CaptureReader:
 
     def _fill(self, mv: memoryview) -> int:
         """Read into ``mv`` until it is full or the file ends; returns the bytes read."""
+        if self._stop is not None:
+            mv = mv[: max(0, self._stop - self._pos)]
         got = 0
         try:
             while got < len(mv):
@@ -103,18 +111,20 @@ class CaptureReader:
                 got += n
         except OSError as e:
             self._warn(f"cannot read further ({e}); keeping the records before it")
+        self._pos += got
         if getattr(self._f, "truncated", False) and not self._told_truncated:
             self._told_truncated = True
             self._warn(f"the {self.compression} stream ends before its end marker; "
                        "keeping what was decompressed")
         return got
 
-    def batches(self, chunk_bytes: int = CHUNK_BYTES) -> Iterator[RecordBatch]:
-        """Yield the capture's frames batch by batch, in file order.
+    def batches(self, chunk_bytes: int | None = None) -> Iterator[RecordBatch]:
+        """Yield the capture's frames batch by batch, in file order (``chunk_bytes`` at a
+        time, default CHUNK_BYTES).
 
         Every batch shares one reusable buffer: decode a batch before asking for the next.
         """
-        size = max(chunk_bytes, len(self._pending))
+        size = max(chunk_bytes or CHUNK_BYTES, len(self._pending))
         buf = np.zeros(size + PAD, dtype=np.uint8)
         fill = len(self._pending)
         buf[:fill] = np.frombuffer(self._pending, dtype=np.uint8)

@@ -34,6 +34,14 @@ class AddressBook:
                 self.texts.append(str(ipaddress.IPv6Address(key[1])))
         return code
 
+    def keys(self) -> list[tuple[int, int]]:
+        """The interned addresses as (IP version, integer value), in code order (picklable)."""
+        return list(self._codes)
+
+    def intern(self, keys: list[tuple[int, int]]) -> np.ndarray:
+        """int32 codes in this book of another book's ``keys()``: the translation of its codes."""
+        return np.fromiter((self._code(k) for k in keys), dtype=np.int32, count=len(keys))
+
     def v4(self, addrs: np.ndarray) -> np.ndarray:
         """int32 codes of uint32 IPv4 addresses (host-order integers of the dotted quad)."""
         if addrs.size == 0:

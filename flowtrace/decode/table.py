@@ -9,6 +9,8 @@ arrays are shrunk to the row count. Peak memory is the table itself plus one bat
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
@@ -32,6 +34,14 @@ for _name in ADDRESS_COLUMNS:
     _STORE_DTYPES[_name] = "int16"  # widened to int32 when a read meets 32,000 addresses
 
 
+SHARED_DTYPES = dict(_STORE_DTYPES)
+"""Column dtypes of a builder on fixed arrays (``PacketTableBuilder.on_columns``)."""
+
+
+class TableFull(Exception):
+    """A builder on fixed arrays (``PacketTableBuilder.on_columns``) has no room for a batch."""
+
+
 def _small_codes(codes: np.ndarray, ncat: int) -> np.ndarray:
     """Cast categorical codes to the smallest signed integer dtype that holds ``ncat`` codes."""
     for dt in (np.int8, np.int16, np.int32):
@@ -43,6 +53,14 @@ def _small_codes(codes: np.ndarray, ncat: int) -> np.ndarray:
 def _categorical(codes: np.ndarray, categories: list[str] | tuple[str, ...]) -> pd.Categorical:
     dtype = pd.CategoricalDtype(list(categories))
     return pd.Categorical.from_codes(_small_codes(codes, len(categories)), dtype=dtype, validate=False)
+
+
+def _lut_index(codes: np.ndarray, size: int) -> np.ndarray:
+    """Indexes into a translation table of ``size`` entries whose last one stands for
+    "no address": codes as intp, -1 moved to that last entry."""
+    idx = codes.astype(np.intp)
+    idx[idx < 0] = size - 1
+    return idx
 
 
 def _resize(arr: np.ndarray, rows: int) -> np.ndarray:
@@ -70,6 +88,19 @@ class PacketTableBuilder:
         self._cols: dict[str, np.ndarray] = {
             name: np.zeros(0, dtype=dtype) for name, dtype in _STORE_DTYPES.items()
         }
+        self._fixed = False
+
+    @classmethod
+    def on_columns(cls, cols: dict[str, np.ndarray]) -> PacketTableBuilder:
+        """A builder that writes into ``cols`` (one array per SHARED_DTYPES column, equal
+        lengths, e.g. views of shared memory) and never reallocates them: ``reserve``
+        raises TableFull when a batch does not fit, ``commit`` when codes would need a
+        wider dtype (then nothing of the batch is stored)."""
+        builder = cls()
+        builder._cols = cols
+        builder.capacity = min(arr.shape[0] for arr in cols.values())
+        builder._fixed = True
+        return builder
 
     def add_capture(self, name: str) -> int:
         """Register a capture name; returns its code."""
@@ -89,6 +120,8 @@ class PacketTableBuilder:
         need = self.size + rows
         if need <= self.capacity:
             return
+        if self._fixed:
+            raise TableFull(f"{need} rows do not fit in {self.capacity}")
         target = max(need, projected, int(self.capacity * 1.5) if not projected else 0, 1024)
         for name, arr in self._cols.items():
             self._cols[name] = _resize(arr, target)
@@ -114,19 +147,20 @@ class PacketTableBuilder:
         """
         n = len(batch)
         a, b = self.size, self.size + n
-        if len(self.book) >= np.iinfo(np.int16).max and self._cols["src"].dtype != np.int32:
-            for name in ADDRESS_COLUMNS:
-                self._cols[name] = self._cols[name].astype(np.int32)
+        lut = np.asarray([self._label(i.label) for i in interfaces] or [self._label("")], dtype=np.int32)
+        # Address codes start as int16, capture and interface codes as int8 (as their
+        # categoricals end up); they widen to int32 the first time a read needs it.
+        wider = [name for name in ADDRESS_COLUMNS
+                 if len(self.book) >= np.iinfo(np.int16).max and self._cols[name].dtype != np.int32]
+        wider += [name for name, top in (("capture", capture), ("interface", int(lut.max())))
+                  if top > np.iinfo(self._cols[name].dtype).max]
+        if wider and self._fixed:
+            raise TableFull(f"columns {', '.join(wider)} need wider codes")
+        for name in wider:
+            self._cols[name] = self._cols[name].astype(np.int32)
         c = self._cols
         for name in ADDRESS_COLUMNS:
             c[name][a:b] = out[name]
-        lut = np.asarray([self._label(i.label) for i in interfaces] or [self._label("")], dtype=np.int32)
-        # Capture and interface codes start as int8 (as their categoricals end up) and
-        # widen the first time a read has more than 127 of them.
-        for name, top in (("capture", capture), ("interface", int(lut.max()))):
-            if top > np.iinfo(c[name].dtype).max:
-                self._cols[name] = c[name].astype(np.int32)
-        c = self._cols
         c["capture"][a:b] = capture
         c["frame"][a:b] = np.arange(batch.first_frame, batch.first_frame + n, dtype=np.uint32)
         c["ts_ns"][a:b] = batch.ts_ns
@@ -134,6 +168,49 @@ class PacketTableBuilder:
         c["caplen"][a:b] = batch.caplen
         c["wirelen"][a:b] = batch.wirelen
         c["direction"][a:b] = _DIRECTION_CODE[c["direction"][a:b]]
+        self.size = b
+
+    def truncate(self, rows: int) -> None:
+        """Forget every row from ``rows`` on (capacity and vocabularies are kept)."""
+        self.size = min(self.size, rows)
+
+    def append(self, cols: dict[str, np.ndarray], rows: int, *, addresses: list[tuple[int, int]],
+               labels: list[str], frame_offset: int, release: Callable[[str], None] | None = None) -> None:
+        """Append the first ``rows`` rows of another builder's columns (same capture).
+
+        ``addresses`` and ``labels`` are that builder's vocabularies (``book.keys()``,
+        ``interface_labels``); its codes are translated into this builder's and its frame
+        numbers shifted by ``frame_offset``. Columns are taken one at a time, popped from
+        ``cols``, and ``release(name)`` is called after each so that its memory can go.
+        """
+        address_lut = np.append(self.book.intern(addresses), np.int32(-1))
+        if len(self.book) >= np.iinfo(np.int16).max and self._cols["src"].dtype != np.int32:
+            for name in ADDRESS_COLUMNS:
+                self._cols[name] = self._cols[name].astype(np.int32)
+        label_lut = np.asarray([self._label(x) for x in labels] or [self._label("")], dtype=np.int32)
+        if int(label_lut.max()) > np.iinfo(self._cols["interface"].dtype).max:
+            self._cols["interface"] = self._cols["interface"].astype(np.int32)
+        a, b = self.size, self.size + rows
+        capacity = max(self.capacity, b)
+        for name in list(cols):
+            # Grown one column at a time, each just before its rows arrive and the other
+            # builder's copy is released: the peak is this table plus one column.
+            if self._cols[name].shape[0] < capacity:
+                self._cols[name] = _resize(self._cols[name], capacity)
+            src = cols.pop(name)[:rows]
+            dst = self._cols[name][a:b]
+            if name in ADDRESS_COLUMNS:
+                dst[:] = address_lut[_lut_index(src, address_lut.size)]
+            elif name == "interface":
+                dst[:] = label_lut[np.clip(src, 0, label_lut.size - 1)]
+            elif name == "frame":
+                np.add(src, np.uint32(frame_offset), out=dst)
+            else:
+                dst[:] = src
+            del src, dst
+            if release is not None:
+                release(name)
+        self.capacity = capacity
         self.size = b
 
     def export_part(self) -> dict[str, object]:
@@ -203,7 +280,7 @@ def merge_parts(parts: list[dict[str, object]], captures: list[str]) -> pd.DataF
         for i, p in enumerate(parts):
             arr = p["cols"].pop(col.name)  # type: ignore[union-attr]
             if col.name in ADDRESS_COLUMNS:
-                arr = luts_addr[i][np.where(arr < 0, luts_addr[i].size - 1, arr)]
+                arr = luts_addr[i][_lut_index(arr, luts_addr[i].size)]
             elif col.name == "interface":
                 arr = luts_label[i][arr]
             elif col.name == "capture":
