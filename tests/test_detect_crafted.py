@@ -573,3 +573,16 @@ def test_a_datagram_ending_inside_a_node_is_a_drop_only_toward_a_forwarded_addre
     w.see("node1", udp(NODE1, 123, "10.0.0.123", 123, b"ntp", ip_id=9), T0 + SECOND, ifindex=2, out=True)
     a = analyze(w.write(tmp_path))
     assert bool(only(a, "drop_between_hops")) == dropped
+
+
+@pytest.mark.parametrize(("answered_by", "refused"), [(NODE1, True), (CLUSTER_IP, False)])
+def test_port_unreachable_from_a_node_is_a_service_without_endpoints(tmp_path, answered_by, refused):
+    """kube-proxy's REJECT answers from the node; the contacted host answering for itself
+    only says that its port is closed."""
+    w = World()
+    c = "10.244.1.9"
+    q = udp(c, 40000, CLUSTER_IP, 53, dns_query(9), ip_id=1)
+    w.send(q, T0, [Leg("client-0")])
+    w.send(icmp_error(answered_by, c, 3, 3, q), T0 + 100_000, [Leg("client-0")])
+    a = analyze(w.write(tmp_path))
+    assert bool(only(a, "service_no_endpoints")) == refused

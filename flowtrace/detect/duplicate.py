@@ -16,7 +16,8 @@ WITHIN_NS = 1_000_000_000
 
 class DuplicatePacket:
     """``duplicate_packet``: one packet captured twice on one interface in one direction,
-    with the same TTL and IP ID (a retransmission has a new IP ID or TCP timestamp)."""
+    with the same TTL, IP ID and tunnel (a retransmission has a new IP ID or TCP timestamp;
+    a packet and its encapsulated copy are two hops)."""
 
     code = "duplicate_packet"
     severity = "low"
@@ -38,10 +39,12 @@ class DuplicatePacket:
         df = pd.DataFrame({
             "row": rows, "group": ctx.analysis.packet_group[rows], "capture": ctx.col("capture")[rows],
             "iface": ctx.col("interface")[rows], "ifindex": ctx.col("ifindex")[rows], "pdir": ctx.pdir[rows],
-            "ttl": ctx.col("ttl")[rows],
+            "ttl": ctx.col("ttl")[rows], "encap": ctx.col("encap")[rows], "outer_src": ctx.col("outer_src")[rows],
+            "outer_dst": ctx.col("outer_dst")[rows],
             "ip_id": ctx.col("ip_id")[rows], "tsval": ctx.col("tsval")[rows],
             "ts": ctx.analysis.corrected_ts[rows]})
-        same = ["group", "capture", "iface", "ifindex", "pdir", "ttl", "ip_id", "tsval"]
+        same = ["group", "capture", "iface", "ifindex", "pdir", "ttl", "ip_id", "tsval", "encap", "outer_src",
+                "outer_dst"]
         df = df.sort_values([*same, "ts"], kind="stable")
         prev_same = (df[same].shift() == df[same]).all(axis=1).to_numpy()
         close = np.r_[False, np.diff(df["ts"].to_numpy()) <= WITHIN_NS]
@@ -66,7 +69,8 @@ class DuplicatePacket:
             out.append(Finding(
                 code=self.code, severity=self.severity, capture=name,
                 connection=next(iter(conns)) if len(conns) == 1 else None,
-                message=(f"{where} ({direction}) captured {plural(int(b.size), 'packet')} twice with the same TTL and "
+                message=(f"{where}{f' ({direction})' if direction != 'unknown' else ''} captured "
+                         f"{plural(int(b.size), 'packet')} twice with the same TTL and "
                          f"IP ID (e.g. frames {fa} and {fb}): duplicates on the wire or in the capture, not "
                          "retransmissions."),
                 evidence=ctx.evidence(np.r_[a[:8], b[:8]], "the same packet twice"),

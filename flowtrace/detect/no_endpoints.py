@@ -47,6 +47,8 @@ class ServiceNoEndpoints:
             if delay > WITHIN_NS:
                 continue
             answered_by = ctx.addr(int(src[icmp[0]]))
+            if answered_by == str(c["client_dst"]):
+                continue  # the contacted host itself: a closed port, not a Service without endpoints
             first_hop = ctx.path_hops(cid, 1)
             origin = str(first_hop["capture"].iloc[0]) if len(first_hop) else answered_by
             what = "SYN" if int(c["proto"]) == 6 else "request"

@@ -110,7 +110,9 @@ def vanished_packets(ctx: Context) -> pd.DataFrame:
     multi = np.array([n in ctx.multi_interface for n in ctx.capture_names] + [False], dtype=bool)
     own = _own_codes(ctx)
     cap_last = hi.capture[hop]
-    ends_inside = ~has_next & (hi.pdir[hop] == DIR_IN) & multi[cap_last]
+    # A host talking to itself (loopback: source = destination) never sends it on.
+    ends_inside = (~has_next & (hi.pdir[hop] == DIR_IN) & multi[cap_last]
+                   & (ctx.col("src")[rows] != dst[rows]))
     if ends_inside.any():
         # A packet may end inside a host because it was addressed to it. It was dropped
         # when it was a SYN nobody answered (a host's stack answers every SYN, only a

@@ -35,7 +35,7 @@ class TtlExpired:
     def _icmp(self, ctx: Context) -> list[Finding]:
         proto, ver, t = ctx.col("proto"), ctx.col("ip_version"), ctx.col("icmp_type")
         rows = np.flatnonzero((((proto == 1) & (ver == 4) & (t == 11)) | ((proto == 58) & (ver == 6) & (t == 3)))
-                              & (ctx.analysis.packet_hop >= 0))
+                              & (ctx.analysis.packet_hop >= 0) & (ctx.analysis.packet_path_direction == 1))
         if not rows.size:
             return []
         conn = ctx.packet_conn(rows)
