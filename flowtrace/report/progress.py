@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import TextIO
 
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 STAGES = {"read": "reading captures", "flows": "building flows", "correlate": "following connections",
           "conntrack": "rebuilding conntrack tables", "detect": "looking for anomalies", "report": "rendering"}
@@ -31,15 +31,17 @@ class ProgressBar:
         self._stage = ""
 
     def __call__(self, stage: str, done: int, total: int) -> None:
-        description = STAGES.get(stage, stage)
-        if self._task is None:
-            self._task = self._progress.add_task(description, total=total or None)
-        if stage != self._stage:
+        detail = f"{done / 1e6:,.0f}/{total / 1e6:,.0f} MB" if total else ""
+        if stage != self._stage or self._task is None:
+            # A new stage gets a task of its own: a byte count, or a pulsing bar when the
+            # stage cannot say how far it is.
+            if self._task is not None:
+                self._progress.remove_task(self._task)
             self._stage = stage
-            self._progress.update(self._task, description=description, total=total or None,
-                                  completed=done)
+            self._task = self._progress.add_task(STAGES.get(stage, stage), total=total or None,
+                                                 completed=done, detail=detail)
         else:
-            self._progress.update(self._task, completed=done, total=total or None)
+            self._progress.update(self._task, completed=done, detail=detail)
 
 
 @contextmanager
@@ -52,6 +54,7 @@ def progress_bar(*, total_bytes: int = 0, stream: TextIO | None = None, force: b
         yield None
         return
     console = Console(file=out, force_terminal=True if force else None)
-    columns = (TextColumn("{task.description:<28}"), BarColumn(), DownloadColumn(), TimeElapsedColumn())
+    columns = (TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.fields[detail]}"),
+               TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         yield ProgressBar(progress)
