@@ -94,3 +94,32 @@ def test_compare_reports_each_kind_of_difference():
     assert [e.orig.sport for e in c.missing_in_dump] == [3]
     assert [e.orig.sport for e in c.missing_in_reconstruction] == [4]
     assert c.precision == pytest.approx(1 / 3) and c.recall == pytest.approx(1 / 3)
+
+
+def test_common_lines_parse_in_one_match_exactly_as_token_by_token():
+    from pathlib import Path
+
+    from flowtrace.context.conntrack import _parse_common, _parse_general
+
+    root = Path(__file__).resolve().parents[1] / "fixtures" / "pcaps"
+    lines = [
+        *LINES,
+        "[1700000000.5     ]\t [UPDATE] tcp      6 60 SYN_RECV src=1.1.1.1 dst=2.2.2.2 sport=1 dport=2 "
+        "packets=1 bytes=60 src=2.2.2.2 dst=1.1.1.1 sport=2 dport=1 packets=1 bytes=60 [ASSURED] mark=0 zone=3 use=1",
+        "[DESTROY] tcp      6 src=1.1.1.1 dst=2.2.2.2 sport=1 dport=2 src=2.2.2.2 dst=1.1.1.1 sport=2 dport=1 "
+        "[ASSURED] [OFFLOAD] mark=7 use=2",
+        "tcp      6 431999 ESTABLISHED src=2001:db8::1 dst=2001:db8::2 sport=1 dport=2 "
+        "src=2001:db8::2 dst=2001:db8::1 sport=2 dport=1 [ASSURED] use=1",
+    ]
+    for path in sorted(root.glob("*/*conntrack*.txt")):
+        lines += path.read_text().splitlines()
+    fast = 0
+    for i, text in enumerate(lines):
+        general = _parse_general(text, i, "n")
+        common = _parse_common(text, i, "n")
+        if common is not None:
+            fast += 1
+            assert common == general, text
+            assert common.extra == general.extra == {}, text
+        assert parse_line(text, line=i, node="n") == general
+    assert fast > 0.9 * len([t for t in lines if t.strip() and not t.startswith("conntrack v")])

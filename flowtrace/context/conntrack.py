@@ -151,9 +151,49 @@ _EVENT = re.compile(r"^\s*(?:\[(\d+)\.(\d+)\s*\]\s*)?(?:\[(NEW|UPDATE|DESTROY)\]
 _KV = re.compile(r"^([a-z_\-]+)=(.*)$")
 
 
+_PORTS = r"src=(\S+)\s+dst=(\S+)\s+sport=(\d+)\s+dport=(\d+)(?:\s+packets=(\d+)\s+bytes=(\d+))?((?:\s+\[[A-Z_]+\])*)"
+_COMMON = re.compile(
+    r"\s*(?:\[(\d+)\.(\d+)\s*\]\s*)?(?:\[(NEW|UPDATE|DESTROY)\]\s*)?(?:(ipv4|ipv6)\s+\d+\s+)?"
+    r"([a-z]+)\s+(\d+)\s+(?:(\d+)\s+)?(?:([A-Z][A-Z_0-9]*)\s+)?"
+    + _PORTS + r"\s+" + _PORTS + r"(?:\s+mark=(\d+))?(?:\s+zone=(\d+))?(?:\s+use=(\d+))?\s*"
+)
+"""The shape of almost every line (ports, optional counters, flags, mark, zone, use): parsed in
+one match; anything else (ICMP, ``-o id``, secctx, labels ...) goes through the general path."""
+
+
+def _parse_common(text: str, line: int | None, node: str) -> ConntrackEntry | None:
+    m = _COMMON.fullmatch(text)
+    if m is None:
+        return None
+    (sec, usec, event, family, proto, _num, timeout, state, s1, d1, sp1, dp1, p1, b1, f1,
+     s2, d2, sp2, dp2, p2, b2, f2, mark, zone, use) = m.groups()
+    flags = frozenset(f[1:-1] for f in (f1 + f2).split()) if f1 or f2 else frozenset()
+    if family is None:
+        family = "ipv6" if ":" in s1 else "ipv4"
+    elif family == "ipv4" and ":" in s1:
+        family = "ipv6"
+    return ConntrackEntry(
+        family=family, proto=proto,
+        orig=Tuple(src=s1, dst=d1, sport=int(sp1), dport=int(dp1)),
+        reply=Tuple(src=s2, dst=d2, sport=int(sp2), dport=int(dp2)),
+        timeout_s=int(timeout) if timeout is not None else None, state=state, flags=flags,
+        mark=int(mark) if mark is not None else 0, use=int(use) if use is not None else 1,
+        zone=int(zone) if zone is not None else None, event=event,
+        ts_ns=int(sec) * 1_000_000_000 + int(usec) * 1000 if sec is not None else None, node=node,
+        counters=((int(p1), int(b1)), (int(p2), int(b2))) if p1 is not None and p2 is not None else None,
+        extra={}, line=line,
+    )
+
+
 def parse_line(text: str, *, line: int | None = None, node: str = "") -> ConntrackEntry | None:
     """Parse one line of ``conntrack -L`` or ``-E`` output; None for lines that are not entries
     (blank, the ``conntrack v1.4.7 …`` summary). Raises InputError for a malformed entry line."""
+    entry = _parse_common(text, line, node)
+    return entry if entry is not None else _parse_general(text, line, node)
+
+
+def _parse_general(text: str, line: int | None, node: str) -> ConntrackEntry | None:
+    """parse_line for any layout: token by token."""
     stripped = text.strip()
     if not stripped or stripped.startswith("conntrack v") or stripped.startswith("#"):
         return None
