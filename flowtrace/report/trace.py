@@ -61,8 +61,12 @@ class TraceReport:
             note = ""
         if not matches:
             total = len(a.connections)
-            raise NoConnection(f"no connection matches ({total} connection{'s' if total != 1 else ''} in these "
-                               "captures; flowtrace analyze --all lists them)")
+            counted = f"{total} connection{'s' if total != 1 else ''} in these captures"
+            if selection.empty:
+                raise NoConnection(f"no connection to draw but link housekeeping ({counted}; --conn N draws "
+                                   "one, flowtrace analyze --all lists them)" if total else
+                                   "no connection in these captures")
+            raise NoConnection(f"no connection matches ({counted}; flowtrace analyze --all lists them)")
         conns = a.connections.set_index("connection", drop=False)
         index = HopIndex(a.hops)
         by_conn = findings_by_connection(a.findings)
