@@ -12,6 +12,7 @@ from concurrent.futures import ProcessPoolExecutor
 from os import PathLike
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from flowtrace.analysis import Analysis
@@ -55,10 +56,12 @@ PARALLEL_MIN_BYTES = 64 << 20
 
 
 def _decode_into(builder: PacketTableBuilder, code: int, source: CaptureSource,
-                 on_batch: Callable[[CaptureReader], None] | None = None, *, split: bool = False) -> CaptureMeta:
+                 on_batch: Callable[[CaptureReader], None] | None = None, *, split: bool = False,
+                 later_bytes: int = 0) -> CaptureMeta:
     """Decode one capture into ``builder`` as capture ``code``; returns what the reader learned.
     ``on_batch(reader)`` is called after every batch (progress reporting). With ``split``, a
-    large pcap file is decoded by two processes (see flowtrace.decode.halves)."""
+    large pcap file is decoded by two processes (see flowtrace.decode.halves);
+    ``later_bytes`` is the size of the captures decoded after this one."""
     with CaptureFile(source) as reader:
         if split and can_split(reader):
             assert isinstance(reader, PcapReader)
@@ -68,12 +71,12 @@ def _decode_into(builder: PacketTableBuilder, code: int, source: CaptureSource,
                 return meta
             log.debug("read %s: no split, one pass", source.path)
         else:
-            feed(builder, code, reader, on_batch)
+            feed(builder, code, reader, on_batch, later_bytes=later_bytes)
             reader.close()
             log.debug("read %s: %d frames", source.path, reader.frames)
             return reader.meta()
     with CaptureFile(source) as reader:
-        feed(builder, code, reader, on_batch)
+        feed(builder, code, reader, on_batch, later_bytes=later_bytes)
         reader.close()
     return reader.meta()
 
@@ -128,7 +131,7 @@ def read_sources(sources: Sequence[CaptureSource], *, workers: int | None = None
     """
     pin_mmap_threshold()
     n_workers = _workers(sources, workers)
-    sizes = _file_sizes(sources) if progress is not None else []
+    sizes = _file_sizes(sources)
     if n_workers > 1:
         # Open every file first so that a bad one fails before any work starts.
         for source in sources:
@@ -158,7 +161,8 @@ def read_sources(sources: Sequence[CaptureSource], *, workers: int | None = None
             def on_batch(reader: CaptureReader, before: int = sum(sizes[:i]), size: int = sizes[i]) -> None:
                 share = min(1.0, reader.consumed / reader.expected_size) if reader.expected_size else 0.0
                 progress("read", before + int(size * share), sum(sizes))
-        metas.append(_decode_into(builder, code, source, on_batch, split=_may_split(workers)))
+        metas.append(_decode_into(builder, code, source, on_batch, split=_may_split(workers),
+                                  later_bytes=sum(sizes[i + 1:])))
     return builder.finish(), metas
 
 
@@ -241,8 +245,9 @@ def analyze(captures: CaptureArg | Sequence[CaptureArg], *, manifest: CaptureArg
     sources = expand_sources(args)
     step = progress or (lambda stage, done, total: None)
     packets, readers = read_sources(sources, progress=progress)
-    codes = packets["capture"].cat.codes.to_numpy()
-    summaries = [summarize(r, packets[codes == i]) for i, r in enumerate(readers)]
+    # Rows are in capture order: each capture's rows are one slice (a view, not a copy).
+    bounds = np.searchsorted(packets["capture"].cat.codes.to_numpy(), np.arange(len(readers) + 1))
+    summaries = [summarize(r, packets.iloc[bounds[i]:bounds[i + 1]]) for i, r in enumerate(readers)]
     step("flows", 0, 0)
     fs = build_flows(packets, timeouts=timeouts, ignore_checksums=ignore_checksums)
     man = read_manifest(manifest) if manifest is not None else Manifest()
