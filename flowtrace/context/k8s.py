@@ -139,9 +139,9 @@ class KubeNames:
                 new = []
                 for c, p, pr in uniq:
                     n = self.name(cats[int(c)], int(p), None if pr < 0 else int(pr))
-                    if n not in codes_of_label:
+                    if n and n not in codes_of_label:
                         codes_of_label[n] = len(labels)
-                        labels.append(n)  # type: ignore[arg-type]
+                        labels.append(n)
                     new.append(codes_of_label[n] if n else -1)
                 out = out.copy()
                 out[rows] = np.asarray(new, dtype=np.int64)[inverse.reshape(-1)]

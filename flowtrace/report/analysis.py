@@ -254,9 +254,8 @@ def captures_table(rows: Sequence[CaptureRow], reference: str | None) -> Table:
     title = "Captures" + (f" ({days.pop()}, UTC)" if one_day else " (UTC)")
     t = Table(title=title, title_justify="left", title_style="bold", box=None, pad_edge=False,
               header_style="dim", padding=(0, 1))
-    for col, just in (("capture", "left"), ("role", "left"), ("packets", "right"), ("first packet", "left"),
-                      ("span", "right"), ("clock offset", "left")):
-        t.add_column(col, justify=just, no_wrap=col != "clock offset")
+    for col in ("capture", "role", "packets", "first packet", "span", "clock offset"):
+        t.add_column(col, justify="right" if col in ("packets", "span") else "left", no_wrap=col != "clock offset")
     for r in rows:
         span = fmt_duration(r.last_ns - r.first_ns) if r.first_ns is not None and r.last_ns is not None else "-"
         offset = Text(r.offset, style="bold" if r.offset == "reference" else

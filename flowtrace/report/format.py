@@ -13,7 +13,7 @@ def endpoint(addr: object, port: object) -> str:
     """``10.0.0.1:80``, ``[fd00::1]:80``, or the bare address without a port."""
     a = "-" if addr is None or (isinstance(addr, float) and math.isnan(addr)) else str(addr)
     try:
-        p = int(port)  # type: ignore[arg-type]
+        p = int(port)  # type: ignore[call-overload]
     except (TypeError, ValueError):
         p = -1
     if p < 0 or (isinstance(port, float) and pd.isna(port)):
