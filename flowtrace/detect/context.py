@@ -41,19 +41,19 @@ class HopIndex:
         n = int(ids.max()) + 1 if ids.size else 0
         self.size = n
 
-        def spread(values: np.ndarray, fill: int, dtype: type) -> np.ndarray:
+        def _spread(values: np.ndarray, fill: int, dtype: type) -> np.ndarray:
             out = np.full(n, fill, dtype=dtype)
             out[ids] = values
             return out
 
-        self.conn = spread(hops["connection"].to_numpy(), -1, np.int64)
-        self.dirc = spread(codes_of(hops["direction"], ["request", "response"]), -1, np.int8)
-        self.pos = spread(hops["hop"].to_numpy(), -1, np.int64)
-        self.on_path = spread(hops["on_path"].to_numpy(), False, bool)
-        self.capture = spread(codes_of(hops["capture"], capture_names), -1, np.int32)
-        self.pdir = spread(codes_of(hops["packet_direction"], ["in", "out", "unknown"]), DIR_UNKNOWN, np.int8)
-        self.ttl = spread(hops["ttl"].to_numpy(), -1, np.int64)
-        self.row = spread(np.arange(len(hops)), -1, np.int64)
+        self.conn = _spread(hops["connection"].to_numpy(), -1, np.int64)
+        self.dirc = _spread(codes_of(hops["direction"], ["request", "response"]), -1, np.int8)
+        self.pos = _spread(hops["hop"].to_numpy(), -1, np.int64)
+        self.on_path = _spread(hops["on_path"].to_numpy(), False, bool)
+        self.capture = _spread(codes_of(hops["capture"], capture_names), -1, np.int32)
+        self.pdir = _spread(codes_of(hops["packet_direction"], ["in", "out", "unknown"]), DIR_UNKNOWN, np.int8)
+        self.ttl = _spread(hops["ttl"].to_numpy(), -1, np.int64)
+        self.row = _spread(np.arange(len(hops)), -1, np.int64)
 
 
 def remap(codes: np.ndarray, lut: np.ndarray) -> np.ndarray:

@@ -193,7 +193,7 @@ def forwarded_addresses(ctx: Context) -> np.ndarray:
     """Address codes that hosts forward traffic to: destinations of packets leaving a node
     (not ones it originated), Service addresses translated by a DNAT, the endpoints they
     were translated to, and the addresses of endpoint captures."""
-    def build(ctx: Context) -> np.ndarray:
+    def _build(ctx: Context) -> np.ndarray:
         h = ctx.analysis.hops
         if h.empty:
             return np.zeros(0, dtype=np.int64)
@@ -207,14 +207,14 @@ def forwarded_addresses(ctx: Context) -> np.ndarray:
                                             *ctx.endpoint_capture)]
         return np.unique(np.r_[dst[out], np.array(extra, dtype=np.int64)])
 
-    return ctx.shared("forwarded_addresses", build)
+    return ctx.shared("forwarded_addresses", _build)
 
 
 def endpoint_addresses(ctx: Context) -> np.ndarray:
     """Address codes of endpoints (pods, servers) rather than Services: what DNAT
     translated to, what endpoint captures own, and what nodes forward to unchanged —
     minus the addresses some DNAT translated away (Service and LoadBalancer addresses)."""
-    def build(ctx: Context) -> np.ndarray:
+    def _build(ctx: Context) -> np.ndarray:
         c = ctx.analysis.connections
         nat = c[c["dnat"].to_numpy()]
         services = np.array([ctx.addr_code(x) for x in nat["client_dst"].astype(object)], dtype=np.int64)
@@ -222,7 +222,7 @@ def endpoint_addresses(ctx: Context) -> np.ndarray:
                            dtype=np.int64)
         return np.unique(np.r_[np.setdiff1d(forwarded_addresses(ctx), services), targets])
 
-    return ctx.shared("endpoint_addresses", build)
+    return ctx.shared("endpoint_addresses", _build)
 
 
 def _own_codes(ctx: Context) -> dict[int, set[int]]:
