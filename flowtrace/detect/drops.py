@@ -101,7 +101,7 @@ class DropBetweenHops:
                 code=self.code, severity="high" if handshake else self.severity, connection=conn, direction=d,
                 hop=int(ctx.hop.pos[last]), segment=segment,
                 message=(f"{what} of {ctx.connection_label(conn)}{' (response)' if direction else ''} "
-                         f"{'was' if rows.size == 1 else 'were'} seen "
+                         f"{'was' if rows.size == 1 or what.startswith('The SYN') else 'were'} seen "
                          f"at {where} {gone}: dropped {words}."),
                 evidence=ctx.evidence(rows, f"last seen here, never at the next hop ({segment})"),
                 causes=CAUSES[kind],
@@ -111,13 +111,13 @@ class DropBetweenHops:
 
 
 def _what(ctx: Context, rows: np.ndarray) -> str:
-    """'The SYN (4 times)', '3 packets (1,448 bytes)'."""
+    """'The SYN (sent 4 times)', '3 packets (1448 payload bytes)'."""
     flags = ctx.tcp_flags[rows]
     proto = ctx.col("proto")[rows]
     if (proto == 6).all() and ((flags & 0x12) == 0x02).all():
-        return "The SYN" + (f" ({rows.size} times)" if rows.size > 1 else "")
+        return "The SYN" + (f" (sent {rows.size} times)" if rows.size > 1 else "")
     if (proto == 6).all() and ((flags & 0x12) == 0x12).all():
-        return "The SYN-ACK" + (f" ({rows.size} times)" if rows.size > 1 else "")
+        return "The SYN-ACK" + (f" (sent {rows.size} times)" if rows.size > 1 else "")
     size = int(ctx.col("payload_len")[rows].astype(np.int64).sum())
     return plural(rows.size, "packet") + (f" ({plural(size, 'payload byte')})" if size else "")
 
