@@ -586,3 +586,13 @@ def test_port_unreachable_from_a_node_is_a_service_without_endpoints(tmp_path, a
     w.send(icmp_error(answered_by, c, 3, 3, q), T0 + 100_000, [Leg("client-0")])
     a = analyze(w.write(tmp_path))
     assert bool(only(a, "service_no_endpoints")) == refused
+
+
+def test_a_capture_without_packets_still_reports_its_drops(tmp_path):
+    f = Pcapng()
+    i = f.interface(LINKTYPE_ETHERNET, name="eth0", tsresol=9)
+    f.stats(i, ts=T0, ifdrop=3)
+    (tmp_path / "node1.pcapng").write_bytes(bytes(f))
+    a = analyze(tmp_path)
+    assert [(x.code, x.capture) for x in a.findings] == [("capture_drops", "node1")]
+    assert sum("needs captures from at least 2" in n for n in a.notes) == 4

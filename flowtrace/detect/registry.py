@@ -75,7 +75,8 @@ def run_detectors(analysis: Analysis, *, detectors: Sequence[Detector] = DETECTO
     same connection) is left out. The analysis is not changed.
     """
     ctx = Context(analysis)
-    have = len(ctx.active_captures)
+    # Captures without packets still count as looked at (an empty capture can report drops).
+    have = max(len(ctx.active_captures), 1 if analysis.captures else 0)
     found: list[Finding] = []
     notes: list[str] = []
     for d in detectors:
