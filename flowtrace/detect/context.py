@@ -42,7 +42,7 @@ class HopIndex:
         self.size = n
 
         def _spread(values: np.ndarray, fill: int, dtype: type) -> np.ndarray:
-            out = np.full(n, fill, dtype=dtype)
+            out: np.ndarray = np.full(n, fill, dtype=dtype)
             out[ids] = values
             return out
 

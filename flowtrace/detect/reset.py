@@ -64,6 +64,7 @@ class ConnectionReset:
             origin = ctx.capture_names[int(ctx.col("capture")[sightings[np.argmin(ts[sightings])]])]
             label = ctx.connection_label(cid)
             evidence_rows = sightings
+            causes: tuple[str, ...]
             if str(row.status) == "rejected":
                 target = f" {endpoint(row.server_dst, row.server_dport)}" if row.dnat else ""
                 msg = (f"The SYN of {label} was answered with RST (first seen at {origin}): the endpoint{target} "
