@@ -596,3 +596,17 @@ def test_a_capture_without_packets_still_reports_its_drops(tmp_path):
     a = analyze(tmp_path)
     assert [(x.code, x.capture) for x in a.findings] == [("capture_drops", "node1")]
     assert sum("needs captures from at least 2" in n for n in a.notes) == 4
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", NODE1])
+def test_a_node_talking_to_itself_is_no_drop_and_no_silence(tmp_path, address):
+    """tcpdump -i any shows loopback traffic once, as received on lo: the SYN never
+    'leaves' the node, and its SYN-ACK comes from the same address."""
+    w = World().node("node1")
+    w.see("node1", udp(NODE1, 123, "10.0.0.123", 123, b"ntp", ip_id=9), T0 - SECOND, ifindex=2, out=True)
+    lo = [Leg("node1", 1)]
+    w.send(tcp(address, 54026, address, 2381, "S", 1000, ip_id=1), T0, lo)
+    w.send(tcp(address, 2381, address, 54026, "SA", 5000, 1001, ip_id=0), T0 + 20_000, lo)
+    w.send(tcp(address, 54026, address, 2381, "A", 1001, 5001, ip_id=2), T0 + 40_000, lo)
+    w.see("node1", udp(NODE1, 123, "10.0.0.123", 123, b"ntp", ip_id=10), T0 + SECOND, ifindex=2, out=True)
+    assert codes(analyze(w.write(tmp_path)), above_info=True) == set()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 import pandas as pd
 
-from flowtrace.detect.evidence import is_multicast
+from flowtrace.detect.evidence import is_loopback, is_multicast
 from flowtrace.detect.finding import Evidence
 
 if TYPE_CHECKING:
@@ -136,6 +136,11 @@ class Context:
     def multicast_address(self) -> np.ndarray:
         """bool per address code: multicast or broadcast (flooded, never a single path)."""
         return np.array([is_multicast(str(a)) for a in self.addresses], dtype=bool)
+
+    @cached_property
+    def loopback_address(self) -> np.ndarray:
+        """bool per address code: a loopback address (127.0.0.0/8, ::1), local to any host."""
+        return np.array([is_loopback(str(a)) for a in self.addresses], dtype=bool)
 
     @cached_property
     def capture_names(self) -> list[str]:

@@ -26,6 +26,14 @@ def is_multicast(address: str) -> bool:
     return isinstance(ip, ipaddress.IPv4Address) and str(ip) == "255.255.255.255"
 
 
+def is_loopback(address: str) -> bool:
+    """127.0.0.0/8 or ::1: traffic that never leaves its host."""
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
 def endpoint(address: object, port: object) -> str:
     """'10.0.0.1:80', '[fd00::1]:80', or the bare address when there is no port."""
     a = str(address)

@@ -39,6 +39,8 @@ class NoReply:
             rows = np.flatnonzero(ctx.analysis.packet_hop == hop0) if hop0 >= 0 else np.zeros(0, np.int64)
             if proto == 6:
                 rows = rows[(ctx.tcp_flags[rows] & 0x12) == 0x02]
+                if _answered_anyway(ctx, cid, rows):
+                    continue
                 what = plural(rows.size, "SYN")
             elif proto == 17:
                 dns = ctx.col("dns_id")[rows]
@@ -70,3 +72,16 @@ class NoReply:
                               "a firewall or NetworkPolicy on the way", "the server not running or not listening")),
                 details={"attempts": int(rows.size), "furthest": words}))
         return out
+
+
+def _answered_anyway(ctx: Context, connection: int, syn: np.ndarray) -> bool:
+    """A SYN-ACK for one of these SYNs (to its port, ack = ISN + 1) is in one of the
+    captures that saw them: answered, whatever the connection's status says (a host
+    talking to itself over loopback confuses the orientation of its flows)."""
+    if not syn.size:
+        return False
+    sa = ctx.shared("synacks", lambda c: np.flatnonzero((c.tcp_flags & 0x12) == 0x12))
+    cap, dport, ack = ctx.col("capture"), ctx.col("dport"), ctx.col("ack").astype(np.int64)
+    sa = sa[np.isin(cap[sa], cap[syn]) & np.isin(dport[sa], ctx.col("sport")[syn])]
+    want = (ctx.col("seq")[syn].astype(np.int64) + 1) % (1 << 32)
+    return bool(np.isin(ack[sa], want).any())

@@ -110,9 +110,7 @@ def vanished_packets(ctx: Context) -> pd.DataFrame:
     multi = np.array([n in ctx.multi_interface for n in ctx.capture_names] + [False], dtype=bool)
     own = _own_codes(ctx)
     cap_last = hi.capture[hop]
-    # A host talking to itself (loopback: source = destination) never sends it on.
-    ends_inside = (~has_next & (hi.pdir[hop] == DIR_IN) & multi[cap_last]
-                   & (ctx.col("src")[rows] != dst[rows]))
+    ends_inside = ~has_next & (hi.pdir[hop] == DIR_IN) & multi[cap_last]
     if ends_inside.any():
         # A packet may end inside a host because it was addressed to it. It was dropped
         # when it was a SYN nobody answered (a host's stack answers every SYN, only a
@@ -124,7 +122,10 @@ def vanished_packets(ctx: Context) -> pd.DataFrame:
         answered = np.isin(key[idx] // 2, hi.conn[hi.dirc == 1])
         syn = (ctx.tcp_flags[rows[idx]] & 0x12) == 0x02
         onward = np.isin(dst[rows[idx]], forwarded_addresses(ctx))
-        ends_inside[idx[~((syn & ~answered) | (onward & ~local))]] = False
+        # A host talking to itself (a loopback address, or its own address both ways)
+        # never sends it on.
+        itself = (local & (ctx.col("src")[rows[idx]] == dst[rows[idx]])) | ctx.loopback_address[dst[rows[idx]]]
+        ends_inside[idx[itself | ~((syn & ~answered) | (onward & ~local))]] = False
     keep = has_next | ends_inside
     rows, hop, key, ts, grp, next_hop = rows[keep], hop[keep], key[keep], ts[keep], grp[keep], next_hop[keep]
     if not rows.size:
