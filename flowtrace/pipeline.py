@@ -252,8 +252,14 @@ def analyze(captures: CaptureArg | Sequence[CaptureArg], *, manifest: CaptureArg
     fs = build_flows(packets, timeouts=timeouts, ignore_checksums=ignore_checksums)
     man = read_manifest(manifest) if manifest is not None else Manifest()
     step("correlate", 0, 0)
+
+    def resplit(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+        nonlocal fs
+        fs = build_flows(packets, timeouts=timeouts, ignore_checksums=ignore_checksums, split_before=rows)
+        return fs.flow_id, fs.from_orig, fs.flows
+
     corr = correlate(packets, fs.flow_id, fs.from_orig, flows=fs.flows,
-                     reference=reference or man.reference, same_clock=man.same_clock,
+                     reference=reference or man.reference, same_clock=man.same_clock, resplit=resplit,
                      **({"window_ns": window_ns} if window_ns else {}))
     multi = {s.capture for s in summaries if s.sll2_ifindexes or len(s.interfaces) > 1}
     roles = infer_roles(corr.hops, multi)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from flowtrace.correlate.bridges import bridge_splits
 from flowtrace.correlate.clock import ClockOffset, corrected, estimate_offsets
 from flowtrace.correlate.hops import build_hops
 from flowtrace.correlate.link import Links, link_flows
@@ -45,19 +47,40 @@ class Correlation:
     """What the correlation could not do (unaligned captures, conflicting links)."""
 
 
+Resplit = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, pd.DataFrame]]
+"""``resplit(rows)``: the flows built again, cut before each of ``rows`` too; returns the new
+(flow_id, from_orig, flows)."""
+
+BRIDGE_ROUNDS = 3
+"""Rounds of bridge cutting at most (a cut can reveal another bridge behind it)."""
+
+
 def correlate(packets: pd.DataFrame, flow_id: np.ndarray, from_orig: np.ndarray, *,
               flows: pd.DataFrame | None = None, reference: str | None = None,
-              same_clock: list[set[str]] | None = None, window_ns: int = DEFAULT_WINDOW_NS) -> Correlation:
+              same_clock: list[set[str]] | None = None, window_ns: int = DEFAULT_WINDOW_NS,
+              resplit: Resplit | None = None) -> Correlation:
     """Link the flows of every observation point into connections and order their hops.
 
     ``flow_id`` and ``from_orig`` give each packet's flow (-1: none) and whether its
     flow's originator sent it, aligned with ``packets`` rows; ``flows`` (the flows table)
     adds each connection's Zeek state at the client. ``reference`` names the capture whose
     clock the others are aligned to (default: one named "client", else the best linked);
-    ``same_clock`` lists sets of captures taken on one host.
+    ``same_clock`` lists sets of captures taken on one host. With ``resplit``, flows that
+    carry two connections seen apart at other points (flowtrace.correlate.bridges) are cut
+    by building the flows again (the caller keeps the flows ``resplit`` returned last).
     """
     names = [str(c) for c in packets["capture"].cat.categories]
     s = build_sightings(packets)
+    cut_total = 0
+    if resplit is not None:
+        cuts = np.zeros(0, dtype=np.int64)
+        for _ in range(BRIDGE_ROUNDS):
+            more = np.setdiff1d(bridge_splits(s, flow_id, packets), cuts)
+            if not more.size:
+                break
+            cuts = np.union1d(cuts, more)
+            flow_id, from_orig, flows = resplit(cuts)
+        cut_total = int(cuts.size)
     if reference is None and "client" in names:
         reference = "client"
     offsets = estimate_offsets(s, reference=reference, same_clock=same_clock)
@@ -80,6 +103,9 @@ def correlate(packets: pd.DataFrame, flow_id: np.ndarray, from_orig: np.ndarray,
     hops = HOPS.conform(hops)
     connections = build_connections(hops, flows)
     notes = []
+    if cut_total:
+        notes.append(f"{cut_total} flows were cut where other captures show two connections in them "
+                     "(a point that saw only part of the packets, e.g. a pod's reply to a reused port)")
     if links.conflicts:
         notes.append(f"{links.conflicts} links between flows disagree on the connection's direction")
     for o in offsets.values():

@@ -46,24 +46,31 @@ class FlowSet:
 
 
 def build(packets: pd.DataFrame, *, timeouts: Mapping[str, float] | None = None,
-          ignore_checksums: bool = False) -> FlowSet:
+          ignore_checksums: bool = False, split_before: np.ndarray | None = None) -> FlowSet:
     """Build the flows of ``packets`` (a packets table, ``flowtrace.schema.PACKETS``).
 
     ``timeouts`` overrides conntrack's idle timeouts in seconds (keys of
     ``flowtrace.flows.CONNTRACK_TIMEOUTS``). ``ignore_checksums`` leaves the bad-checksum
     letters (c) out of the history, as ``zeek -C`` does; use it for captures taken on a
-    host that offloads checksums. Raises InputError for a bad timeout and KeyError if
-    ``packets`` lacks a declared column. ``packets`` is not modified.
+    host that offloads checksums. ``split_before`` lists packet rows that start a new flow
+    whatever their own flow's packets say (the cuts ``analyze`` finds by looking at other
+    observation points, see flowtrace.correlate.bridges). Raises InputError for a bad
+    timeout and KeyError if ``packets`` lacks a declared column. ``packets`` is not modified.
     """
     tmo = resolve_timeouts(timeouts)
     missing = [c for c in PACKETS.names if c not in packets.columns]
     if missing:
         raise KeyError(f"not a packets table, missing columns: {', '.join(missing)}")
+    forced = None
+    if split_before is not None and len(split_before):
+        forced = np.zeros(len(packets), dtype=bool)
+        forced[np.asarray(split_before, dtype=np.int64)] = True
     with heap_temporaries():
-        return _build(packets, tmo, ignore_checksums)
+        return _build(packets, tmo, ignore_checksums, forced)
 
 
-def _build(packets: pd.DataFrame, tmo: dict[str, int], ignore_checksums: bool) -> FlowSet:
+def _build(packets: pd.DataFrame, tmo: dict[str, int], ignore_checksums: bool,
+           forced: np.ndarray | None = None) -> FlowSet:
     n = len(packets)
     p = PacketColumns(packets)
     if ignore_checksums:
@@ -72,11 +79,11 @@ def _build(packets: pd.DataFrame, tmo: dict[str, int], ignore_checksums: bool) -
     ok = p.eligible()
     err = ok & icmp_is("error", p.ip_version, p.icmp_type) & icmp.is_icmp(p.proto, p.ip_version) \
         & (p.quoted_proto >= 0) & (p.quoted_src >= 0) & (p.quoted_dst >= 0)
-    first = _Core(p, np.flatnonzero(ok & ~err), tmo, rank)
+    first = _Core(p, np.flatnonzero(ok & ~err), tmo, rank, forced)
     err_rows = np.flatnonzero(err)
     att = icmp.attach(errors=p.error_frame(err_rows), flows=first.key_frame(), rank=rank)
     rest = err_rows[att.flow < 0]
-    second = _Core(p, rest, tmo, rank)
+    second = _Core(p, rest, tmo, rank, forced)
 
     # One numbering for both, in order of first packet.
     cores = [first, second]
@@ -167,7 +174,8 @@ def _group(p: PacketColumns, rows: np.ndarray, rank: np.ndarray) -> tuple[np.nda
 class _Core:
     """Flows of the packet rows ``rows``: grouping, splitting and per-flow aggregates."""
 
-    def __init__(self, p: PacketColumns, rows: np.ndarray, tmo: dict[str, int], rank: np.ndarray) -> None:
+    def __init__(self, p: PacketColumns, rows: np.ndarray, tmo: dict[str, int], rank: np.ndarray,
+                 forced: np.ndarray | None = None) -> None:
         lower, gid = _group(p, rows, rank)
         o = assign.sort_order(gid, p.ts[rows])
         g = gid[o]
@@ -179,6 +187,8 @@ class _Core:
         gstart = np.ones(m, dtype=bool)
         gstart[1:] = g[1:] != g[:-1]
         del g
+        if forced is not None:
+            gstart |= forced[r]
         proto_s = p.proto[r]
         icmp_s = icmp.is_icmp(proto_s, p.ip_version[r])
         kind = np.where(proto_s == 6, assign.KIND_TCP, np.where(proto_s == 17, assign.KIND_UDP, np.where(

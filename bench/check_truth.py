@@ -1,0 +1,95 @@
+"""Accuracy of `flowtrace analyze` on a lab run directory against its truth file.
+
+    python bench/check_truth.py bench/data/lab/many-connections
+
+Prints how many of the truth's connections have exactly the truth's path (hop by hop: capture,
+interface, tuple), the reasons the others differ, and the precision and recall of the rebuilt
+conntrack NEW events and end tables against each node's dumps. The same checks as
+tests/test_correlate_fixtures.py, for runs too large to commit.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import sys
+from pathlib import Path
+
+from flowtrace.analysis import Analysis
+from flowtrace.context.conntrack import compare, created_entries, read_dump
+from flowtrace.pipeline import analyze
+
+
+def _hops_of(truth: dict, conn: dict, direction: str) -> list[dict]:
+    template = conn["path"].get("template")
+    base = truth["paths"].get(template, {}).get(direction, []) if template else []
+    hops = [dict(base[i], **h) if i < len(base) else h for i, h in enumerate(conn["path"][direction])]
+    return [h for h in hops if h.get("capture") and h.get("packets", 1) > 0]
+
+
+def _connection(a: Analysis, conn: dict) -> int | None:
+    c = a.connections
+    cl = conn["client"]
+    cand = c[(c["client_src"] == cl["src"]) & (c["client_dst"] == cl["dst"])
+             & (c["client_sport"] == cl.get("sport", -1)) & (c["client_dport"] == cl.get("dport", -1))]
+    if len(cand) > 1 and conn.get("start_ns"):
+        cand = cand.iloc[[int((cand["start_ts_ns"] - conn["start_ns"]).abs().to_numpy().argmin())]]
+    return int(cand["connection"].iloc[0]) if len(cand) == 1 else None
+
+
+def _why(a: Analysis, truth: dict, conn: dict) -> str | None:
+    """None when the connection's path equals the truth's, else what differs."""
+    cid = _connection(a, conn)
+    if cid is None:
+        return "no single connection for the client tuple"
+    for direction in ("request", "response"):
+        expected = _hops_of(truth, conn, direction)
+        got = a.hops[(a.hops["connection"] == cid) & (a.hops["direction"] == direction) & a.hops["on_path"]]
+        got = got.sort_values("hop")
+        if len(got) != len(expected):
+            return f"{direction}: {len(got)} hops, truth {len(expected)}"
+        for e, g in zip(expected, got.itertuples(), strict=True):
+            if g.capture != Path(e["capture"]).stem or (g.ifindex >= 0 and g.ifindex != e["ifindex"]):
+                return f"{direction}: hop {g.hop} at {g.capture}"
+            if e.get("src") and not e.get("icmp_error") and \
+                    (g.src, g.sport, g.dst, g.dport) != (e["src"], e.get("sport", -1), e["dst"], e.get("dport", -1)):
+                return f"{direction}: hop {g.hop} tuple"
+    return None
+
+
+def main() -> None:
+    directory = Path(sys.argv[1] if len(sys.argv) > 1 else "bench/data/lab/many-connections")
+    truth = json.loads((directory / "truth.json").read_text())
+    a = analyze([str(directory)])
+    reasons: collections.Counter[str] = collections.Counter()
+    examples: dict[str, int] = {}
+    for conn in truth["connections"]:
+        why = _why(a, truth, conn)
+        if why is not None:
+            kind = why.split(":")[0]
+            reasons[kind] += 1
+            examples.setdefault(kind, conn["id"])
+    n = len(truth["connections"])
+    print(f"{directory}: {n - sum(reasons.values())} of {n} truth paths match")
+    for kind, count in reasons.most_common():
+        print(f"  {count} differ ({kind}), e.g. truth connection {examples[kind]}")
+    other = {(o["node"], o["event_line"]) for o in truth.get("other_conntrack_events", [])}
+    for events in sorted(directory.glob("*.conntrack-events.txt")):
+        node = events.name.split(".")[0]
+        created = created_entries(read_dump(events, node=node))
+        rebuilt = [e.created for e in a.conntrack_table(node, ended=True)]
+        c = compare(rebuilt, created)
+        print(f"{node} NEW events: {len(c.matched)} matched, precision {c.precision:.4f}, recall {c.recall:.4f}")
+        outside = [e for e in created if (node, e.line) in other]
+        if outside:
+            c = compare(rebuilt, [e for e in created if (node, e.line) not in other])
+            print(f"  without the {len(outside)} the truth file calls outside the captured connections: "
+                  f"precision {c.precision:.4f}, recall {c.recall:.4f}")
+        table = directory / f"{node}.conntrack.txt"
+        if table.exists():
+            t = compare([e.entry for e in a.conntrack_table(node)], read_dump(table, node=node), check_state=True)
+            print(f"{node} -L table: {len(t.matched)} matched, precision {t.precision:.4f}, recall {t.recall:.4f}")
+
+
+if __name__ == "__main__":
+    main()
