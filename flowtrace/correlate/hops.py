@@ -95,7 +95,10 @@ def build_hops(packets: pd.DataFrame, flow_id: np.ndarray, pdir: np.ndarray, cts
     # that took a shorter route, say) may carry other TTLs.
     hops["ttl"] = np.where(anchor_ttl >= 0, anchor_ttl, hops["ttl"].to_numpy())
     first = hops["first_row"].to_numpy()
-    hops = order_hops(hops, packets["capture"].cat.codes.to_numpy()[first], observed_directions(packets)[first])
+    tuples = np.stack([packets["src"].cat.codes.to_numpy()[first].astype(np.int64), packets["sport"].to_numpy()[first],
+                       packets["dst"].cat.codes.to_numpy()[first].astype(np.int64), packets["dport"].to_numpy()[first]],
+                      axis=1)
+    hops = order_hops(hops, packets["capture"].cat.codes.to_numpy()[first], observed_directions(packets)[first], tuples)
     r = hops["first_row"].to_numpy()
     for col in _DESCRIBE:
         s = packets[col]
@@ -152,26 +155,45 @@ def _on_path(hops: pd.DataFrame, st: pd.DataFrame) -> tuple[np.ndarray, np.ndarr
     return on, ttl
 
 
-def order_hops(hops: pd.DataFrame, capture_code: np.ndarray, guessed_dir: np.ndarray) -> pd.DataFrame:
+def order_hops(hops: pd.DataFrame, capture_code: np.ndarray, guessed_dir: np.ndarray,
+               tuples: np.ndarray | None = None) -> pd.DataFrame:
     """Sort hops by (-TTL, capture role within the TTL tier, delay) and number them.
 
     Within one TTL tier, the hops of one capture form a unit; a unit whose first hop has
     the packet leaving its host comes first (a sender), one whose last hop has it arriving
     comes last (a receiver), anything else in between; units of equal rank by delay.
+    ``tuples`` (one row of (src, sport, dst, dport) codes per hop) breaks ties of time.
     """
     h = hops.assign(_cap=capture_code, _dir=guessed_dir)
+    if tuples is None:
+        tuples = np.zeros((len(h), 4), dtype=np.int64)
     unit = ["connection", "direction", "ttl", "_cap"]
     h = h.sort_values([*unit, "delay_ns", "first_ts_ns", "first_row"], kind="stable")
     first_dir = h.groupby(unit, sort=False)["_dir"].transform("first")
     last_dir = h.groupby(unit, sort=False)["_dir"].transform("last")
     h["_rank"] = np.where(first_dir.to_numpy() == DIR_OUT, 0, np.where(last_dir.to_numpy() == DIR_IN, 2, 1))
     h["_unit_delay"] = h.groupby(unit, sort=False)["delay_ns"].transform("min")
-    # Equal timestamps inside one capture: frame order is the order the kernel handed the
-    # packet to the capture, interface after interface.
+    h["_changed"] = _differs_from_origin(h, pd.DataFrame(tuples, index=hops.index).loc[h.index].to_numpy())
+    # Equal timestamps inside one capture: a hop still carrying the tuple the packet started
+    # with comes before one carrying a translated tuple (a translation happens once), then
+    # frame order, the order the kernel handed the packet to the capture.
     h = h.sort_values(["connection", "direction", "ttl", "_rank", "_unit_delay", "_cap", "delay_ns", "first_ts_ns",
-                       "first_row"], ascending=[True, True, False, True, True, True, True, True, True], kind="stable")
+                       "_changed", "first_row"], ascending=[True, True, False, True, True, True, True, True, True, True],
+                      kind="stable")
     h["hop"] = h.groupby(["connection", "direction"], sort=False).cumcount().astype(np.int32)
-    return h.drop(columns=["_cap", "_dir", "_rank", "_unit_delay"]).reset_index(drop=True)
+    return h.drop(columns=["_cap", "_dir", "_rank", "_unit_delay", "_changed"]).reset_index(drop=True)
+
+
+def _differs_from_origin(h: pd.DataFrame, tuples: np.ndarray) -> np.ndarray:
+    """Per hop: whether its tuple (row of ``tuples``, aligned with ``h``) differs from the one
+    of its direction's origin (the hop of highest TTL, earliest first)."""
+    tup = pd.DataFrame(tuples, index=h.index)
+    origin = h.sort_values(["connection", "direction", "ttl", "first_ts_ns"], ascending=[True, True, False, True],
+                           kind="stable").groupby(["connection", "direction"], sort=False).head(1)
+    ref = tup.loc[origin.index].set_axis(pd.MultiIndex.from_frame(origin[["connection", "direction"]]))
+    at = pd.MultiIndex.from_frame(h[["connection", "direction"]])
+    ref = ref.reindex(at)
+    return (tup.to_numpy() != ref.to_numpy()).any(axis=1)
 
 
 def path_ranks(hops: pd.DataFrame) -> np.ndarray:

@@ -41,7 +41,8 @@ class Sightings:
     strength: np.ndarray
     """int8 signature strength of the group."""
     point: np.ndarray
-    """int32 observation point (capture, interface, ifindex, direction) of the sighting."""
+    """int32 observation point (capture, interface, ifindex, direction) of the sighting; where
+    the capture recorded no direction, the TTL too (see ``observation_points``)."""
     capture_names: list[str]
     """Capture names by code."""
 
@@ -90,14 +91,22 @@ def build_sightings(packets: pd.DataFrame) -> Sightings:
 
 
 def observation_points(packets: pd.DataFrame) -> np.ndarray:
-    """int32 code of each packet's observation point: (capture, interface, ifindex, direction)."""
+    """int32 code of each packet's observation point: (capture, interface, ifindex, direction).
+
+    Where the capture recorded no direction (pcapng without epb_flags, Ethernet pcap), the
+    TTL joins the key: a host that forwards and NATs a packet on one interface (in on eth0,
+    DNAT/SNAT, out on eth0) shows it twice there, with the TTL one lower the second time;
+    the two copies are two points, not one point seeing one packet in two flows.
+    """
     if not len(packets):
         return np.zeros(0, dtype=np.int32)
-    key = (packets["capture"].cat.codes.to_numpy().astype(np.int64) << 40) \
-        | (packets["interface"].cat.codes.to_numpy().astype(np.int64) << 34) \
-        | ((packets["ifindex"].to_numpy().astype(np.int64) + 1) << 2) \
-        | packets["direction"].cat.codes.to_numpy().astype(np.int64)
-    return np.unique(key, return_inverse=True)[1].reshape(-1).astype(np.int32)
+    direction = packets["direction"].cat.codes.to_numpy().astype(np.int64)
+    unknown = packets["direction"].cat.categories.get_loc("unknown")
+    ttl = np.where(direction == unknown, packets["ttl"].to_numpy().astype(np.int64) + 1, 0)
+    key = pd.DataFrame({"capture": packets["capture"].cat.codes.to_numpy(),
+                        "interface": packets["interface"].cat.codes.to_numpy(),
+                        "ifindex": packets["ifindex"].to_numpy(), "ttl": ttl, "direction": direction})
+    return key.groupby(list(key.columns), sort=True).ngroup().to_numpy().astype(np.int32)
 
 
 def split_groups(s: Sightings, corrected_ts: np.ndarray, window_ns: int) -> Sightings:
