@@ -57,7 +57,7 @@ def test_no_cuts_where_one_binding_carries_the_connection(scenario):
     # NAT and the client resets each answer: one attempt, four flows at the pod, one tuple.
     packets = read_packets(str(FIXTURES / scenario))
     fs = build_flows(packets)
-    assert bridge_splits(build_sightings(packets), fs.flow_id, packets).size == 0
+    assert bridge_splits(build_sightings(packets), fs.flow_id, fs.from_orig, packets).size == 0
 
 
 def test_split_before_cuts_flows_there():

@@ -74,12 +74,17 @@ def correlate(packets: pd.DataFrame, flow_id: np.ndarray, from_orig: np.ndarray,
     cut_total = 0
     if resplit is not None:
         cuts = np.zeros(0, dtype=np.int64)
+        # The flows keep every start they had: a cut must only add one (a forced start
+        # changes how the rules judge the packets after it, and could undo a later split).
+        keep_starts = None
         for _ in range(BRIDGE_ROUNDS):
-            more = np.setdiff1d(bridge_splits(s, flow_id, packets), cuts)
+            more = np.setdiff1d(bridge_splits(s, flow_id, from_orig, packets), cuts)
             if not more.size:
                 break
+            if keep_starts is None:
+                keep_starts = flow_starts(flow_id, packets["ts_ns"].to_numpy())
             cuts = np.union1d(cuts, more)
-            flow_id, from_orig, flows = resplit(cuts)
+            flow_id, from_orig, flows = resplit(np.union1d(cuts, keep_starts))
         cut_total = int(cuts.size)
     if reference is None and "client" in names:
         reference = "client"
@@ -116,6 +121,14 @@ def correlate(packets: pd.DataFrame, flow_id: np.ndarray, from_orig: np.ndarray,
     return Correlation(offsets=offsets, links=links, hops=hops, connections=connections, sightings=st,
                        packet_direction=pdir, corrected_ts=cts, packet_hop=hop_of, packet_group=group_of,
                        notes=notes)
+
+
+def flow_starts(flow_id: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """The row that starts each flow: its earliest packet (the earlier row on a tie)."""
+    rows = np.flatnonzero(flow_id >= 0)
+    o = rows[np.lexsort((rows, ts[rows], flow_id[rows]))]
+    f = flow_id[o]
+    return o[np.r_[True, f[1:] != f[:-1]]] if o.size else o
 
 
 def _orient_connections(packets: pd.DataFrame, flow_id: np.ndarray, pdir: np.ndarray, links: Links,

@@ -24,15 +24,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from flowtrace.correlate.link import components, flow_edges
 from flowtrace.correlate.sightings import Sightings
 from flowtrace.correlate.signature import STRONG
 
 
-def bridge_splits(s: Sightings, flow_id: np.ndarray, packets: pd.DataFrame) -> np.ndarray:
+def bridge_splits(s: Sightings, flow_id: np.ndarray, from_orig: np.ndarray, packets: pd.DataFrame) -> np.ndarray:
     """Packet rows before which a flow must be cut: where its packets start to link, at some
     other observation point, to the next of several tuples that follow one another in time.
 
-    ``flow_id`` is each packet's flow (-1: none), aligned with ``packets`` rows. Only TCP
+    ``flow_id`` is each packet's flow (-1: none) and ``from_orig`` whether its flow's
+    originator sent it, aligned with ``packets`` rows. Only TCP
     sightings (strong signatures) are used; groups where one point sees the packet in two
     flows are ambiguous and left out. Returns sorted unique int64 rows.
     """
@@ -40,6 +42,9 @@ def bridge_splits(s: Sightings, flow_id: np.ndarray, packets: pd.DataFrame) -> n
     ts_all = packets["ts_ns"].to_numpy()
     flow = flow_id[s.row]
     keep = (flow >= 0) & (s.strength == STRONG)
+    if not keep.any():
+        return np.zeros(0, dtype=np.int64)
+    keep &= _suspects(s, flow_id, from_orig, flow, tuple_key)
     if not keep.any():
         return np.zeros(0, dtype=np.int64)
     group, point, flow, ts, row = s.group[keep], s.point[keep].astype(np.int64), flow[keep], s.ts[keep], s.row[keep]
@@ -103,6 +108,23 @@ def bridge_splits(s: Sightings, flow_id: np.ndarray, packets: pd.DataFrame) -> n
     clean[seg[overlaps]] = False
     cut = follows & clean[seg] & opens
     return np.unique(rmin[cut]).astype(np.int64)
+
+
+def _suspects(s: Sightings, flow_id: np.ndarray, from_orig: np.ndarray, flow: np.ndarray,
+              tuple_key: np.ndarray) -> np.ndarray:
+    """Mask of the sightings worth a closer look: those of connections (components of the
+    uncut link graph) in which one observation point shows packets of one side under two
+    tuples or more. Every bridge merges such a connection; in most, each point sees each
+    side under one tuple (a node's eth0 sees the request before NAT and the reply after it:
+    two tuples, one per side)."""
+    n_flows = int(flow_id.max()) + 1 if flow_id.size else 0
+    a, b, _, _ = flow_edges(s, flow_id, from_orig)
+    root = components(n_flows, a, b)
+    comp = np.where(flow >= 0, root[np.maximum(flow, 0)], -1)
+    frame = pd.DataFrame({"comp": comp, "point": s.point, "side": from_orig[s.row], "tuple": tuple_key})[flow >= 0]
+    tuples = frame.drop_duplicates().groupby(["comp", "point", "side"], sort=False).size()
+    bad = tuples[tuples > 1].index.get_level_values("comp").unique().to_numpy()
+    return np.isin(comp, bad)
 
 
 def _flow_spans(flow_id: np.ndarray, ts: np.ndarray, flags: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
