@@ -304,7 +304,7 @@ CONNECTIONS = Table(
         _c("start_ts_ns", "int64", "ns", "First packet anywhere, in the reference capture's clock."),
         _c("end_ts_ns", "int64", "ns", "Last packet anywhere, in the reference capture's clock."),
         _c("duration_ns", "int64", "ns", "end_ts_ns - start_ts_ns."),
-        _c("status", "category", "-", "closed, established, reset, rejected, no_reply, replied or partial (see docs).", categories=CONNECTION_STATUSES),
+        _c("status", "category", "-", "closed, established, reset, rejected (a RST or an ICMP error answered the request), no_reply, replied or partial (see docs).", categories=CONNECTION_STATUSES),
         _c("client_state", "category", "-", "Zeek conn_state of the client's flow.", "NaN", categories=CONN_STATES),
         _c("request_hops", "int32", "hops", "Observation points on the request path."),
         _c("response_hops", "int32", "hops", "Observation points on the response path."),

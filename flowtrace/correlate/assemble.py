@@ -209,6 +209,7 @@ def build_connections(hops: pd.DataFrame, flows: pd.DataFrame | None) -> pd.Data
     data["captures"] = _capture_lists(hops, pos, on, n)
     data["nat"] = _nat_text(hops, req, pos, n)
     state = np.full(n, None, dtype=object)
+    icmp_errors = np.zeros(n, dtype=np.int64)
     if flows is not None and len(flows):
         fl = flows["conn_state"].astype(object).to_numpy()
         fid = hops["flow"].to_numpy()[first]
@@ -217,12 +218,18 @@ def build_connections(hops: pd.DataFrame, flows: pd.DataFrame | None) -> pd.Data
         if req_i.size:
             has_req[pos[req_i]] = True
         state[ok & has_req] = fl[fid[ok & has_req]]
+        if "icmp_error_count" in flows:
+            errs = flows["icmp_error_count"].to_numpy()
+            icmp_errors[ok & has_req] = errs[fid[ok & has_req]]
     data["client_state"] = pd.Categorical(state, categories=list(CONN_STATES))
     status = np.array([_STATUS.get(st, "partial") if st is not None else "partial" for st in state], dtype=object)
     proto = np.asarray(data["proto"])
     non_tcp = proto != 6
     status[non_tcp & (data["response_hops"] > 0)] = "replied"
     status[non_tcp & (data["response_hops"] == 0)] = "no_reply"
+    # An ICMP error (port or host unreachable, say) answering a request nobody replied to
+    # is a rejection, as kube-proxy's REJECT for a Service without endpoints sends.
+    status[(status == "no_reply") & (icmp_errors > 0)] = "rejected"
     data["status"] = status
     data["findings"] = np.zeros(n, dtype=np.int32)
     return CONNECTIONS.conform(pd.DataFrame(data))
