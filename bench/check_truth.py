@@ -17,33 +17,17 @@ from pathlib import Path
 
 from flowtrace.analysis import Analysis
 from flowtrace.context.conntrack import compare, created_entries, read_dump
+from flowtrace.lab.truth import expected_hops, matching_connection
 from flowtrace.pipeline import analyze
-
-
-def _hops_of(truth: dict, conn: dict, direction: str) -> list[dict]:
-    template = conn["path"].get("template")
-    base = truth["paths"].get(template, {}).get(direction, []) if template else []
-    hops = [dict(base[i], **h) if i < len(base) else h for i, h in enumerate(conn["path"][direction])]
-    return [h for h in hops if h.get("capture") and h.get("packets", 1) > 0]
-
-
-def _connection(a: Analysis, conn: dict) -> int | None:
-    c = a.connections
-    cl = conn["client"]
-    cand = c[(c["client_src"] == cl["src"]) & (c["client_dst"] == cl["dst"])
-             & (c["client_sport"] == cl.get("sport", -1)) & (c["client_dport"] == cl.get("dport", -1))]
-    if len(cand) > 1 and conn.get("start_ns"):
-        cand = cand.iloc[[int((cand["start_ts_ns"] - conn["start_ns"]).abs().to_numpy().argmin())]]
-    return int(cand["connection"].iloc[0]) if len(cand) == 1 else None
 
 
 def _why(a: Analysis, truth: dict, conn: dict) -> str | None:
     """None when the connection's path equals the truth's, else what differs."""
-    cid = _connection(a, conn)
+    cid = matching_connection(a.connections, conn)
     if cid is None:
         return "no single connection for the client tuple"
     for direction in ("request", "response"):
-        expected = _hops_of(truth, conn, direction)
+        expected = expected_hops(truth, conn, direction)
         got = a.hops[(a.hops["connection"] == cid) & (a.hops["direction"] == direction) & a.hops["on_path"]]
         got = got.sort_values("hop")
         if len(got) != len(expected):

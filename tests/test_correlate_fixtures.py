@@ -15,6 +15,7 @@ import pytest
 
 from flowtrace.analysis import Analysis
 from flowtrace.context.conntrack import compare, created_entries, read_dump
+from flowtrace.lab.truth import expected_hops, matching_connection
 from flowtrace.pipeline import analyze
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pcaps"
@@ -27,22 +28,10 @@ def result(scenario: str) -> tuple[Analysis, dict]:
     return analyze([str(FIXTURES / scenario)]), truth
 
 
-def _hops_of(truth: dict, conn: dict, direction: str) -> list[dict]:
-    template = conn["path"].get("template")
-    base = truth["paths"].get(template, {}).get(direction, []) if template else []
-    hops = [dict(base[i], **h) if i < len(base) else h for i, h in enumerate(conn["path"][direction])]
-    return [h for h in hops if h.get("capture") and h.get("packets", 1) > 0]
-
-
 def _match_connection(a: Analysis, conn: dict) -> int:
-    c = a.connections
-    cl = conn["client"]
-    cand = c[(c["client_src"] == cl["src"]) & (c["client_dst"] == cl["dst"])
-             & (c["client_sport"] == cl.get("sport", -1)) & (c["client_dport"] == cl.get("dport", -1))]
-    if len(cand) > 1 and conn.get("start_ns"):
-        cand = cand.iloc[[int((cand["start_ts_ns"] - conn["start_ns"]).abs().to_numpy().argmin())]]
-    assert len(cand) == 1, f"connection {conn['id']} {cl}: {len(cand)} candidates"
-    return int(cand["connection"].iloc[0])
+    cid = matching_connection(a.connections, conn)
+    assert cid is not None, f"connection {conn['id']} {conn['client']}: no single candidate"
+    return cid
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -51,7 +40,7 @@ def test_every_path_matches_the_truth(scenario):
     for conn in truth["connections"]:
         cid = _match_connection(a, conn)
         for direction in ("request", "response"):
-            expected = _hops_of(truth, conn, direction)
+            expected = expected_hops(truth, conn, direction)
             got = a.hops[(a.hops["connection"] == cid) & (a.hops["direction"] == direction) & a.hops["on_path"]]
             got = got.sort_values("hop")
             assert len(got) == len(expected), (scenario, conn["id"], direction, got[["capture", "ifindex"]])

@@ -10,6 +10,7 @@ arrays are shrunk to the row count. Peak memory is the table itself plus one bat
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -230,25 +231,10 @@ class PacketTableBuilder:
         for name, arr in self._cols.items():
             self._cols[name] = _resize(arr, self.size)
         data: dict[str, object] = {}
-        addresses = list(self.book.texts)
+        vocab = _Vocabularies(captures=self.captures, labels=self.interface_labels, addresses=list(self.book.texts))
         cols = self._cols
         for col in PACKETS.columns:
-            arr = cols.pop(col.name)
-            if col.name == "capture":
-                data[col.name] = _categorical(arr, self.captures)
-            elif col.name == "interface":
-                data[col.name] = _categorical(arr, self.interface_labels)
-            elif col.name == "direction":
-                data[col.name] = _categorical(arr, DIRECTIONS)
-            elif col.name == "encap":
-                data[col.name] = _categorical(arr, ENCAPSULATIONS)
-            elif col.name == "decode_status":
-                data[col.name] = _categorical(arr, DECODE_STATUSES)
-            elif col.name in ADDRESS_COLUMNS:
-                data[col.name] = _categorical(arr, addresses)
-            else:
-                data[col.name] = arr.astype(col.dtype, copy=False)
-            del arr
+            data[col.name] = vocab.column(col.name, col.dtype, cols.pop(col.name))
         self.size = self.capacity = 0
         return pd.DataFrame(data, copy=False)
 
@@ -262,9 +248,7 @@ def merge_parts(parts: list[dict[str, object]], captures: list[str]) -> pd.DataF
     total = sum(int(p["size"]) for p in parts)  # type: ignore[call-overload]
     if not total:
         return PACKETS.empty()
-    addresses: list[str] = []
     address_code: dict[str, int] = {}
-    labels: list[str] = []
     label_code: dict[str, int] = {}
     data: dict[str, object] = {}
     luts_addr, luts_label = [], []
@@ -273,8 +257,7 @@ def merge_parts(parts: list[dict[str, object]], captures: list[str]) -> pd.DataF
                                     + [-1], dtype=np.int32))
         luts_label.append(np.asarray([label_code.setdefault(x, len(label_code)) for x in p["labels"]]  # type: ignore[union-attr]
                                      + [0], dtype=np.int32))
-    addresses = list(address_code)
-    labels = list(label_code) or [""]
+    vocab = _Vocabularies(captures=captures, labels=list(label_code) or [""], addresses=list(address_code))
     for col in PACKETS.columns:
         pieces = []
         for i, p in enumerate(parts):
@@ -288,18 +271,25 @@ def merge_parts(parts: list[dict[str, object]], captures: list[str]) -> pd.DataF
             pieces.append(arr)
         arr = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
         del pieces
-        if col.name == "capture":
-            data[col.name] = _categorical(arr, captures)
-        elif col.name == "interface":
-            data[col.name] = _categorical(arr, labels)
-        elif col.name == "direction":
-            data[col.name] = _categorical(arr, DIRECTIONS)
-        elif col.name == "encap":
-            data[col.name] = _categorical(arr, ENCAPSULATIONS)
-        elif col.name == "decode_status":
-            data[col.name] = _categorical(arr, DECODE_STATUSES)
-        elif col.name in ADDRESS_COLUMNS:
-            data[col.name] = _categorical(arr, addresses)
-        else:
-            data[col.name] = arr.astype(col.dtype, copy=False)
+        data[col.name] = vocab.column(col.name, col.dtype, arr)
     return pd.DataFrame(data, copy=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Vocabularies:
+    """The categories of a finished table's code columns."""
+
+    captures: list[str]
+    labels: list[str]
+    addresses: list[str]
+
+    def column(self, name: str, dtype: str, arr: np.ndarray) -> object:
+        """The stored array of column ``name`` as the table holds it: a categorical for
+        code columns, else ``arr`` in its declared ``dtype``."""
+        fixed = {"capture": self.captures, "interface": self.labels, "direction": DIRECTIONS,
+                 "encap": ENCAPSULATIONS, "decode_status": DECODE_STATUSES}
+        if name in fixed:
+            return _categorical(arr, fixed[name])
+        if name in ADDRESS_COLUMNS:
+            return _categorical(arr, self.addresses)
+        return arr.astype(dtype, copy=False)

@@ -400,3 +400,26 @@ def write_outputs(rec: RunRecord) -> None:
     (dest / "truth.json").write_text(dumps(doc))
     snap = k8s.snapshot(scn.network.pods, scn.services)
     (dest / "k8s.json").write_text(json.dumps(snap, indent=1) + "\n")
+
+
+def expected_hops(truth: dict[str, Any], conn: dict[str, Any], direction: str) -> list[dict[str, Any]]:
+    """The hops a truth file says one of its connections passed in ``direction`` (request or
+    response): its path template's hops overlaid with the connection's own, those with a
+    capture that saw at least one packet, in path order."""
+    template = conn["path"].get("template")
+    base = truth["paths"].get(template, {}).get(direction, []) if template else []
+    hops = [dict(base[i], **h) if i < len(base) else h for i, h in enumerate(conn["path"][direction])]
+    return [h for h in hops if h.get("capture") and h.get("packets", 1) > 0]
+
+
+def matching_connection(connections: Any, conn: dict[str, Any]) -> int | None:
+    """The connection id in a connections table (flowtrace.schema.CONNECTIONS) of a truth
+    connection: same client tuple, nearest start when the tuple was reused; None when there
+    is none."""
+    c = connections
+    cl = conn["client"]
+    cand = c[(c["client_src"] == cl["src"]) & (c["client_dst"] == cl["dst"])
+             & (c["client_sport"] == cl.get("sport", -1)) & (c["client_dport"] == cl.get("dport", -1))]
+    if len(cand) > 1 and conn.get("start_ns"):
+        cand = cand.iloc[[int((cand["start_ts_ns"] - conn["start_ns"]).abs().to_numpy().argmin())]]
+    return int(cand["connection"].iloc[0]) if len(cand) == 1 else None
