@@ -24,7 +24,7 @@ from flowtrace.capture.files import (
 from flowtrace.capture.records import PAD, Interface, RecordBatch
 from flowtrace.errors import CaptureFormatError, CaptureWarning
 
-CHUNK_BYTES = 4 << 20
+CHUNK_BYTES = 2 << 20
 """Bytes read from the file per step; a batch holds the complete records among them."""
 
 MAX_RECORD = 64 << 20
