@@ -27,6 +27,7 @@ import pandas as pd
 from flowtrace.correlate.link import components, flow_edges
 from flowtrace.correlate.sightings import Sightings
 from flowtrace.correlate.signature import STRONG
+from flowtrace.hashing import GOLDEN
 
 
 def bridge_splits(s: Sightings, flow_id: np.ndarray, from_orig: np.ndarray, packets: pd.DataFrame) -> np.ndarray:
@@ -162,7 +163,7 @@ def _tuple_keys(packets: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
     a = (src << np.uint64(17)) | sport
     b = (dst << np.uint64(17)) | dport
     lo, hi = np.minimum(a, b), np.maximum(a, b)
-    return (lo * np.uint64(0x9E3779B97F4A7C15)) ^ hi
+    return (lo * GOLDEN) ^ hi
 
 
 def _running_max_by_segment(values: np.ndarray, seg_start: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from flowtrace.hashing import GOLDEN, splitmix64
 from flowtrace.schema import TCP_OPT_TIMESTAMP
 
 NONE, WEAK, STRONG = 0, 1, 2
@@ -18,9 +19,6 @@ NONE, WEAK, STRONG = 0, 1, 2
 IP id and payload, may repeat; matched within a time window), strong (TCP: 64 bits of
 sequence space plus timestamp and payload; unique for practical purposes)."""
 
-_K = np.uint64(0x9E3779B97F4A7C15)
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
 TCP_MATCH_FLAGS = 0x07 | 0x10
 """FIN, SYN, RST and ACK take part in TCP signatures; PSH, URG and ECN bits may be
 rewritten by segmentation offload or routers, so they do not."""
@@ -28,13 +26,7 @@ rewritten by segmentation offload or routers, so they do not."""
 
 def _mix(h: np.ndarray, value: np.ndarray) -> np.ndarray:
     """Fold ``value`` into the running uint64 hash ``h`` (splitmix64 finaliser)."""
-    h = (h ^ value.astype(np.uint64)) * _K
-    h ^= h >> np.uint64(30)
-    h *= _M1
-    h ^= h >> np.uint64(27)
-    h *= _M2
-    h ^= h >> np.uint64(31)
-    return h
+    return splitmix64((h ^ value.astype(np.uint64)) * GOLDEN)
 
 
 def packet_signatures(packets: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

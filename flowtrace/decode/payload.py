@@ -13,24 +13,13 @@ import numpy as np
 
 from flowtrace.decode.state import OK, BatchState
 from flowtrace.decode.view import FrameView
+from flowtrace.hashing import GOLDEN, splitmix64
 from flowtrace.schema import IP_FLAG_FRAGMENT
 
 HASH_BYTES = 32
 """How many leading payload bytes the hash covers."""
 
 _MASKS = np.array([0] + [(1 << (8 * k)) - 1 for k in range(1, 8)] + [(1 << 64) - 1], dtype=np.uint64)
-_K0 = np.uint64(0x9E3779B97F4A7C15)
-_K1 = np.uint64(0xBF58476D1CE4E5B9)
-_K2 = np.uint64(0x94D049BB133111EB)
-
-
-def _mix(h: np.ndarray) -> np.ndarray:
-    h ^= h >> np.uint64(30)
-    h *= _K1
-    h ^= h >> np.uint64(27)
-    h *= _K2
-    h ^= h >> np.uint64(31)
-    return h
 
 
 def hash_payloads(v: FrameView, st: BatchState) -> None:
@@ -43,12 +32,12 @@ def hash_payloads(v: FrameView, st: BatchState) -> None:
     ok = st.end[rows] - st.pay[rows] >= hl
     rows, hl = rows[ok], hl[ok]
     p = st.pay[rows]
-    h = hl.astype(np.uint64) * _K0
+    h = hl.astype(np.uint64) * GOLDEN
     with np.errstate(over="ignore"):
         for k in range(HASH_BYTES // 8):
             nbytes = np.clip(hl - 8 * k, 0, 8)
             word = v.le64(p + 8 * k) & _MASKS[nbytes]
-            h = _mix(h ^ word)
+            h = splitmix64(h ^ word)
     h32 = ((h >> np.uint64(32)) ^ h).astype(np.uint32)
     h32[h32 == 0] = 1
     st.out["payload_hash"][rows] = h32

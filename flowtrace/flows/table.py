@@ -8,19 +8,16 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from flowtrace.hashing import GOLDEN, splitmix64
 from flowtrace.schema import CONN_STATES, DIRECTIONS, ENCAPSULATIONS, FLOWS, SENDERS
 
 _B62 = np.frombuffer(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", dtype=np.uint8)
-_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser, element-wise on uint64."""
-    x = x.astype(np.uint64)
+    """splitmix64's finaliser on a uint64 copy of ``x``."""
     with np.errstate(over="ignore"):
-        x = (x ^ (x >> np.uint64(30))) * _M1
-        x = (x ^ (x >> np.uint64(27))) * _M2
-    return x ^ (x >> np.uint64(31))
+        return splitmix64(x.astype(np.uint64))
 
 
 def _text_hash(values: Sequence[str]) -> np.ndarray:
@@ -56,7 +53,7 @@ def uids(*, capture: np.ndarray, interface: np.ndarray, ifindex: np.ndarray, dir
                      proto.astype(np.int64).astype(np.uint64), orig_p.astype(np.int64).astype(np.uint64),
                      resp_p.astype(np.int64).astype(np.uint64), ts_ns.astype(np.int64).astype(np.uint64),
                      icmp_id.astype(np.int64).astype(np.uint64), vni.astype(np.int64).astype(np.uint64)):
-            acc = _mix(acc ^ part) + np.uint64(0x9E3779B97F4A7C15)
+            acc = _mix(acc ^ part) + GOLDEN
     h1, h2 = _mix(acc), _mix(acc ^ np.uint64(0xD6E8FEB86659FD93))
     digits = np.empty((n, 18), dtype=np.uint8)
     digits[:, 0] = ord("C")
