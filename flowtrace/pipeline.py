@@ -63,21 +63,24 @@ def _decode_into(builder: PacketTableBuilder, code: int, source: CaptureSource,
     large pcap file is decoded by two processes (see flowtrace.decode.halves);
     ``later_bytes`` is the size of the captures decoded after this one."""
     with CaptureFile(source) as reader:
-        if split and can_split(reader):
-            assert isinstance(reader, PcapReader)
-            meta = decode_halves(builder, code, source, reader, on_batch)
-            if meta is not None:
-                log.debug("read %s in two halves: %d frames", source.path, meta.frames)
-                return meta
-            log.debug("read %s: no split, one pass", source.path)
-        else:
-            feed(builder, code, reader, on_batch, later_bytes=later_bytes)
-            reader.close()
-            log.debug("read %s: %d frames", source.path, reader.frames)
-            return reader.meta()
+        if not (split and can_split(reader)):
+            return _one_pass(builder, code, reader, on_batch, later_bytes)
+        assert isinstance(reader, PcapReader)
+        meta = decode_halves(builder, code, source, reader, on_batch)
+        if meta is not None:
+            log.debug("read %s in two halves: %d frames", source.path, meta.frames)
+            return meta
+    # The split was refused (builder unchanged, reader spent): read the file from its start.
     with CaptureFile(source) as reader:
-        feed(builder, code, reader, on_batch, later_bytes=later_bytes)
-        reader.close()
+        return _one_pass(builder, code, reader, on_batch, later_bytes)
+
+
+def _one_pass(builder: PacketTableBuilder, code: int, reader: CaptureReader,
+              on_batch: Callable[[CaptureReader], None] | None, later_bytes: int) -> CaptureMeta:
+    """Decode all of ``reader`` into ``builder`` in this process; returns what it learned."""
+    feed(builder, code, reader, on_batch, later_bytes=later_bytes)
+    reader.close()
+    log.debug("read %s: %d frames", reader.path, reader.frames)
     return reader.meta()
 
 
@@ -92,12 +95,20 @@ def _decode_worker(source: CaptureSource) -> tuple[dict[str, object], CaptureMet
     return builder.export_part(), meta, [str(w.message) for w in caught]
 
 
-def _workers(sources: Sequence[CaptureSource], workers: int | None) -> int:
+def _requested_workers(workers: int | None) -> int | None:
+    """The workers asked for: ``workers``, else FLOWTRACE_WORKERS (1 when not a number), else None."""
     if workers is not None:
-        return max(1, min(workers, len(sources)))
+        return workers
     env = os.environ.get("FLOWTRACE_WORKERS")
     if env is not None:
-        return max(1, min(int(env) if env.isdigit() else 1, len(sources)))
+        return int(env) if env.isdigit() else 1
+    return None
+
+
+def _workers(sources: Sequence[CaptureSource], workers: int | None) -> int:
+    requested = _requested_workers(workers)
+    if requested is not None:
+        return max(1, min(requested, len(sources)))
     if len(sources) < 2 or sys.platform != "linux":
         return 1
     try:
@@ -109,12 +120,8 @@ def _workers(sources: Sequence[CaptureSource], workers: int | None) -> int:
 
 def _may_split(workers: int | None) -> bool:
     """Whether one large capture may be decoded by two processes (not when told one worker)."""
-    if workers is not None:
-        return workers > 1
-    env = os.environ.get("FLOWTRACE_WORKERS")
-    if env is not None:
-        return env.isdigit() and int(env) > 1
-    return True
+    requested = _requested_workers(workers)
+    return requested is None or requested > 1
 
 
 def read_sources(sources: Sequence[CaptureSource], *, workers: int | None = None,

@@ -83,14 +83,8 @@ class PcapReader(CaptureReader):
         lands on it. None when the file holds no such offset within ``span`` bytes.
         Leaves the file position where it was.
         """
-        here = self._f.tell()
-        try:
-            self._f.seek(24)
-            first = self._f.read(self.record_header)
-            self._f.seek(near)
-            data = self._f.read(span + chain * (self.record_header + 1))
-        finally:
-            self._f.seek(here)
+        first = self._peek(24, self.record_header)
+        data = self._peek(near, span + chain * (self.record_header + 1))
         if len(first) < self.record_header:
             return None
         e = self._endian
@@ -116,18 +110,22 @@ class PcapReader(CaptureReader):
     def mean_record_bytes(self, start: int, *, span: int = 1 << 20) -> float:
         """Mean size (header included) of the records in ``span`` bytes from ``start`` (a
         record boundary); the file size per record when nothing can be walked there."""
-        here = self._f.tell()
-        try:
-            self._f.seek(start)
-            data = self._f.read(span)
-        finally:
-            self._f.seek(here)
+        data = self._peek(start, span)
         unpack = struct.Struct(self._endian + "I").unpack_from
         pos = count = 0
         while pos + self.record_header <= len(data):
             pos += self.record_header + unpack(data, pos + 8)[0]
             count += 1
         return pos / count if count else float(max(len(data), 1))
+
+    def _peek(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes of the file from ``offset``, leaving the file position as it was."""
+        here = self._f.tell()
+        try:
+            self._f.seek(offset)
+            return self._f.read(size)
+        finally:
+            self._f.seek(here)
 
     def _walk(self, buf: np.ndarray, mv: memoryview, fill: int, base: int) -> tuple[int, RecordBatch | None, bool]:
         n = fill

@@ -95,7 +95,7 @@ def _run(builder: PacketTableBuilder, code: int, source: CaptureSource, reader: 
     if caught or reader.consumed != boundary or "error" in told:
         builder.truncate(start_rows)
         return None
-    cols = {name: np.frombuffer(mm, dtype=SHARED_DTYPES[name], count=rows) for name, mm in maps.items()}
+    cols = _columns(maps, rows)
 
     def release(name: str) -> None:
         maps[name].close()
@@ -125,8 +125,7 @@ def _child(source: CaptureSource, start: int, maps: dict[str, mmap.mmap], rows: 
     """The second process: decode from ``start`` into the shared columns, tell how it went."""
     try:
         pin_mmap_threshold()
-        cols = {name: np.frombuffer(mm, dtype=SHARED_DTYPES[name], count=rows) for name, mm in maps.items()}
-        builder = PacketTableBuilder.on_columns(cols)
+        builder = PacketTableBuilder.on_columns(_columns(maps, rows))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             with CaptureFile(source) as reader:
@@ -142,3 +141,8 @@ def _child(source: CaptureSource, start: int, maps: dict[str, mmap.mmap], rows: 
         send.send({"error": f"{type(e).__name__}: {e}"})
     finally:
         send.close()
+
+
+def _columns(maps: dict[str, mmap.mmap], rows: int) -> dict[str, np.ndarray]:
+    """The table columns (SHARED_DTYPES, ``rows`` rows each) that live in ``maps``."""
+    return {name: np.frombuffer(mm, dtype=SHARED_DTYPES[name], count=rows) for name, mm in maps.items()}
