@@ -28,6 +28,8 @@ from flowtrace.correlate.sightings import DIR_IN, DIR_OUT, observed_directions
 _TUPLE = ("capture", "interface", "ifindex", "direction", "src", "dst", "sport", "dport")
 _DESCRIBE = ("capture", "interface", "ifindex", "direction", "src", "dst", "sport", "dport", "encap",
              "outer_src", "outer_dst", "vni", "proto", "ip_version")
+_SEEN = ["_src", "_sport", "_dst", "_dport"]
+"""Columns order_hops adds for the tuple seen at each hop (codes and ports)."""
 
 
 def hop_keys(packets: pd.DataFrame, flow_id: np.ndarray, pdir: np.ndarray, connection: np.ndarray) -> np.ndarray:
@@ -156,7 +158,7 @@ def _on_path(hops: pd.DataFrame, st: pd.DataFrame) -> tuple[np.ndarray, np.ndarr
 
 
 def order_hops(hops: pd.DataFrame, capture_code: np.ndarray, guessed_dir: np.ndarray,
-               tuples: np.ndarray | None = None) -> pd.DataFrame:
+               tuples: np.ndarray) -> pd.DataFrame:
     """Sort hops by (-TTL, capture role within the TTL tier, delay) and number them.
 
     Within one TTL tier, the hops of one capture form a unit; a unit whose first hop has
@@ -164,16 +166,14 @@ def order_hops(hops: pd.DataFrame, capture_code: np.ndarray, guessed_dir: np.nda
     comes last (a receiver), anything else in between; units of equal rank by delay.
     ``tuples`` (one row of (src, sport, dst, dport) codes per hop) breaks ties of time.
     """
-    h = hops.assign(_cap=capture_code, _dir=guessed_dir)
-    if tuples is None:
-        tuples = np.zeros((len(h), 4), dtype=np.int64)
+    h = hops.assign(_cap=capture_code, _dir=guessed_dir, **{t: tuples[:, i] for i, t in enumerate(_SEEN)})
     unit = ["connection", "direction", "ttl", "_cap"]
     h = h.sort_values([*unit, "delay_ns", "first_ts_ns", "first_row"], kind="stable")
     first_dir = h.groupby(unit, sort=False)["_dir"].transform("first")
     last_dir = h.groupby(unit, sort=False)["_dir"].transform("last")
     h["_rank"] = np.where(first_dir.to_numpy() == DIR_OUT, 0, np.where(last_dir.to_numpy() == DIR_IN, 2, 1))
     h["_unit_delay"] = h.groupby(unit, sort=False)["delay_ns"].transform("min")
-    h["_changed"] = _differs_from_origin(h, pd.DataFrame(tuples, index=hops.index).loc[h.index].to_numpy())
+    h["_changed"] = _differs_from_origin(h)
     # Equal timestamps inside one capture: a hop still carrying the tuple the packet started
     # with comes before one carrying a translated tuple (a translation happens once), then
     # frame order, the order the kernel handed the packet to the capture.
@@ -181,19 +181,17 @@ def order_hops(hops: pd.DataFrame, capture_code: np.ndarray, guessed_dir: np.nda
                        "_changed", "first_row"], ascending=[True, True, False, True, True, True, True, True, True, True],
                       kind="stable")
     h["hop"] = h.groupby(["connection", "direction"], sort=False).cumcount().astype(np.int32)
-    return h.drop(columns=["_cap", "_dir", "_rank", "_unit_delay", "_changed"]).reset_index(drop=True)
+    return h.drop(columns=["_cap", "_dir", "_rank", "_unit_delay", "_changed", *_SEEN]).reset_index(drop=True)
 
 
-def _differs_from_origin(h: pd.DataFrame, tuples: np.ndarray) -> np.ndarray:
-    """Per hop: whether its tuple (row of ``tuples``, aligned with ``h``) differs from the one
-    of its direction's origin (the hop of highest TTL, earliest first)."""
-    tup = pd.DataFrame(tuples, index=h.index)
-    origin = h.sort_values(["connection", "direction", "ttl", "first_ts_ns"], ascending=[True, True, False, True],
-                           kind="stable").groupby(["connection", "direction"], sort=False).head(1)
-    ref = tup.loc[origin.index].set_axis(pd.MultiIndex.from_frame(origin[["connection", "direction"]]))
-    at = pd.MultiIndex.from_frame(h[["connection", "direction"]])
-    ref = ref.reindex(at)
-    return (tup.to_numpy() != ref.to_numpy()).any(axis=1)
+
+def _differs_from_origin(h: pd.DataFrame) -> pd.Series:
+    """Per hop of ``h``: whether its tuple differs from the one of its direction's origin (the
+    hop of highest TTL, earliest first)."""
+    o = h.sort_values(["connection", "direction", "ttl", "first_ts_ns"], ascending=[True, True, False, True],
+                      kind="stable")
+    origin = o.groupby(["connection", "direction"], sort=False)[_SEEN].transform("first")
+    return (o[_SEEN] != origin).any(axis=1)
 
 
 def path_ranks(hops: pd.DataFrame) -> np.ndarray:
