@@ -6,10 +6,12 @@ one line on stderr and exit status 2.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -350,9 +352,40 @@ def main() -> None:
     warnings.showwarning = _show_warning
     try:
         app()
+        code = 0
+    except SystemExit as e:
+        code = _status(e.code)
     except FlowtraceError as e:  # pragma: no cover - commands catch their own
         typer.echo(f"flowtrace: {e}", err=True)
-        sys.exit(2)
+        code = 2
     except KeyboardInterrupt:
         typer.echo("flowtrace: interrupted", err=True)
-        sys.exit(130)
+        code = 130
+    _leave(code)
+
+
+def _status(code: object) -> int:
+    """The exit status of ``SystemExit(code)``, printing a message code as Python would."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _leave(code: int) -> NoReturn:
+    """Flush the output and end the process without tearing down its heap.
+
+    Everything a command owns is closed by then (lab namespaces are torn down in the
+    commands' own ``finally``); what is left is freeing the packets table and the other
+    large arrays one by one, which the system does at once: a tenth of a second or more
+    after a large analysis.
+    """
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away (``| head``): say nothing more
+        code = code or 141
+    with contextlib.suppress(BrokenPipeError):
+        sys.stderr.flush()
+    os._exit(code)

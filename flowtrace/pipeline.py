@@ -32,6 +32,7 @@ from flowtrace.decode.table import PacketTableBuilder, merge_parts
 from flowtrace.errors import CaptureWarning
 from flowtrace.flows import FlowSet
 from flowtrace.flows import build as build_flows
+from flowtrace.fork import requested_workers
 
 log = logging.getLogger("flowtrace")
 log.addHandler(logging.NullHandler())
@@ -95,18 +96,8 @@ def _decode_worker(source: CaptureSource) -> tuple[dict[str, object], CaptureMet
     return builder.export_part(), meta, [str(w.message) for w in caught]
 
 
-def _requested_workers(workers: int | None) -> int | None:
-    """The workers asked for: ``workers``, else FLOWTRACE_WORKERS (1 when not a number), else None."""
-    if workers is not None:
-        return workers
-    env = os.environ.get("FLOWTRACE_WORKERS")
-    if env is not None:
-        return int(env) if env.isdigit() else 1
-    return None
-
-
 def _workers(sources: Sequence[CaptureSource], workers: int | None) -> int:
-    requested = _requested_workers(workers)
+    requested = requested_workers(workers)
     if requested is not None:
         return max(1, min(requested, len(sources)))
     if len(sources) < 2 or sys.platform != "linux":
@@ -120,7 +111,7 @@ def _workers(sources: Sequence[CaptureSource], workers: int | None) -> int:
 
 def _may_split(workers: int | None) -> bool:
     """Whether one large capture may be decoded by two processes (not when told one worker)."""
-    requested = _requested_workers(workers)
+    requested = requested_workers(workers)
     return requested is None or requested > 1
 
 
@@ -262,7 +253,8 @@ def analyze(captures: CaptureArg | Sequence[CaptureArg], *, manifest: CaptureArg
 
     def resplit(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
         nonlocal fs
-        fs = build_flows(packets, timeouts=timeouts, ignore_checksums=ignore_checksums, split_before=rows)
+        fs = build_flows(packets, timeouts=timeouts, ignore_checksums=ignore_checksums, split_before=rows,
+                         previous=fs)
         return fs.flow_id, fs.from_orig, fs.flows
 
     corr = correlate(packets, fs.flow_id, fs.from_orig, flows=fs.flows,

@@ -11,7 +11,7 @@ assemble the declared table (``table``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,7 @@ from flowtrace.flows.community_id import community_ids
 from flowtrace.flows.key import address_ranks, canonical, flow_ports, icmp_is
 from flowtrace.flows.table import assemble
 from flowtrace.flows.timeouts import resolve_timeouts
+from flowtrace.fork import can_fork, forked_map
 from flowtrace.schema import DIRECTIONS, PACKETS
 
 _IN, _OUT, _UNKNOWN = (DIRECTIONS.index(d) for d in ("in", "out", "unknown"))
@@ -43,10 +44,24 @@ class FlowSet:
     related: np.ndarray
     """Per packet row: an ICMP error attached to ``flow_id`` by the packet it quotes; it is
     not counted in the flow's packets and bytes."""
+    basis: _Basis | None = field(default=None, repr=False, compare=False)
+    """What ``build(previous=...)`` reuses: the per-flow work before numbering."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Basis:
+    """The inputs and the main core of one build, kept for rebuilding with more cuts."""
+
+    packets: pd.DataFrame
+    timeouts: dict[str, int]
+    ignore_checksums: bool
+    forced: np.ndarray | None
+    core: _Core
 
 
 def build(packets: pd.DataFrame, *, timeouts: Mapping[str, float] | None = None,
-          ignore_checksums: bool = False, split_before: np.ndarray | None = None) -> FlowSet:
+          ignore_checksums: bool = False, split_before: np.ndarray | None = None,
+          previous: FlowSet | None = None) -> FlowSet:
     """Build the flows of ``packets`` (a packets table, ``flowtrace.schema.PACKETS``).
 
     ``timeouts`` overrides conntrack's idle timeouts in seconds (keys of
@@ -54,8 +69,15 @@ def build(packets: pd.DataFrame, *, timeouts: Mapping[str, float] | None = None,
     letters (c) out of the history, as ``zeek -C`` does; use it for captures taken on a
     host that offloads checksums. ``split_before`` lists packet rows that start a new flow
     whatever their own flow's packets say (the cuts ``analyze`` finds by looking at other
-    observation points, see flowtrace.correlate.bridges). Raises InputError for a bad
-    timeout and KeyError if ``packets`` lacks a declared column. ``packets`` is not modified.
+    observation points, see flowtrace.correlate.bridges). ``previous``, a FlowSet built
+    from the same ``packets`` with the same timeouts and checksum setting, lets the groups
+    of packets (observation point and tuple) whose cuts did not change keep their flows
+    instead of being rebuilt; the result is the same as without it. Raises InputError for
+    a bad timeout and KeyError if ``packets`` lacks a declared column. ``packets`` is not
+    modified.
+
+    A large table is built by two processes where the machine allows (flowtrace.fork),
+    each taking half of the groups.
     """
     tmo = resolve_timeouts(timeouts)
     missing = [c for c in PACKETS.names if c not in packets.columns]
@@ -65,12 +87,20 @@ def build(packets: pd.DataFrame, *, timeouts: Mapping[str, float] | None = None,
     if split_before is not None and len(split_before):
         forced = np.zeros(len(packets), dtype=bool)
         forced[np.asarray(split_before, dtype=np.int64)] = True
+    basis = previous.basis if previous is not None else None
+    if basis is not None and (basis.packets is not packets or basis.timeouts != tmo
+                              or basis.ignore_checksums != ignore_checksums):
+        basis = None
     with heap_temporaries():
-        return _build(packets, tmo, ignore_checksums, forced)
+        return _build(packets, tmo, ignore_checksums, forced, basis)
+
+
+FORK_MIN_ROWS = 200_000
+"""Below this many packets, flows are built in one process (forking would cost more)."""
 
 
 def _build(packets: pd.DataFrame, tmo: dict[str, int], ignore_checksums: bool,
-           forced: np.ndarray | None = None) -> FlowSet:
+           forced: np.ndarray | None = None, basis: _Basis | None = None) -> FlowSet:
     n = len(packets)
     p = PacketColumns(packets)
     if ignore_checksums:
@@ -79,11 +109,11 @@ def _build(packets: pd.DataFrame, tmo: dict[str, int], ignore_checksums: bool,
     ok = p.eligible()
     err = ok & icmp_is("error", p.ip_version, p.icmp_type) & icmp.is_icmp(p.proto, p.ip_version) \
         & (p.quoted_proto >= 0) & (p.quoted_src >= 0) & (p.quoted_dst >= 0)
-    first = _Core(p, np.flatnonzero(ok & ~err), tmo, rank, forced)
+    first = _main_core(p, np.flatnonzero(ok & ~err), tmo, rank, forced, basis)
     err_rows = np.flatnonzero(err)
     att = icmp.attach(errors=p.error_frame(err_rows), flows=first.key_frame(), rank=rank)
     rest = err_rows[att.flow < 0]
-    second = _Core(p, rest, tmo, rank, forced)
+    second = _Core(p, rest, *_group(p, rest, rank), tmo, forced)
 
     # One numbering for both, in order of first packet.
     cores = [first, second]
@@ -120,7 +150,42 @@ def _build(packets: pd.DataFrame, tmo: dict[str, int], ignore_checksums: bool,
         addr_b=per_flow["resp_h"], port_b=per_flow["resp_p"], one_way=per_flow["one_way"],
         rank=rank, packed=packed)
     flows = assemble(per_flow, packets=packets, addresses=p.addresses, outer_addresses=p.outer_addresses)
-    return FlowSet(flows=flows, flow_id=flow_id, from_orig=from_orig, related=related)
+    return FlowSet(flows=flows, flow_id=flow_id, from_orig=from_orig, related=related,
+                   basis=_Basis(packets=packets, timeouts=tmo, ignore_checksums=ignore_checksums,
+                                forced=forced, core=first))
+
+
+def _main_core(p: PacketColumns, rows: np.ndarray, tmo: dict[str, int], rank: np.ndarray,
+               forced: np.ndarray | None, basis: _Basis | None) -> _Core:
+    """The flows of ``rows`` (all packets but ICMP errors): the groups whose cuts changed
+    since ``basis`` (all of them without one) are built, in two processes when there are
+    many packets; the others are taken from ``basis``."""
+    lower, gid = _group(p, rows, rank)
+    parts: list[_Core] = []
+    if basis is not None:
+        # A group keeps its flows when the cuts forced now include those forced before and
+        # fall where its flows started anyway: splitting is decided left to right, so
+        # forcing a start where one was decided changes nothing after it.
+        n = len(p.ts)
+        before = basis.forced if basis.forced is not None else np.zeros(n, dtype=bool)
+        now = forced if forced is not None else np.zeros(n, dtype=bool)
+        started = np.zeros(n, dtype=bool)
+        started[basis.core.first_rows()] = True
+        changed = (now & ~started) | (before & ~now)
+        todo = np.zeros(int(gid.max()) + 1 if gid.size else 0, dtype=bool)
+        todo[gid[changed[rows]]] = True
+        parts.append(basis.core.take(~todo[basis.core.group]))
+        pick = todo[gid]
+        rows, lower, gid = rows[pick], lower[pick], gid[pick]
+    halves = [np.flatnonzero((gid & 1) == k) for k in (0, 1)]
+    if rows.size < FORK_MIN_ROWS or not can_fork():
+        halves = [np.arange(rows.size)]
+
+    def core(half: np.ndarray) -> _Core:
+        return _Core(p, rows[half], lower[half], gid[half], tmo, forced)
+
+    parts.extend(forked_map(core, halves))
+    return _Core.join(parts)
 
 
 def _error_columns(p: PacketColumns, rows: np.ndarray, flows: np.ndarray, n_flows: int) -> dict[str, object]:
@@ -172,11 +237,14 @@ def _group(p: PacketColumns, rows: np.ndarray, rank: np.ndarray) -> tuple[np.nda
 
 
 class _Core:
-    """Flows of the packet rows ``rows``: grouping, splitting and per-flow aggregates."""
+    """Flows of the packet rows ``rows`` (with, per row, whether its sender is the lower
+    endpoint and its group, from ``_group``): splitting and per-flow aggregates. Flows are
+    numbered 0..n_flows-1 in the order of their groups, then time."""
 
-    def __init__(self, p: PacketColumns, rows: np.ndarray, tmo: dict[str, int], rank: np.ndarray,
-                 forced: np.ndarray | None = None) -> None:
-        lower, gid = _group(p, rows, rank)
+    __slots__ = ("flow", "from_orig", "group", "history", "n_flows", "per_flow", "rows")
+
+    def __init__(self, p: PacketColumns, rows: np.ndarray, lower: np.ndarray, gid: np.ndarray,
+                 tmo: dict[str, int], forced: np.ndarray | None = None) -> None:
         o = assign.sort_order(gid, p.ts[rows])
         g = gid[o]
         del gid
@@ -186,7 +254,6 @@ class _Core:
         m = r.size
         gstart = np.ones(m, dtype=bool)
         gstart[1:] = g[1:] != g[:-1]
-        del g
         if forced is not None:
             gstart |= forced[r]
         proto_s = p.proto[r]
@@ -203,6 +270,8 @@ class _Core:
         starts = np.flatnonzero(fstart)
         F = starts.size
         self.n_flows = F
+        self.group = g[starts]
+        del g
         self.flow = flow
         ends = np.append(starts[1:], m)
         req = icmp_s & icmp_is("request", p.ip_version[r], p.icmp_type[r])
@@ -305,6 +374,43 @@ class _Core:
         pf["duration_ns"] = duration
         pf["conn_state"] = conn_state
         self.history = hist
+
+    def first_rows(self) -> np.ndarray:
+        """The packet row that starts each flow."""
+        starts = np.ones(self.flow.size, dtype=bool)
+        starts[1:] = self.flow[1:] != self.flow[:-1]
+        return self.rows[starts]
+
+    def take(self, keep: np.ndarray) -> _Core:
+        """The flows where ``keep`` (a mask over flows) holds, renumbered in their order."""
+        out = _Core.__new__(_Core)
+        number = np.cumsum(keep) - 1
+        row_keep = keep[self.flow]
+        out.rows = self.rows[row_keep]
+        out.flow = number[self.flow[row_keep]]
+        out.from_orig = self.from_orig[row_keep]
+        out.per_flow = {k: v[keep] for k, v in self.per_flow.items()}
+        out.history = [h for h, k in zip(self.history, keep.tolist(), strict=True) if k]
+        out.group = self.group[keep]
+        out.n_flows = int(keep.sum())
+        return out
+
+    @staticmethod
+    def join(parts: list[_Core]) -> _Core:
+        """One core of the flows of ``parts`` (disjoint rows), numbered part after part."""
+        parts = [c for c in parts if c.n_flows] or parts[:1]
+        if len(parts) == 1:
+            return parts[0]
+        out = _Core.__new__(_Core)
+        offsets = np.cumsum([0] + [c.n_flows for c in parts])
+        out.rows = np.concatenate([c.rows for c in parts])
+        out.flow = np.concatenate([c.flow + off for c, off in zip(parts, offsets.tolist(), strict=False)])
+        out.from_orig = np.concatenate([c.from_orig for c in parts])
+        out.per_flow = {k: np.concatenate([c.per_flow[k] for c in parts]) for k in parts[0].per_flow}
+        out.history = [h for c in parts for h in c.history]
+        out.group = np.concatenate([c.group for c in parts])
+        out.n_flows = int(offsets[-1])
+        return out
 
     def key_frame(self) -> pd.DataFrame:
         """Per flow, the observation point and tuple keys ``icmp.attach`` matches on."""

@@ -1,0 +1,160 @@
+"""Flow building split over two processes, and rebuilt with more cuts from a previous build,
+must give exactly what one plain build gives."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import flowtrace
+from flowtrace import fork
+from flowtrace.correlate.assemble import flow_starts
+from flowtrace.flows import FlowSet, build, builder
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
+SCENARIOS = ["many-connections", "snat-timewait-collision", "cross-node-vxlan", "mtu-blackhole", "dns"]
+
+needs_fork = pytest.mark.skipif(not fork.can_fork(), reason="needs Linux, two cores and FLOWTRACE_WORKERS unset")
+
+
+@pytest.fixture(scope="module", params=SCENARIOS)
+def packets(request: pytest.FixtureRequest) -> pd.DataFrame:
+    return flowtrace.read_packets(str(FIXTURES / request.param))
+
+
+def _same(a: FlowSet, b: FlowSet) -> None:
+    pd.testing.assert_frame_equal(a.flows, b.flows)
+    np.testing.assert_array_equal(a.flow_id, b.flow_id)
+    np.testing.assert_array_equal(a.from_orig, b.from_orig)
+    np.testing.assert_array_equal(a.related, b.related)
+
+
+def _serial(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(builder, "FORK_MIN_ROWS", 1 << 62)
+
+
+def _forked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(builder, "FORK_MIN_ROWS", 0)
+
+
+def _cuts(packets: pd.DataFrame, seed: int, k: int = 40) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(len(packets), size=min(k, len(packets)), replace=False))
+
+
+@needs_fork
+def test_two_processes_build_what_one_builds(packets: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+    _serial(monkeypatch)
+    one = build(packets)
+    _forked(monkeypatch)
+    two = build(packets)
+    assert len(one.flows) > 1
+    _same(one, two)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_rebuild_from_previous_equals_a_fresh_build(packets: pd.DataFrame, seed: int,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    _serial(monkeypatch)
+    first = build(packets)
+    cuts = _cuts(packets, seed)
+    fresh = build(packets, split_before=cuts)
+    again = build(packets, split_before=cuts, previous=first)
+    _same(fresh, again)
+    # Back to no cuts from the cut build: the groups that had cuts are rebuilt.
+    _same(first, build(packets, previous=again))
+
+
+def test_rebuild_keeping_every_start_reuses_the_groups_without_new_cuts(
+        packets: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What analyze does (flowtrace.correlate.assemble): all starts kept, a few cuts added."""
+    _serial(monkeypatch)
+    first = build(packets)
+    keep = flow_starts(first.flow_id, packets["ts_ns"].to_numpy())
+    rows = np.union1d(keep, _cuts(packets, 3, k=5))
+    built: list[int] = []
+    real_core = builder._Core
+
+    class Counting(real_core):  # type: ignore[misc, valid-type]
+        __slots__ = ()
+
+        def __init__(self, p, rows, *args, **kwargs):  # type: ignore[no-untyped-def]
+            built.append(rows.size)
+            super().__init__(p, rows, *args, **kwargs)
+
+    fresh = build(packets, split_before=rows)
+    monkeypatch.setattr(builder, "_Core", Counting)
+    again = build(packets, split_before=rows, previous=first)
+    _same(fresh, again)
+    eligible = int((first.flow_id >= 0).sum())
+    assert sum(built) < eligible  # not everything was built again
+
+
+def test_previous_with_other_settings_is_not_reused(packets: pd.DataFrame) -> None:
+    first = build(packets, timeouts={"tcp_established": 1})
+    cuts = _cuts(packets, 4)
+    _same(build(packets, split_before=cuts), build(packets, split_before=cuts, previous=first))
+    other = packets.copy()
+    _same(build(other, split_before=cuts), build(other, split_before=cuts, previous=build(packets)))
+
+
+@needs_fork
+def test_forked_rebuild(packets: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+    _forked(monkeypatch)
+    first = build(packets)
+    cuts = _cuts(packets, 5)
+    _serial(monkeypatch)
+    _same(build(packets, split_before=cuts), build(packets, split_before=cuts, previous=first))
+
+
+# forked_map itself
+
+
+@needs_fork
+def test_forked_map_returns_results_in_item_order() -> None:
+    big = np.arange(1_000_000)
+    assert fork.forked_map(lambda k: int(big[k::3].sum()) + os.getpid() * 0, [0, 1, 2]) == [
+        int(big[k::3].sum()) for k in range(3)]
+
+
+@needs_fork
+def test_forked_map_runs_items_in_other_processes() -> None:
+    pids = fork.forked_map(lambda _: os.getpid(), [0, 1])
+    assert pids[0] == os.getpid() and pids[1] != os.getpid()
+
+
+@needs_fork
+def test_forked_map_raises_a_childs_exception() -> None:
+    def fn(k: int) -> int:
+        if k == 1:
+            raise ValueError("bad item 1")
+        return k
+
+    with pytest.raises(ValueError, match="bad item 1"):
+        fork.forked_map(fn, [0, 1])
+
+
+@needs_fork
+def test_forked_map_computes_here_what_a_dead_child_did_not_send() -> None:
+    parent = os.getpid()
+
+    def fn(k: int) -> int:
+        if os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return k * 10
+
+    assert fork.forked_map(fn, [1, 2]) == [10, 20]
+
+
+def test_one_worker_means_no_fork(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLOWTRACE_WORKERS", "1")
+    assert not fork.can_fork()
+    assert fork.requested_workers() == 1
+    monkeypatch.setenv("FLOWTRACE_WORKERS", "many")
+    assert fork.requested_workers() == 1
+    assert fork.requested_workers(3) == 3
