@@ -17,7 +17,8 @@ import pickle
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from functools import partial
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -43,6 +44,15 @@ def can_fork(workers: int | None = None) -> bool:
     return sys.platform == "linux" and (os.cpu_count() or 1) > 1
 
 
+MIN_ROWS = 200_000
+"""Below this many packets, work stays in one process: forking would cost more than it saves."""
+
+
+def worth_forking(rows: int, workers: int | None = None) -> bool:
+    """Whether work over ``rows`` packets should be shared with a second process."""
+    return rows >= MIN_ROWS and can_fork(workers)
+
+
 def forked_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
     """``[fn(item) for item in items]``: ``items[0]`` in this process, each other item in a
     forked child at the same time.
@@ -52,23 +62,47 @@ def forked_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
     in a child is raised here; a child that dies without an answer (killed, out of memory)
     has its item computed here instead.
     """
-    pending: list[tuple[tuple[int, int], T]] = []
+    pending = [Forked(partial(fn, item)) for item in items[1:]]
     try:
-        for item in items[1:]:
-            pending.append((_spawn(fn, item), item))
         results = [fn(items[0])] if items else []
-        while pending:
-            (pid, fd), item = pending.pop(0)
-            results.append(_collect(pid, fd, fn, item))
+        results.extend(p.result() for p in pending)
         return results
     finally:
-        for (pid, fd), _ in pending:  # left by an exception: stop those children
+        for p in pending:
+            p.cancel()
+
+
+class Forked(Generic[R]):
+    """``work()`` computed in a forked child from now on; ``result()`` collects it.
+
+    The child sees this process as it is at the start: later changes here do not reach
+    it. With ``fork`` false, or without a second process (``can_fork()`` false),
+    ``work()`` runs in ``result()``. Failures are as in ``forked_map``.
+    """
+
+    def __init__(self, work: Callable[[], R], *, fork: bool = True) -> None:
+        self._work = work
+        self._child: tuple[int, int] | None = _spawn(work) if fork and can_fork() else None
+
+    def result(self) -> R:
+        """The value of ``work()``, waiting for the child if it is still at work."""
+        if self._child is None:
+            return self._work()
+        pid, fd = self._child
+        self._child = None
+        return _collect(pid, fd, self._work)
+
+    def cancel(self) -> None:
+        """Stop the child if it has not been collected (after an exception)."""
+        if self._child is not None:
+            pid, fd = self._child
+            self._child = None
             os.close(fd)
             os.kill(pid, signal.SIGKILL)
             _reap(pid)
 
 
-def _spawn(fn: Callable[[T], R], item: T) -> tuple[int, int]:
+def _spawn(work: Callable[[], R]) -> tuple[int, int]:
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child, which never returns
@@ -76,7 +110,7 @@ def _spawn(fn: Callable[[T], R], item: T) -> tuple[int, int]:
         try:
             os.close(r)
             try:
-                payload = pickle.dumps((True, fn(item)), protocol=pickle.HIGHEST_PROTOCOL)
+                payload = pickle.dumps((True, work()), protocol=pickle.HIGHEST_PROTOCOL)
             except Exception as e:
                 payload = pickle.dumps((False, e), protocol=pickle.HIGHEST_PROTOCOL)
             with os.fdopen(w, "wb") as out:
@@ -88,12 +122,12 @@ def _spawn(fn: Callable[[T], R], item: T) -> tuple[int, int]:
     return pid, r
 
 
-def _collect(pid: int, fd: int, fn: Callable[[T], R], item: T) -> R:
+def _collect(pid: int, fd: int, work: Callable[[], R]) -> R:
     with os.fdopen(fd, "rb") as f:
         data = f.read()
     _reap(pid)
     if not data:
-        return fn(item)
+        return work()
     ok, value = pickle.loads(data)
     if not ok:
         raise value

@@ -9,8 +9,10 @@ import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from os import PathLike
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -32,7 +34,10 @@ from flowtrace.decode.table import PacketTableBuilder, merge_parts
 from flowtrace.errors import CaptureWarning
 from flowtrace.flows import FlowSet
 from flowtrace.flows import build as build_flows
-from flowtrace.fork import requested_workers
+from flowtrace.fork import Forked, requested_workers, worth_forking
+
+if TYPE_CHECKING:
+    from flowtrace.detect.finding import Finding
 
 log = logging.getLogger("flowtrace")
 log.addHandler(logging.NullHandler())
@@ -266,16 +271,22 @@ def analyze(captures: CaptureArg | Sequence[CaptureArg], *, manifest: CaptureArg
     ends = {s.capture: s.last_ts_ns - corr.offsets[s.capture].offset_ns
             for s in summaries if s.last_ts_ns is not None and s.capture in corr.offsets}
     step("conntrack", 0, 0)
-    entries = rebuild_tables(packets, corr.hops, corr.sightings, end_ns=ends)
     dumps = find_dumps(args) + [_dump_arg(d) for d in conntrack_dumps or []]
     analysis = Analysis(packets=packets, flows=fs.flows, connections=corr.connections, hops=corr.hops,
-                        offsets=corr.offsets, conntrack=entries, roles=roles, captures=summaries,
+                        offsets=corr.offsets, conntrack=[], roles=roles, captures=summaries,
                         packet_flow=fs.flow_id, packet_hop=corr.packet_hop,
                         packet_path_direction=corr.packet_direction, corrected_ts=corr.corrected_ts,
                         packet_group=corr.packet_group, notes=list(corr.notes))
-    _compare_dumps(analysis, dumps)
-    step("detect", 0, 0)
-    detect_anomalies(analysis)
+    # The detectors do not read conntrack tables or dumps: they run in a second process
+    # while this one rebuilds the tables and compares them with the dumps.
+    detection = Forked(partial(_detect, analysis), fork=worth_forking(len(packets)))
+    try:
+        analysis.conntrack = rebuild_tables(packets, corr.hops, corr.sightings, end_ns=ends)
+        _compare_dumps(analysis, dumps)
+        step("detect", 0, 0)
+        _store_findings(analysis, *detection.result())
+    finally:
+        detection.cancel()
     return analysis
 
 
@@ -283,9 +294,16 @@ def detect_anomalies(analysis: Analysis) -> None:
     """Run the anomaly detectors (flowtrace.detect) on ``analysis`` and store what they
     found: ``findings`` (most severe first), their count per connection in
     ``connections.findings``, and what they could not check in ``notes``."""
+    _store_findings(analysis, *_detect(analysis))
+
+
+def _detect(analysis: Analysis) -> tuple[list[Finding], list[str]]:
     from flowtrace.detect.registry import run_detectors
 
-    findings, notes = run_detectors(analysis)
+    return run_detectors(analysis)
+
+
+def _store_findings(analysis: Analysis, findings: list[Finding], notes: list[str]) -> None:
     analysis.findings = findings
     analysis.notes.extend(n for n in notes if n not in analysis.notes)
     counts: dict[int, int] = {}

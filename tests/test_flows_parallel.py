@@ -35,11 +35,11 @@ def _same(a: FlowSet, b: FlowSet) -> None:
 
 
 def _serial(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(builder, "FORK_MIN_ROWS", 1 << 62)
+    monkeypatch.setattr(fork, "MIN_ROWS", 1 << 62)
 
 
 def _forked(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(builder, "FORK_MIN_ROWS", 0)
+    monkeypatch.setattr(fork, "MIN_ROWS", 0)
 
 
 def _cuts(packets: pd.DataFrame, seed: int, k: int = 40) -> np.ndarray:

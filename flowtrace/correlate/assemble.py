@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ from flowtrace.correlate.link import Links, link_flows
 from flowtrace.correlate.nat import DNAT, DNAT_PORT, SNAT, SNAT_PORT
 from flowtrace.correlate.path import REQUEST, RESPONSE, sighting_table
 from flowtrace.correlate.sightings import Sightings, build_sightings, split_groups
+from flowtrace.fork import Forked, worth_forking
 from flowtrace.schema import CONN_STATES, CONNECTIONS, HOPS
 
 DEFAULT_WINDOW_NS = 200_000_000
@@ -71,24 +73,31 @@ def correlate(packets: pd.DataFrame, flow_id: np.ndarray, from_orig: np.ndarray,
     """
     names = [str(c) for c in packets["capture"].cat.categories]
     s = build_sightings(packets)
-    cut_total = 0
-    if resplit is not None:
-        cuts = np.zeros(0, dtype=np.int64)
-        # The flows keep every start they had: a cut must only add one (a forced start
-        # changes how the rules judge the packets after it, and could undo a later split).
-        keep_starts = None
-        for _ in range(BRIDGE_ROUNDS):
-            more = np.setdiff1d(bridge_splits(s, flow_id, from_orig, packets), cuts)
-            if not more.size:
-                break
-            if keep_starts is None:
-                keep_starts = flow_starts(flow_id, packets["ts_ns"].to_numpy())
-            cuts = np.union1d(cuts, more)
-            flow_id, from_orig, flows = resplit(np.union1d(cuts, keep_starts))
-        cut_total = int(cuts.size)
     if reference is None and "client" in names:
         reference = "client"
-    offsets = estimate_offsets(s, reference=reference, same_clock=same_clock)
+    # Clock offsets come from the sightings alone: a second process estimates them while
+    # this one cuts bridge flows.
+    estimating = Forked(partial(estimate_offsets, s, reference=reference, same_clock=same_clock),
+                        fork=resplit is not None and worth_forking(len(packets)))
+    try:
+        cut_total = 0
+        if resplit is not None:
+            cuts = np.zeros(0, dtype=np.int64)
+            # The flows keep every start they had: a cut must only add one (a forced start
+            # changes how the rules judge the packets after it, and could undo a later split).
+            keep_starts = None
+            for _ in range(BRIDGE_ROUNDS):
+                more = np.setdiff1d(bridge_splits(s, flow_id, from_orig, packets), cuts)
+                if not more.size:
+                    break
+                if keep_starts is None:
+                    keep_starts = flow_starts(flow_id, packets["ts_ns"].to_numpy())
+                cuts = np.union1d(cuts, more)
+                flow_id, from_orig, flows = resplit(np.union1d(cuts, keep_starts))
+            cut_total = int(cuts.size)
+        offsets = estimating.result()
+    finally:
+        estimating.cancel()
     for name in names:
         offsets.setdefault(name, ClockOffset(capture=name, offset_ns=0, uncertainty_ns=None, lower_ns=None,
                                              upper_ns=None, reference=reference or name, samples=0))

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from flowtrace.correlate.sightings import Sightings
 
@@ -66,28 +67,33 @@ def flow_edges(s: Sightings, flow_id: np.ndarray, from_orig: np.ndarray) -> tupl
         e = np.zeros(0, dtype=np.int64)
         return e, e, np.zeros(0, dtype=bool), 0
     # Ambiguous: one observation point sees two different flows carry "the same" packet.
-    order = np.lexsort((flow, point, group))
-    g, p, f = group[order], point[order], flow[order]
-    same_gp = (g[1:] == g[:-1]) & (p[1:] == p[:-1]) & (f[1:] != f[:-1])
+    # Distinct (group, point, flow) triples by hashing; a (group, point) that occurs in two
+    # of them marks its group. (Group ids and flow ids are below the number of sightings and
+    # points are few: the packed codes fit in 64 bits.)
+    n = int(flow.max()) + 1
+    gp = pd.factorize(group * np.int64(int(point.max()) + 1) + point)[0].astype(np.int64)
+    triples = pd.unique(gp * np.int64(n) + flow)
+    two_flows = pd.Series(triples // n).duplicated().to_numpy()
+    bad_gp = np.zeros(int(gp.max()) + 1, dtype=bool)
+    bad_gp[triples[two_flows] // n] = True
     bad = np.zeros(int(group.max()) + 1, dtype=bool)
-    bad[g[1:][same_gp]] = True
+    bad[group[bad_gp[gp]]] = True
     keep = ~bad[group]
     group, flow, fo = group[keep], flow[keep], fo[keep]
-    # split_groups leaves sightings unsorted by group: sort (stably, so each group's
-    # first sighting stays first) before finding where groups start.
-    by_group = np.argsort(group, kind="stable")
-    group, flow, fo = group[by_group], flow[by_group], fo[by_group]
-    # Hub of each group: its first sighting's flow.
-    start = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
-    hub = np.repeat(start, np.diff(np.r_[start, group.size]))
+    # Hub of each group: the flow of its first sighting. Codes number groups in order of
+    # first appearance, so a group's first sighting is where its code exceeds all before.
+    codes = pd.factorize(group)[0]
+    top = np.maximum.accumulate(codes) if codes.size else codes
+    firsts = np.flatnonzero(np.r_[True, codes[1:] > top[:-1]]) if codes.size else codes
+    hub = firsts[codes]
     a, b = flow[hub], flow
     parity = fo[hub] != fo
     differ = a != b
     if not differ.any():
         e = np.zeros(0, dtype=np.int64)
         return e, e, np.zeros(0, dtype=bool), int(bad.sum())
-    n = int(flow.max()) + 1
-    code = np.unique((a[differ].astype(np.int64) * n + b[differ]) * 2 + parity[differ])
+    code = pd.unique((a[differ].astype(np.int64) * n + b[differ]) * 2 + parity[differ])
+    code.sort()
     return (code // 2) // n, (code // 2) % n, (code % 2).astype(bool), int(bad.sum())
 
 

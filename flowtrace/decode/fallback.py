@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import struct
 
-import dpkt
 import numpy as np
 
 from flowtrace.capture import linktypes
@@ -21,6 +20,8 @@ _NFULA_PAYLOAD = 9
 
 def _ieee80211(frame: bytes) -> tuple[int, int] | None:
     """(offset of the network header, EtherType) inside an 802.11 data frame, or None."""
+    import dpkt  # imported on first use: most captures never need it
+
     wlan = dpkt.ieee80211.IEEE80211(frame)
     if wlan.type != dpkt.ieee80211.DATA_TYPE or wlan.wep:
         return None
@@ -60,6 +61,8 @@ def _locate(link_type: int, frame: bytes) -> tuple[int, int] | None:
 
 def decode_fallback(st: BatchState, data: np.ndarray, rows: np.ndarray, link_type: int) -> Rows:
     """Locate the IP header of ``rows`` one frame at a time; return ``(rows, l3, ethertype)``."""
+    import dpkt  # imported on first use: most captures never need it
+
     keep: list[int] = []
     l3: list[int] = []
     etypes: list[int] = []

@@ -23,7 +23,7 @@ from flowtrace.flows.community_id import community_ids
 from flowtrace.flows.key import address_ranks, canonical, flow_ports, icmp_is
 from flowtrace.flows.table import assemble
 from flowtrace.flows.timeouts import resolve_timeouts
-from flowtrace.fork import can_fork, forked_map
+from flowtrace.fork import forked_map, worth_forking
 from flowtrace.schema import DIRECTIONS, PACKETS
 
 _IN, _OUT, _UNKNOWN = (DIRECTIONS.index(d) for d in ("in", "out", "unknown"))
@@ -93,10 +93,6 @@ def build(packets: pd.DataFrame, *, timeouts: Mapping[str, float] | None = None,
         basis = None
     with heap_temporaries():
         return _build(packets, tmo, ignore_checksums, forced, basis)
-
-
-FORK_MIN_ROWS = 200_000
-"""Below this many packets, flows are built in one process (forking would cost more)."""
 
 
 def _build(packets: pd.DataFrame, tmo: dict[str, int], ignore_checksums: bool,
@@ -178,7 +174,7 @@ def _main_core(p: PacketColumns, rows: np.ndarray, tmo: dict[str, int], rank: np
         pick = todo[gid]
         rows, lower, gid = rows[pick], lower[pick], gid[pick]
     halves = [np.flatnonzero((gid & 1) == k) for k in (0, 1)]
-    if rows.size < FORK_MIN_ROWS or not can_fork():
+    if not worth_forking(rows.size):
         halves = [np.arange(rows.size)]
 
     def core(half: np.ndarray) -> _Core:
