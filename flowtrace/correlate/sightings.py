@@ -69,8 +69,7 @@ def build_sightings(packets: pd.DataFrame) -> Sightings:
                          ttl=np.zeros(0, np.int16), direction=np.zeros(0, np.int8),
                          strength=np.zeros(0, np.int8), point=np.zeros(0, np.int32),
                          capture_names=names)
-    _, group = np.unique(sig[keep], return_inverse=True)
-    group = group.reshape(-1)
+    group = pd.factorize(sig[keep], sort=True)[0]  # ids in signature order, as np.unique numbers them
     capture = packets["capture"].cat.codes.to_numpy().astype(np.int32)[keep]
     ts = packets["ts_ns"].to_numpy()[keep]
     frame = packets["frame"].to_numpy()[keep]
@@ -103,10 +102,21 @@ def observation_points(packets: pd.DataFrame) -> np.ndarray:
     direction = packets["direction"].cat.codes.to_numpy().astype(np.int64)
     unknown = packets["direction"].cat.categories.get_loc("unknown")
     ttl = np.where(direction == unknown, packets["ttl"].to_numpy().astype(np.int64) + 1, 0)
-    key = pd.DataFrame({"capture": packets["capture"].cat.codes.to_numpy(),
-                        "interface": packets["interface"].cat.codes.to_numpy(),
-                        "ifindex": packets["ifindex"].to_numpy(), "ttl": ttl, "direction": direction})
-    return key.groupby(list(key.columns), sort=True).ngroup().to_numpy().astype(np.int32)
+    parts = [packets["capture"].cat.codes.to_numpy().astype(np.int64),
+             packets["interface"].cat.codes.to_numpy().astype(np.int64),
+             pd.factorize(packets["ifindex"].to_numpy(), sort=True)[0].astype(np.int64), ttl, direction]
+    # Numbered in the sorted order of the (capture, interface, ifindex, ttl, direction)
+    # tuples: packed into one integer in that order (each part is a non-negative rank).
+    key = np.zeros(len(packets), dtype=np.int64)
+    bits = 0
+    for part in parts:
+        width = max(int(part.max()), 1).bit_length()
+        key = (key << np.int64(width)) | part
+        bits += width
+    if bits > 62:  # pragma: no cover - needs billions of interfaces
+        frame = pd.DataFrame({str(i): part for i, part in enumerate(parts)})
+        return frame.groupby(list(frame.columns), sort=True).ngroup().to_numpy().astype(np.int32)
+    return pd.factorize(key, sort=True)[0].astype(np.int32)
 
 
 def split_groups(s: Sightings, corrected_ts: np.ndarray, window_ns: int) -> Sightings:
