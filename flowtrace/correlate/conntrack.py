@@ -132,21 +132,25 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, timeouts: dict[str, int]
     rows = ev["row"].to_numpy()
     proto = packets["proto"].to_numpy()[rows]
     flags = packets["tcp_flags"].to_numpy()[rows]
-    reply = ev["direction"].to_numpy() != REQUEST
-    ts = ev["ts"].to_numpy()
-    key = ev["key"].to_numpy()
-    idx = tcp_index(flags)
-    tcp_timeout = np.array([0] + [timeouts.get(n, TCP_TIMEOUTS_S[n]) for n in STATE_NAMES[1:]], dtype=np.int64)
+    key_np = ev["key"].to_numpy()
+    # The walk reads Python lists: indexing numpy arrays one element at a time costs more.
+    reply = (ev["direction"].to_numpy() != REQUEST).tolist()
+    ts = ev["ts"].to_numpy().astype(np.int64).tolist()
+    key = key_np.tolist()
+    idx = tcp_index(flags).tolist()
+    transitions = TCP_TRANSITIONS.tolist()
+    tcp_timeout = [0] + [int(timeouts.get(n, TCP_TIMEOUTS_S[n])) for n in STATE_NAMES[1:]]
     out = []
     # Per key a short Python walk over its few state-relevant events; pure ACK and data
     # packets in ESTABLISHED only refresh the timer, so they are skipped in bulk.
-    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-    ends = np.r_[starts[1:], key.size]
-    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
-        is_tcp = proto[a] == 6
+    starts = np.flatnonzero(np.r_[True, key_np[1:] != key_np[:-1]])
+    ends = np.r_[starts[1:], key_np.size]
+    is_udp = (proto[starts] == 17).tolist()
+    for a, b, is_tcp, udp in zip(starts.tolist(), ends.tolist(), (proto[starts] == 6).tolist(), is_udp,
+                                 strict=True):
         entry = None
         for i in range(a, b):
-            t = int(ts[i])
+            t = ts[i]
             if entry is not None:
                 limit = (tcp_timeout[entry["state"]] if is_tcp else
                          (UDP_STREAM_TIMEOUT_S if entry["stream"] else UDP_TIMEOUT_S)) * 1_000_000_000
@@ -157,7 +161,7 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, timeouts: dict[str, int]
             d = 1 if reply[i] else 0
             if entry is None:
                 if is_tcp:
-                    new = int(TCP_TRANSITIONS[0, idx[i], S_NONE]) if d == 0 else S_IV
+                    new = transitions[0][idx[i]][S_NONE] if d == 0 else S_IV
                     if new >= S_IV:
                         continue  # conntrack creates no entry for this packet
                     entry = {"key": key[i], "created": t, "last": t, "state": new, "created_state": new,
@@ -172,7 +176,7 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, timeouts: dict[str, int]
                 continue
             if is_tcp:
                 old = entry["state"]
-                new = int(TCP_TRANSITIONS[d, idx[i], old])
+                new = transitions[d][idx[i]][old]
                 if d == 0 and idx[i] == I_SYN and old in (S_TW, S_CL):
                     # A SYN reopening a closed connection: the kernel kills the entry and the
                     # SYN creates a fresh one (another NEW event).
@@ -202,7 +206,7 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, timeouts: dict[str, int]
                     entry["seen_reply"] = True
                 if entry["seen_reply"] and t - entry["created"] > UDP_STREAM_AFTER_S * 1_000_000_000:
                     entry["stream"] = True
-                    entry["assured"] = entry["assured"] or proto[a] == 17
+                    entry["assured"] = entry["assured"] or udp
                 entry["last"] = t
         if entry is not None:
             out.append(entry)
