@@ -16,6 +16,7 @@ import os
 import pickle
 import signal
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Generic, TypeVar
@@ -109,10 +110,16 @@ def _spawn(work: Callable[[], R]) -> tuple[int, int]:
         status = 1
         try:
             os.close(r)
-            try:
-                payload = pickle.dumps((True, work()), protocol=pickle.HIGHEST_PROTOCOL)
-            except Exception as e:
-                payload = pickle.dumps((False, e), protocol=pickle.HIGHEST_PROTOCOL)
+            # Warnings travel back with the result and are issued by the parent: the child
+            # writes nothing (a progress bar's thread may have held the stderr lock at fork).
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    answer: tuple[bool, object] = (True, work())
+                except Exception as e:
+                    answer = (False, e)
+            said = [(str(w.message), w.category) for w in caught]
+            payload = pickle.dumps((*answer, said), protocol=pickle.HIGHEST_PROTOCOL)
             with os.fdopen(w, "wb") as out:
                 out.write(payload)
             status = 0
@@ -128,7 +135,9 @@ def _collect(pid: int, fd: int, work: Callable[[], R]) -> R:
     _reap(pid)
     if not data:
         return work()
-    ok, value = pickle.loads(data)
+    ok, value, said = pickle.loads(data)
+    for message, category in said:
+        warnings.warn(message, category, stacklevel=3)
     if not ok:
         raise value
     return value

@@ -77,3 +77,17 @@ def test_worth_forking_needs_enough_rows(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(fork, "can_fork", lambda workers=None: True)
     assert not fork.worth_forking(fork.MIN_ROWS - 1)
     assert fork.worth_forking(fork.MIN_ROWS)
+
+
+@needs_fork
+def test_a_childs_warnings_are_issued_here_and_it_writes_nothing(capfd: pytest.CaptureFixture[str]) -> None:
+    import warnings
+
+    def work() -> int:
+        warnings.warn("from the child", UserWarning, stacklevel=1)
+        return 7
+
+    with pytest.warns(UserWarning, match="from the child"):
+        assert fork.Forked(work).result() == 7
+    out, err = capfd.readouterr()
+    assert out == "" and "from the child" not in err
