@@ -56,10 +56,13 @@ def _payload(st: BatchState, rows: np.ndarray, l4: np.ndarray, header: np.ndarra
     return length < 0
 
 
-def _fits(st: BatchState, rows: np.ndarray, pos: np.ndarray, need: int) -> np.ndarray:
+def _captured(st: BatchState, rows: np.ndarray, need: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows whose first ``need`` transport header bytes were captured, and where their
+    headers start; the other rows are marked truncated."""
+    pos = st.l4[rows]
     fit = pos + need <= st.end[rows]
     st.mark(rows[~fit], TRUNCATED)
-    return fit
+    return rows[fit], pos[fit]
 
 
 def _fragment_head(v: FrameView, st: BatchState, rows: np.ndarray, header: int) -> np.ndarray:
@@ -86,9 +89,7 @@ def _tcp(v: FrameView, st: BatchState, rows: np.ndarray) -> None:
     if not rows.size:
         return
     rows = _fragment_head(v, st, rows, 20)
-    p = st.l4[rows]
-    fit = _fits(st, rows, p, 20)
-    rows, p = rows[fit], p[fit]
+    rows, p = _captured(st, rows, 20)
     out = st.out
     out["sport"][rows] = v.u16(p)
     out["dport"][rows] = v.u16(p + 2)
@@ -176,9 +177,7 @@ def _udp(v: FrameView, st: BatchState, rows: np.ndarray) -> None:
     if not rows.size:
         return
     rows = _fragment_head(v, st, rows, 8)
-    p = st.l4[rows]
-    fit = _fits(st, rows, p, 8)
-    rows, p = rows[fit], p[fit]
+    rows, p = _captured(st, rows, 8)
     out = st.out
     sport = v.u16(p)
     dport = v.u16(p + 2)
@@ -194,9 +193,7 @@ def _udp(v: FrameView, st: BatchState, rows: np.ndarray) -> None:
 def _sctp(v: FrameView, st: BatchState, rows: np.ndarray) -> None:
     if not rows.size:
         return
-    p = st.l4[rows]
-    fit = _fits(st, rows, p, 12)
-    rows, p = rows[fit], p[fit]
+    rows, p = _captured(st, rows, 12)
     st.out["sport"][rows] = v.u16(p)
     st.out["dport"][rows] = v.u16(p + 2)
     bad = _payload(st, rows, p, 12)
@@ -206,9 +203,7 @@ def _sctp(v: FrameView, st: BatchState, rows: np.ndarray) -> None:
 def _icmp(v: FrameView, st: BatchState, book: AddressBook, rows: np.ndarray, *, six: bool) -> None:
     if not rows.size:
         return
-    p = st.l4[rows]
-    fit = _fits(st, rows, p, 4)
-    rows, p = rows[fit], p[fit]
+    rows, p = _captured(st, rows, 4)
     out = st.out
     itype = v.u8(p)
     out["icmp_type"][rows] = itype
