@@ -19,6 +19,7 @@ import pandas as pd
 
 from flowtrace.context.conntrack import ConntrackEntry, Tuple
 from flowtrace.correlate.path import REQUEST
+from flowtrace.flows.timeouts import CONNTRACK_TIMEOUTS
 
 S_NONE, S_SS, S_SR, S_ES, S_FW, S_CW, S_LA, S_TW, S_CL, S_S2 = range(10)
 S_IV, S_IG = 10, 11
@@ -47,13 +48,14 @@ TCP_TRANSITIONS = np.array([
     ],
 ], dtype=np.int8)
 
-TCP_TIMEOUTS_S = {"SYN_SENT": 120, "SYN_RECV": 60, "ESTABLISHED": 432000, "FIN_WAIT": 120,
-                  "CLOSE_WAIT": 60, "LAST_ACK": 30, "TIME_WAIT": 120, "CLOSE": 10, "SYN_SENT2": 120}
-"""Linux defaults (net.netfilter.nf_conntrack_tcp_timeout_*); kube-proxy may lower ESTABLISHED."""
-UDP_TIMEOUT_S = 30
-UDP_STREAM_TIMEOUT_S = 120
+TCP_TIMEOUTS_S = {**{state: int(CONNTRACK_TIMEOUTS[f"tcp_{state.lower()}"]) for state in STATE_NAMES[1:9]},
+                  "SYN_SENT2": int(CONNTRACK_TIMEOUTS["tcp_syn_sent"])}
+"""Linux defaults per TCP state in seconds (flowtrace.flows.CONNTRACK_TIMEOUTS; SYN_SENT2
+shares SYN_SENT's); kube-proxy may lower ESTABLISHED."""
+UDP_TIMEOUT_S = int(CONNTRACK_TIMEOUTS["udp"])
+UDP_STREAM_TIMEOUT_S = int(CONNTRACK_TIMEOUTS["udp_stream"])
 UDP_STREAM_AFTER_S = 2
-ICMP_TIMEOUT_S = 30
+ICMP_TIMEOUT_S = int(CONNTRACK_TIMEOUTS["icmp"])
 
 
 @dataclass(slots=True, kw_only=True)
