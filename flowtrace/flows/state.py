@@ -55,6 +55,14 @@ def _step(s: Endpoints, code: int) -> Endpoints:
         if new != ep[0]:
             ep[1], ep[0] = ep[0], new
 
+    def close_or_reset() -> bool:
+        """A FIN closes the sending endpoint, a RST resets it; whether either came."""
+        if fin:
+            set_state(e, CLOSED)
+        if rst:
+            set_state(e, RESET)
+        return fin or rst
+
     do_close = False
     state = e[0]
     if state == INACTIVE:
@@ -66,12 +74,7 @@ def _step(s: Endpoints, code: int) -> Endpoints:
                 if p[0] == SYN_SENT:
                     set_state(p, ESTABLISHED)
                 set_state(e, ESTABLISHED)
-        if fin:
-            set_state(e, CLOSED)
-            do_close = True
-        if rst:
-            set_state(e, RESET)
-            do_close = True
+        do_close = close_or_reset()
         if e[0] == INACTIVE:
             orig_state = p[0] if not is_orig else e[0]
             if not is_orig and not has_data and orig_state == SYN_SENT:
@@ -81,12 +84,7 @@ def _step(s: Endpoints, code: int) -> Endpoints:
             else:
                 set_state(e, PARTIAL)
     elif state in (SYN_SENT, SYN_ACK_SENT):
-        if fin:
-            set_state(e, CLOSED)
-            do_close = True
-        if rst:
-            set_state(e, RESET)
-            do_close = True
+        do_close = close_or_reset()
     elif state in (ESTABLISHED, PARTIAL):
         if syn and state == PARTIAL and p[0] == INACTIVE and not ack:
             set_state(e, SYN_SENT)
