@@ -40,10 +40,8 @@ def decode_ip(v: FrameView, st: BatchState, book: AddressBook, rows: np.ndarray,
 
 
 def _ipv4(v: FrameView, st: BatchState, book: AddressBook, rows: np.ndarray, p: np.ndarray) -> np.ndarray:
+    rows, p = st.captured(rows, p, 20)
     end = st.end[rows]
-    fit = p + 20 <= end
-    st.mark(rows[~fit], TRUNCATED)
-    rows, p, end = rows[fit], p[fit], end[fit]
     vhl = v.u8(p)
     ihl = (vhl & 0x0F).astype(np.int64) * 4
     total = v.u16(p + 2).astype(np.int64)
@@ -88,10 +86,8 @@ def _ipv4(v: FrameView, st: BatchState, book: AddressBook, rows: np.ndarray, p: 
 
 
 def _ipv6(v: FrameView, st: BatchState, book: AddressBook, rows: np.ndarray, p: np.ndarray) -> np.ndarray:
+    rows, p = st.captured(rows, p, 40)
     end = st.end[rows]
-    fit = p + 40 <= end
-    st.mark(rows[~fit], TRUNCATED)
-    rows, p, end = rows[fit], p[fit], end[fit]
     w0 = v.u32(p)
     bad = (w0 >> 28) != 6
     st.mark(rows[bad], MALFORMED)

@@ -27,17 +27,9 @@ PPP_IPV6 = 0x0057
 Rows = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-def _split_fit(st: BatchState, rows: np.ndarray, pos: np.ndarray, need: int) -> np.ndarray:
-    """Mask of rows whose frame holds ``need`` bytes at ``pos``; marks the rest truncated."""
-    fit = pos + need <= st.end[rows]
-    st.mark(rows[~fit], TRUNCATED)
-    return fit
-
-
 def ethernet(v: FrameView, st: BatchState, rows: np.ndarray, pos: np.ndarray) -> Rows:
     """Ethernet II with any stack of 802.1Q/802.1ad/VN-Tag tags, and 802.3 LLC/SNAP."""
-    fit = _split_fit(st, rows, pos, 14)
-    rows, pos = rows[fit], pos[fit]
+    rows, pos = st.captured(rows, pos, 14)
     etype = v.u16(pos + 12)
     l3 = pos + 14
     vlan = st.out["vlan"]
@@ -79,8 +71,7 @@ def _pkttype_direction(st: BatchState, rows: np.ndarray, pkttype: np.ndarray) ->
 
 def sll(v: FrameView, st: BatchState, rows: np.ndarray, pos: np.ndarray) -> Rows:
     """Linux cooked capture v1: packet type, ARPHRD type, address, protocol (16 bytes)."""
-    fit = _split_fit(st, rows, pos, 16)
-    rows, pos = rows[fit], pos[fit]
+    rows, pos = st.captured(rows, pos, 16)
     _pkttype_direction(st, rows, v.u16(pos))
     etype = v.u16(pos + 14)
     return _cooked_protocol(v, st, rows, pos + 16, etype, v.u16(pos + 2))
@@ -88,8 +79,7 @@ def sll(v: FrameView, st: BatchState, rows: np.ndarray, pos: np.ndarray) -> Rows
 
 def sll2(v: FrameView, st: BatchState, rows: np.ndarray, pos: np.ndarray) -> Rows:
     """Linux cooked capture v2: protocol, interface index, ARPHRD type, packet type (20 bytes)."""
-    fit = _split_fit(st, rows, pos, 20)
-    rows, pos = rows[fit], pos[fit]
+    rows, pos = st.captured(rows, pos, 20)
     st.out["ifindex"][rows] = v.u32(pos + 4).astype(np.int32)
     _pkttype_direction(st, rows, v.u8(pos + 10))
     etype = v.u16(pos)
@@ -112,8 +102,7 @@ def _cooked_protocol(v: FrameView, st: BatchState, rows: np.ndarray, l3: np.ndar
 
 def raw_ip(v: FrameView, st: BatchState, rows: np.ndarray, pos: np.ndarray) -> Rows:
     """Raw IP (link types 101, 228, 229, 12, 14): the version nibble says which."""
-    fit = _split_fit(st, rows, pos, 1)
-    rows, pos = rows[fit], pos[fit]
+    rows, pos = st.captured(rows, pos, 1)
     ver = v.u8(pos) >> 4
     etype = np.where(ver == 4, ETH_IPV4, np.where(ver == 6, ETH_IPV6, 0)).astype(np.uint16)
     bad = etype == 0
@@ -124,8 +113,7 @@ def raw_ip(v: FrameView, st: BatchState, rows: np.ndarray, pos: np.ndarray) -> R
 
 def null_loop(v: FrameView, st: BatchState, rows: np.ndarray, pos: np.ndarray, *, network_order: bool) -> Rows:
     """BSD NULL (0, host byte order family) and LOOP (108, network byte order family)."""
-    fit = _split_fit(st, rows, pos, 4)
-    rows, pos = rows[fit], pos[fit]
+    rows, pos = st.captured(rows, pos, 4)
     fam = v.u32(pos) if network_order else v.le32(pos)
     if not network_order:
         # Host byte order of the writer: a big-endian writer's family reads as fam << 24.
@@ -140,8 +128,7 @@ def null_loop(v: FrameView, st: BatchState, rows: np.ndarray, pos: np.ndarray, *
 
 def ppp(v: FrameView, st: BatchState, rows: np.ndarray, pos: np.ndarray) -> Rows:
     """PPP (9) and PPP in HDLC framing (50): optional FF 03, then a 2-byte protocol."""
-    fit = _split_fit(st, rows, pos, 4)
-    rows, pos = rows[fit], pos[fit]
+    rows, pos = st.captured(rows, pos, 4)
     hdlc = v.u16(pos) == 0xFF03
     proto_pos = np.where(hdlc, pos + 2, pos)
     proto = v.u16(proto_pos)
@@ -155,8 +142,7 @@ def ppp(v: FrameView, st: BatchState, rows: np.ndarray, pos: np.ndarray) -> Rows
 
 def c_hdlc(v: FrameView, st: BatchState, rows: np.ndarray, pos: np.ndarray) -> Rows:
     """Cisco HDLC (104): address, control, then an EtherType."""
-    fit = _split_fit(st, rows, pos, 4)
-    rows, pos = rows[fit], pos[fit]
+    rows, pos = st.captured(rows, pos, 4)
     etype = v.u16(pos + 2)
     st.out["ethertype"][rows] = etype
     return rows, pos + 4, etype

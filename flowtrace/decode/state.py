@@ -98,6 +98,13 @@ class BatchState:
         """decode_status codes (a view: assignments change the state)."""
         return self.out["decode_status"]
 
+    def captured(self, rows: np.ndarray, pos: np.ndarray, need: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``rows`` whose frame holds ``need`` bytes at ``pos``, with their ``pos``; the
+        other rows are marked TRUNCATED."""
+        fit = pos + need <= self.end[rows]
+        self.mark(rows[~fit], TRUNCATED)
+        return rows[fit], pos[fit]
+
     def mark(self, rows: np.ndarray, code: int) -> None:
         """Set decode_status ``code`` on ``rows`` that are still OK."""
         if rows.size:

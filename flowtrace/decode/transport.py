@@ -56,15 +56,6 @@ def _payload(st: BatchState, rows: np.ndarray, l4: np.ndarray, header: np.ndarra
     return length < 0
 
 
-def _captured(st: BatchState, rows: np.ndarray, need: int) -> tuple[np.ndarray, np.ndarray]:
-    """The rows whose first ``need`` transport header bytes were captured, and where their
-    headers start; the other rows are marked truncated."""
-    pos = st.l4[rows]
-    fit = pos + need <= st.end[rows]
-    st.mark(rows[~fit], TRUNCATED)
-    return rows[fit], pos[fit]
-
-
 def _fragment_head(v: FrameView, st: BatchState, rows: np.ndarray, header: int) -> np.ndarray:
     """First fragments whose transport header continues in the next fragment: fill the
     ports (and the TCP sequence number) that this fragment holds; returns the other rows."""
@@ -89,7 +80,7 @@ def _tcp(v: FrameView, st: BatchState, rows: np.ndarray) -> None:
     if not rows.size:
         return
     rows = _fragment_head(v, st, rows, 20)
-    rows, p = _captured(st, rows, 20)
+    rows, p = st.captured(rows, st.l4[rows], 20)
     out = st.out
     out["sport"][rows] = v.u16(p)
     out["dport"][rows] = v.u16(p + 2)
@@ -177,7 +168,7 @@ def _udp(v: FrameView, st: BatchState, rows: np.ndarray) -> None:
     if not rows.size:
         return
     rows = _fragment_head(v, st, rows, 8)
-    rows, p = _captured(st, rows, 8)
+    rows, p = st.captured(rows, st.l4[rows], 8)
     out = st.out
     sport = v.u16(p)
     dport = v.u16(p + 2)
@@ -193,7 +184,7 @@ def _udp(v: FrameView, st: BatchState, rows: np.ndarray) -> None:
 def _sctp(v: FrameView, st: BatchState, rows: np.ndarray) -> None:
     if not rows.size:
         return
-    rows, p = _captured(st, rows, 12)
+    rows, p = st.captured(rows, st.l4[rows], 12)
     st.out["sport"][rows] = v.u16(p)
     st.out["dport"][rows] = v.u16(p + 2)
     bad = _payload(st, rows, p, 12)
@@ -203,7 +194,7 @@ def _sctp(v: FrameView, st: BatchState, rows: np.ndarray) -> None:
 def _icmp(v: FrameView, st: BatchState, book: AddressBook, rows: np.ndarray, *, six: bool) -> None:
     if not rows.size:
         return
-    rows, p = _captured(st, rows, 4)
+    rows, p = st.captured(rows, st.l4[rows], 4)
     out = st.out
     itype = v.u8(p)
     out["icmp_type"][rows] = itype
