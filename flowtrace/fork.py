@@ -1,9 +1,12 @@
 """Work split over forked processes: how many may run, and running them.
 
-flowtrace uses the machine's cores in three places: several captures decoded by a pool
-of workers, one large pcap decoded in two halves (flowtrace.decode.halves), and flow
-building over two disjoint sets of flows (flowtrace.flows.builder). All of them fork, so a
-child sees the parent's arrays without copying them; only results travel back.
+``requested_workers`` is the one reading of FLOWTRACE_WORKERS, for the decoding pool
+(several captures) and the two-halves decode of one large pcap (flowtrace.decode.halves)
+as well. ``forked_map`` and ``Forked`` run work after decoding in a forked child: half of
+the flow building (flowtrace.flows.builder), the clock offsets while bridge flows are cut
+(flowtrace.correlate.assemble) and anomaly detection while conntrack tables are rebuilt
+(flowtrace.pipeline). A child sees the parent's arrays through the fork without copying
+them; only its result travels back.
 
 ``FLOWTRACE_WORKERS=1`` (or ``workers=1`` where an API takes it) keeps everything in one
 process; ``FLOWTRACE_WORKERS=N`` caps the processes.
@@ -104,12 +107,12 @@ class Forked(Generic[R]):
 
 
 def _spawn(work: Callable[[], R]) -> tuple[int, int]:
-    r, w = os.pipe()
+    read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child, which never returns
         status = 1
         try:
-            os.close(r)
+            os.close(read_end)
             # Warnings travel back with the result and are issued by the parent: the child
             # writes nothing (a progress bar's thread may have held the stderr lock at fork).
             with warnings.catch_warnings(record=True) as caught:
@@ -120,13 +123,13 @@ def _spawn(work: Callable[[], R]) -> tuple[int, int]:
                     answer = (False, e)
             said = [(str(w.message), w.category) for w in caught]
             payload = pickle.dumps((*answer, said), protocol=pickle.HIGHEST_PROTOCOL)
-            with os.fdopen(w, "wb") as out:
+            with os.fdopen(write_end, "wb") as out:
                 out.write(payload)
             status = 0
         finally:
             os._exit(status)
-    os.close(w)
-    return pid, r
+    os.close(write_end)
+    return pid, read_end
 
 
 def _collect(pid: int, fd: int, work: Callable[[], R]) -> R:

@@ -147,9 +147,8 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, timeouts: dict[str, int]
     # packets in ESTABLISHED only refresh the timer, so they are skipped in bulk.
     starts = np.flatnonzero(np.r_[True, key_np[1:] != key_np[:-1]])
     ends = np.r_[starts[1:], key_np.size]
-    is_udp = (proto[starts] == 17).tolist()
-    for a, b, is_tcp, udp in zip(starts.tolist(), ends.tolist(), (proto[starts] == 6).tolist(), is_udp,
-                                 strict=True):
+    is_tcp_key, is_udp_key = (proto[starts] == 6).tolist(), (proto[starts] == 17).tolist()
+    for a, b, is_tcp, udp in zip(starts.tolist(), ends.tolist(), is_tcp_key, is_udp_key, strict=True):
         entry = None
         for i in range(a, b):
             t = ts[i]

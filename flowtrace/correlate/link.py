@@ -83,8 +83,8 @@ def flow_edges(s: Sightings, flow_id: np.ndarray, from_orig: np.ndarray) -> tupl
     # Hub of each group: the flow of its first sighting. Codes number groups in order of
     # first appearance, so a group's first sighting is where its code exceeds all before.
     codes = pd.factorize(group)[0]
-    top = np.maximum.accumulate(codes) if codes.size else codes
-    firsts = np.flatnonzero(np.r_[True, codes[1:] > top[:-1]]) if codes.size else codes
+    top = np.maximum.accumulate(codes)
+    firsts = np.flatnonzero(np.r_[True, codes[1:] > top[:-1]])
     hub = firsts[codes]
     a, b = flow[hub], flow
     parity = fo[hub] != fo
