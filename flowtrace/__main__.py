@@ -1,5 +1,5 @@
 """``python -m flowtrace``: the same as the ``flowtrace`` command."""
 
-from flowtrace.cli import main
+from flowtrace.launch import main
 
 main()

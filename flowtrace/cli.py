@@ -382,6 +382,9 @@ def _leave(code: int) -> NoReturn:
     large arrays one by one, which the system does at once: a tenth of a second or more
     after a large analysis.
     """
+    from flowtrace.decode.halves import abandon_early
+
+    abandon_early()
     try:
         sys.stdout.flush()
     except BrokenPipeError:  # the reader went away (``| head``): say nothing more

@@ -9,9 +9,12 @@ categoricals) so that columns stay plain numpy arrays: compact and fast to join.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SCHEMA_VERSION = 1
 """Version of the table layouts and of the JSON documents built from them."""
@@ -60,6 +63,8 @@ class Table:
 
     def pandas_dtype(self, column: Column) -> object:
         """The pandas dtype object to use for ``column``."""
+        import pandas as pd
+
         if column.dtype == "category":
             if column.categories:
                 return pd.CategoricalDtype(list(column.categories))
@@ -70,6 +75,8 @@ class Table:
 
     def empty(self) -> pd.DataFrame:
         """An empty DataFrame with every column and its declared dtype."""
+        import pandas as pd
+
         data = {}
         for c in self.columns:
             dt = self.pandas_dtype(c)
@@ -94,6 +101,8 @@ class Table:
         Columns missing from ``df`` raise KeyError; extra columns are dropped. Casting
         only happens where the dtype differs, so a conforming frame is not copied.
         """
+        import pandas as pd
+
         out = {}
         for c in self.columns:
             s = df[c.name]

@@ -17,10 +17,12 @@ from tests.craft import Rec, pcap, pcap_record_offsets
 NODE = Path(__file__).resolve().parents[1] / "fixtures" / "pcaps" / "many-connections" / "node1.pcap"
 
 
-@pytest.fixture
-def splits(monkeypatch):
-    """Split every pcap, however small; count the reads that really were split."""
+@pytest.fixture(params=[1 << 40, 64 << 10], ids=["two-segments", "many-segments"])
+def splits(monkeypatch, request):
+    """Split every pcap, however small, in two segments or in many; count the reads that
+    really were split."""
     monkeypatch.setattr(halves, "SPLIT_MIN_BYTES", 0)
+    monkeypatch.setattr(halves, "SEGMENT_BYTES", request.param)
     done: list[bool] = []
     real = halves.decode_halves
 
@@ -89,10 +91,10 @@ def test_file_cut_in_the_second_half(tmp_path, splits):
     assert splits[-1] is True
 
 
-@pytest.mark.parametrize(("quarter", "split"), [(3, True), (1, False)])
-def test_corrupt_header(tmp_path, splits, quarter, split):
-    # In the second half the child stops there and the parent re-reads it; in the first
-    # half the parent's walk never reaches the boundary and the file is read in one pass.
+@pytest.mark.parametrize("quarter", [1, 3])
+def test_corrupt_header(tmp_path, splits, quarter):
+    # Whoever meets the corrupt header first: the child leaves its segment to the parent,
+    # whose walk stops there as a one-pass read does; nothing after it is kept.
     data = bytearray(NODE.read_bytes())
     offsets = pcap_record_offsets(bytes(data))
     start, _ = offsets[len(offsets) * quarter // 4]
@@ -100,7 +102,7 @@ def test_corrupt_header(tmp_path, splits, quarter, split):
     bad = tmp_path / "bad.pcap"
     bad.write_bytes(bytes(data))
     _assert_same(bad)
-    assert splits[-1] is split
+    assert splits[-1] is True
 
 
 def test_wrong_boundary_guess_falls_back(monkeypatch, splits):
@@ -141,13 +143,13 @@ def test_record_boundary_finds_the_record_after_a_midpoint():
             assert reader.record_boundary(near) == next(o for o in offsets if o >= near)
 
 
-def test_child_failure_falls_back(monkeypatch, splits):
+def test_failed_child_leaves_every_segment_to_the_parent(monkeypatch, splits):
     def broken(cols):
         raise MemoryError("no room")
 
     monkeypatch.setattr(halves.PacketTableBuilder, "on_columns", staticmethod(broken))
     _assert_same(NODE)
-    assert splits[-1] is False
+    assert splits[-1] is True
 
 
 def test_second_half_with_more_addresses_than_int16_codes(tmp_path, splits, monkeypatch):

@@ -73,6 +73,7 @@ class PcapReader(CaptureReader):
             self._pending = b""
         self._stop = stop
         self.frames = frames_before
+        self.halted = False
 
     def record_boundary(self, near: int, *, chain: int = 16, span: int = 1 << 20) -> int | None:
         """The first offset at or after ``near`` that starts ``chain`` plausible records in a row.

@@ -74,6 +74,9 @@ class CaptureReader:
         """Offset where reading started (0, or the start of a window of a pcap file)."""
         self.expected_size: int | None = None
         """Size of the (decompressed) file when known up front, for capacity planning."""
+        self.halted = False
+        """The walk met a record it cannot read past (reported through _warn): a one-pass
+        read of the file stops there."""
         self._f = f
         self._pending = b""
         self._pending_offset = 0
@@ -147,6 +150,7 @@ class CaptureReader:
                 yield batch
                 del batch
             if stop:
+                self.halted = True
                 return
             if consumed:
                 rest = fill - consumed

@@ -1,26 +1,37 @@
-"""One large uncompressed pcap decoded by two processes at once.
+"""One large uncompressed pcap decoded by two processes at once, meeting where they meet.
 
-The parent decodes the first half of the file into the packets table; a forked child
-decodes the second half into columns in shared memory, which the parent then appends
-(address and interface codes translated, frame numbers shifted). The split point is a
-guessed record boundary near the middle; it is proven only when the parent's walk from
-the file's start lands exactly on it, otherwise everything is rolled back and the caller
-decodes the file in one pass. Whatever made the child stop early (a record cut short, a
-corrupt header, a full table) is re-read by the parent from where the child stopped, so
-warnings and frame numbers are those of a one-pass read.
+The file is cut into segments at guessed record boundaries (about SEGMENT_BYTES each).
+The parent decodes segments from the first one forward into the packets table; a forked
+child decodes segments from the last one backward into columns in shared memory. Each
+takes the next segment only if the other has not taken it (``_Claims``), so they meet
+wherever their speeds put them: the child may have started long before the parent is
+ready to decode (``start_early``, called by the command line before its own imports).
+
+Once the parent meets a segment the child took, it appends the child's segments in
+file order (codes translated, frame numbers shifted). A guess is proven when the walk
+from a proven boundary lands exactly on it, so the parent's walk from the file's start
+proves its own segments and then each of the child's in turn; a segment the child could
+not finish cleanly (a record cut short, a corrupt header, a full table, a warning of any
+kind) is decoded again by the parent at that place, so warnings and frame numbers are
+those of a one-pass read. A boundary that proves wrong rolls everything back and the
+caller decodes the file in one pass.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import dataclasses
 import gc
 import mmap
 import multiprocessing
 import os
+import signal
 import sys
 import warnings
-from collections.abc import Callable
-from multiprocessing.connection import Connection
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,20 +41,142 @@ from flowtrace.capture.pcap import PcapReader
 from flowtrace.capture.reader import CaptureFile, CaptureMeta, CaptureReader
 from flowtrace.decode.feed import feed
 from flowtrace.decode.table import SHARED_DTYPES, PacketTableBuilder
+from flowtrace.fork import Forked, requested_workers
 
 SPLIT_MIN_BYTES = 64 << 20
 """Smallest file worth a second process (below it, forking costs more than it saves)."""
 
+SEGMENT_BYTES = 8 << 20
+"""Target segment size: small enough that the two processes end close together."""
+MAX_SEGMENTS = 256
+
 HEADROOM = 1.3
-"""The child's table holds this many times the rows its half is expected to have, plus MIN_ROWS;
-past that it stops and the parent decodes the rest."""
+"""The child's table holds this many times the rows the file is expected to have past its
+first segment, plus MIN_ROWS; a segment that does not fit is left to the parent."""
 MIN_ROWS = 4096
+
+_FREE, _PARENT, _CHILD = 0, 1, 2
+_FIRST_RECORD = 24
+"""File offset of a pcap's first record (after the file header)."""
 
 
 def can_split(reader: CaptureReader) -> bool:
-    """Whether ``reader`` (freshly opened) is a pcap file worth decoding in two halves."""
+    """Whether ``reader`` (freshly opened) is a pcap file worth decoding in two processes."""
     return (isinstance(reader, PcapReader) and reader.compression is None and sys.platform == "linux"
             and (reader.expected_size or 0) >= SPLIT_MIN_BYTES and (os.cpu_count() or 1) >= 2)
+
+
+class _Claims:
+    """Which process took each segment: one byte per segment in shared memory, under a lock."""
+
+    def __init__(self, n: int) -> None:
+        self._map = mmap.mmap(-1, max(n, 1))
+        self._lock = multiprocessing.get_context("fork").Lock()
+
+    def take(self, i: int, who: int) -> bool:
+        """Claim segment ``i`` for ``who`` unless it is taken; whether it now is ``who``'s."""
+        with self._lock:
+            if self._map[i] != _FREE:
+                return False
+            self._map[i] = who
+            return True
+
+
+@dataclasses.dataclass(slots=True)
+class _Split:
+    """A child decoding the segments of one file from its end."""
+
+    key: tuple[str, int, int, int]
+    bounds: list[int]
+    """Segment ``i`` holds the records from ``bounds[i]`` up to ``bounds[i + 1]``."""
+    claims: _Claims
+    maps: dict[str, mmap.mmap]
+    rows: int
+    child: Forked[dict[str, Any]]
+
+    def close(self) -> None:
+        """Stop the child if it still runs and release the shared columns."""
+        self.child.cancel()
+        for mm in self.maps.values():
+            if not mm.closed:
+                mm.close()
+
+
+_EARLY: dict[tuple[str, int, int, int], _Split] = {}
+"""Splits started by ``start_early``, waiting for ``decode_halves`` to adopt them."""
+
+
+def _key(path: str) -> tuple[str, int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def start_early(args: Sequence[str]) -> None:
+    """Start decoding, in a second process, the one large pcap among command-line ``args``.
+
+    Called before the command line's own imports, with its arguments: an argument that is
+    (or, as ``NAME=PATH``, names) a pcap file of SPLIT_MIN_BYTES or more is a candidate;
+    with exactly one candidate, its split is started now and ``decode_halves`` adopts it
+    when the command reads that file. Never raises: a file it cannot use is left to the
+    command, which reports it. ``abandon_early`` stops a split nobody adopted.
+    """
+    if requested_workers() == 1 or sys.platform != "linux" or (os.cpu_count() or 1) < 2:
+        return
+    paths = []
+    for arg in args:
+        path = arg if os.path.isfile(arg) else arg.partition("=")[2]
+        if path and os.path.isfile(path) and os.path.getsize(path) >= SPLIT_MIN_BYTES:
+            paths.append(path)
+    if len(paths) != 1:
+        return
+    with contextlib.suppress(Exception):
+        source = CaptureSource(name=os.path.basename(paths[0]), path=Path(paths[0]))
+        with CaptureFile(source) as reader:
+            if can_split(reader):
+                assert isinstance(reader, PcapReader)
+                split = _start(source, reader)
+                if split is not None:
+                    _EARLY[split.key] = split
+
+
+def abandon_early() -> None:
+    """Stop every early split that no read adopted."""
+    while _EARLY:
+        _EARLY.popitem()[1].close()
+
+
+def _start(source: CaptureSource, reader: PcapReader) -> _Split | None:
+    """Cut ``reader``'s file into segments and start the child on them; None if no cut
+    could be guessed or the file changed."""
+    key = _key(str(source.path))
+    size = reader.expected_size or 0
+    if key is None or key[1] != size:
+        return None
+    n = max(2, min(MAX_SEGMENTS, size // SEGMENT_BYTES))
+    bounds = [_FIRST_RECORD]
+    for i in range(1, n):
+        near = max(_FIRST_RECORD + (size - _FIRST_RECORD) * i // n, bounds[-1] + 1)
+        b = reader.record_boundary(near)
+        if b is not None and b < size:
+            bounds.append(b)
+    bounds = sorted(set(bounds))
+    if len(bounds) < 2:
+        return None
+    bounds.append(size)
+    rows = int((size - bounds[1]) / reader.mean_record_bytes(bounds[1]) * HEADROOM) + MIN_ROWS
+    maps = {name: mmap.mmap(-1, max(rows * np.dtype(dt).itemsize, 1)) for name, dt in SHARED_DTYPES.items()}
+    claims = _Claims(len(bounds) - 1)
+    # Objects the collector never visits keep their pages shared with the child.
+    parent = os.getpid()
+    gc.freeze()
+    try:
+        child = Forked(lambda: _child(source, bounds, claims, maps, rows, parent))
+    finally:
+        gc.unfreeze()
+    return _Split(key=key, bounds=bounds, claims=claims, maps=maps, rows=rows, child=child)
 
 
 def decode_halves(builder: PacketTableBuilder, code: int, source: CaptureSource, reader: PcapReader,
@@ -53,96 +186,124 @@ def decode_halves(builder: PacketTableBuilder, code: int, source: CaptureSource,
     Returns the capture's metadata, or None (``builder`` unchanged, ``reader`` spent) when
     the file could not be split; the caller then decodes it again in one pass.
     """
-    size = reader.expected_size or 0
-    boundary = reader.record_boundary(24 + (size - 24) // 2)
-    if boundary is None:
-        return None
-    rows = int((size - boundary) / reader.mean_record_bytes(boundary) * HEADROOM) + MIN_ROWS
-    maps = {name: mmap.mmap(-1, max(rows * np.dtype(dt).itemsize, 1)) for name, dt in SHARED_DTYPES.items()}
+    key = _key(str(source.path))
+    split = _EARLY.pop(key, None) if key is not None else None
+    if split is None:
+        split = _start(source, reader)
+        if split is None:
+            return None
     try:
-        return _run(builder, code, source, reader, boundary, rows, maps, on_batch)
+        return _run(builder, code, reader, split, on_batch)
     finally:
-        for mm in maps.values():
-            if not mm.closed:
-                mm.close()
+        split.close()
 
 
-def _run(builder: PacketTableBuilder, code: int, source: CaptureSource, reader: PcapReader, boundary: int,
-         rows: int, maps: dict[str, mmap.mmap], on_batch: Callable[[CaptureReader], None] | None) -> CaptureMeta | None:
-    ctx = multiprocessing.get_context("fork")
-    receive, send = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_child, args=(source, boundary, maps, rows, code, send), daemon=True)
-    # Objects the collector never visits keep their pages shared with the child.
-    gc.freeze()
-    try:
-        child.start()
-    finally:
-        gc.unfreeze()
-    send.close()
+class _Rollback(Exception):
+    """A boundary guess proved wrong: undo everything and read in one pass."""
+
+
+def _run(builder: PacketTableBuilder, code: int, reader: PcapReader, split: _Split,
+         on_batch: Callable[[CaptureReader], None] | None) -> CaptureMeta | None:
     start_rows = builder.size
-    reader.window(stop=boundary)
-    expected = reader.expected_size
-    reader.expected_size = boundary
+    bounds = split.bounds
+    last = len(bounds) - 2
+    try:
+        i = 0
+        while i <= last and split.claims.take(i, _PARENT):
+            if not _segment(builder, code, reader, bounds, i, on_batch):
+                return _meta(reader)
+            i += 1
+        told = split.child.result() if i <= last else {}
+        done = {seg: (row, rows, frames) for seg, row, rows, frames in told.get("segments", [])}
+        cols = {name: np.frombuffer(mm, dtype=SHARED_DTYPES[name], count=split.rows)
+                for name, mm in split.maps.items()}
+        spans: list[tuple[int, int, int]] = []
+        for seg in range(i, last + 1):
+            if seg in done:
+                row, rows, frames = done[seg]
+                spans.append((row, rows, reader.frames))
+                reader.frames += frames
+                continue
+            _append(builder, code, cols, spans, told)
+            spans = []
+            if not _segment(builder, code, reader, bounds, seg, on_batch):
+                break
+        _append(builder, code, cols, spans, told)
+    except _Rollback:
+        builder.truncate(start_rows)
+        return None
+    return _meta(reader)
+
+
+def _segment(builder: PacketTableBuilder, code: int, reader: PcapReader, bounds: list[int], i: int,
+             on_batch: Callable[[CaptureReader], None] | None) -> bool:
+    """Decode segment ``i`` here; whether reading goes on after it (False: the file ended,
+    or a corrupt record header stopped the walk as it stops a one-pass read)."""
+    last = i == len(bounds) - 2
+    reader.window(start=bounds[i], stop=None if last else bounds[i + 1], frames_before=reader.frames)
+    reader.expected_size = bounds[-1]
+    if last:
+        feed(builder, code, reader, on_batch)
+        return False
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         feed(builder, code, reader, on_batch)
-    reader.expected_size = expected
-    try:
-        told = receive.recv()
-    except (EOFError, OSError):
-        told = {"error": "the second process ended without a word"}
-    child.join()
-    if caught or reader.consumed != boundary or "error" in told:
-        builder.truncate(start_rows)
-        return None
-    cols = _columns(maps, rows)
+    if reader.halted:
+        for w in caught:
+            warnings.warn(w.message, w.category, stacklevel=3)
+        return False
+    if caught or reader.consumed != bounds[i + 1]:
+        raise _Rollback
+    return True
 
-    def release(name: str) -> None:
-        maps[name].close()
 
-    builder.append(cols, told["rows"], addresses=told["addresses"], labels=told["labels"],
-                   frame_offset=reader.frames, release=release)
-    frames = reader.frames + told["frames"]
-    packets = reader.interfaces[0].packets + told["frames"]
-    texts: list[str] = []
-    if told["stopped_at"] is not None:
-        with CaptureFile(source) as rest:
-            assert isinstance(rest, PcapReader)
-            rest.window(start=told["stopped_at"], frames_before=frames)
-            rest.expected_size = expected
-            feed(builder, code, rest, on_batch)
-            frames = rest.frames
-            packets += rest.interfaces[0].packets
-            texts = rest.warnings
+def _append(builder: PacketTableBuilder, code: int, cols: dict[str, np.ndarray],
+            spans: list[tuple[int, int, int]], told: dict[str, Any]) -> None:
+    if spans:
+        builder.append(cols, spans, capture=code, addresses=told["addresses"], labels=told["labels"])
+
+
+def _meta(reader: PcapReader) -> CaptureMeta:
+    frames = reader.frames
     reader.close()
     meta = reader.meta()
-    interfaces = [dataclasses.replace(meta.interfaces[0], packets=packets)]
-    return dataclasses.replace(meta, frames=frames, interfaces=interfaces, warnings=texts)
+    interfaces = [dataclasses.replace(meta.interfaces[0], packets=frames)]
+    return dataclasses.replace(meta, frames=frames, interfaces=interfaces)
 
 
-def _child(source: CaptureSource, start: int, maps: dict[str, mmap.mmap], rows: int, code: int,
-           send: Connection) -> None:
-    """The second process: decode from ``start`` into the shared columns, tell how it went."""
+def _child(source: CaptureSource, bounds: list[int], claims: _Claims, maps: dict[str, mmap.mmap],
+           rows: int, parent: int) -> dict[str, Any]:
+    """The second process: take segments from the last one backward while the parent has
+    not; report each clean one (segment, first row, rows, frames) and the vocabularies."""
+    segments: list[tuple[int, int, int, int]] = []
     try:
+        if os.getpid() != parent:
+            _die_with_parent()
         pin_mmap_threshold()
-        builder = PacketTableBuilder.on_columns(_columns(maps, rows))
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            with CaptureFile(source) as reader:
-                assert isinstance(reader, PcapReader)
-                reader.window(start=start)
-                stopped = feed(builder, code, reader)
-        if caught and stopped is None:
-            # Let the parent meet the problem itself: same warning, true frame numbers.
-            stopped = reader.consumed
-        send.send({"rows": builder.size, "frames": builder.size, "stopped_at": stopped,
-                   "addresses": builder.book.keys(), "labels": builder.interface_labels})
-    except BaseException as e:
-        send.send({"error": f"{type(e).__name__}: {e}"})
-    finally:
-        send.close()
+        cols = {name: np.frombuffer(mm, dtype=SHARED_DTYPES[name], count=rows) for name, mm in maps.items()}
+        builder = PacketTableBuilder.on_columns(cols)
+        last = len(bounds) - 2
+        with CaptureFile(source) as reader:
+            assert isinstance(reader, PcapReader)
+            for i in range(last, 0, -1):
+                if not claims.take(i, _CHILD):
+                    break
+                first = builder.size
+                reader.window(start=bounds[i], stop=None if i == last else bounds[i + 1])
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    stopped = feed(builder, 0, reader)
+                if caught or stopped is not None or (i < last and reader.consumed != bounds[i + 1]):
+                    # The parent meets whatever happened here itself.
+                    builder.truncate(first)
+                    break
+                segments.append((i, first, builder.size - first, reader.frames))
+        return {"segments": segments, "addresses": builder.book.keys(), "labels": builder.interface_labels}
+    except Exception as e:  # the parent decodes every segment the child did not report
+        return {"segments": [], "error": f"{type(e).__name__}: {e}"}
 
 
-def _columns(maps: dict[str, mmap.mmap], rows: int) -> dict[str, np.ndarray]:
-    """The table columns (SHARED_DTYPES, ``rows`` rows each) that live in ``maps``."""
-    return {name: np.frombuffer(mm, dtype=SHARED_DTYPES[name], count=rows) for name, mm in maps.items()}
+def _die_with_parent() -> None:
+    """Ask Linux to kill this process when its parent ends (an early split never adopted)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG

@@ -9,16 +9,18 @@ arrays are shrunk to the row count. Peak memory is the table itself plus one bat
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from flowtrace.capture.records import DIR_IN, DIR_OUT, DIR_UNKNOWN, Interface, RecordBatch
 from flowtrace.decode.addresses import AddressBook
 from flowtrace.decode.state import OUTPUT_COLUMNS
 from flowtrace.schema import DECODE_STATUSES, DIRECTIONS, ENCAPSULATIONS, PACKETS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ADDRESS_COLUMNS = ("src", "dst", "outer_src", "outer_dst", "quoted_src", "quoted_dst")
 
@@ -52,6 +54,8 @@ def _small_codes(codes: np.ndarray, ncat: int) -> np.ndarray:
 
 
 def _categorical(codes: np.ndarray, categories: list[str] | tuple[str, ...]) -> pd.Categorical:
+    import pandas as pd
+
     dtype = pd.CategoricalDtype(list(categories))
     return pd.Categorical.from_codes(_small_codes(codes, len(categories)), dtype=dtype, validate=False)
 
@@ -175,14 +179,14 @@ class PacketTableBuilder:
         """Forget every row from ``rows`` on (capacity and vocabularies are kept)."""
         self.size = min(self.size, rows)
 
-    def append(self, cols: dict[str, np.ndarray], rows: int, *, addresses: list[tuple[int, int]],
-               labels: list[str], frame_offset: int, release: Callable[[str], None] | None = None) -> None:
-        """Append the first ``rows`` rows of another builder's columns (same capture).
+    def append(self, cols: dict[str, np.ndarray], spans: list[tuple[int, int, int]], *, capture: int,
+               addresses: list[tuple[int, int]], labels: list[str]) -> None:
+        """Append rows of another builder's columns (decoded from the same capture).
 
+        ``spans`` are (first row, rows, frame offset) in the order the rows join the table;
         ``addresses`` and ``labels`` are that builder's vocabularies (``book.keys()``,
-        ``interface_labels``); its codes are translated into this builder's and its frame
-        numbers shifted by ``frame_offset``. Columns are taken one at a time, popped from
-        ``cols``, and ``release(name)`` is called after each so that its memory can go.
+        ``interface_labels``). Its codes are translated into this builder's, its frame
+        numbers shifted by each span's offset, and its rows stored as capture ``capture``.
         """
         address_lut = np.append(self.book.intern(addresses), np.int32(-1))
         if len(self.book) >= np.iinfo(np.int16).max and self._cols["src"].dtype != np.int32:
@@ -191,28 +195,28 @@ class PacketTableBuilder:
         label_lut = np.asarray([self._label(x) for x in labels] or [self._label("")], dtype=np.int32)
         if int(label_lut.max()) > np.iinfo(self._cols["interface"].dtype).max:
             self._cols["interface"] = self._cols["interface"].astype(np.int32)
-        a, b = self.size, self.size + rows
-        capacity = max(self.capacity, b)
-        for name in list(cols):
-            # Grown one column at a time, each just before its rows arrive and the other
-            # builder's copy is released: the peak is this table plus one column.
+        total = sum(rows for _, rows, _ in spans)
+        capacity = max(self.capacity, self.size + total)
+        for name, column in cols.items():
             if self._cols[name].shape[0] < capacity:
                 self._cols[name] = _resize(self._cols[name], capacity)
-            src = cols.pop(name)[:rows]
-            dst = self._cols[name][a:b]
-            if name in ADDRESS_COLUMNS:
-                dst[:] = address_lut[_lut_index(src, address_lut.size)]
-            elif name == "interface":
-                dst[:] = label_lut[np.clip(src, 0, label_lut.size - 1)]
-            elif name == "frame":
-                np.add(src, np.uint32(frame_offset), out=dst)
-            else:
-                dst[:] = src
-            del src, dst
-            if release is not None:
-                release(name)
+            a = self.size
+            for first, rows, frame_offset in spans:
+                src = column[first:first + rows]
+                dst = self._cols[name][a:a + rows]
+                if name in ADDRESS_COLUMNS:
+                    dst[:] = address_lut[_lut_index(src, address_lut.size)]
+                elif name == "interface":
+                    dst[:] = label_lut[np.clip(src, 0, label_lut.size - 1)]
+                elif name == "frame":
+                    np.add(src, np.uint32(frame_offset), out=dst)
+                elif name == "capture":
+                    dst[:] = capture
+                else:
+                    dst[:] = src
+                a += rows
         self.capacity = capacity
-        self.size = b
+        self.size += total
 
     def export_part(self) -> dict[str, object]:
         """The raw columns and vocabularies built so far (to merge in another process)."""
@@ -226,6 +230,8 @@ class PacketTableBuilder:
 
     def finish(self) -> pd.DataFrame:
         """The packets table of everything added; an empty table with every column if nothing was."""
+        import pandas as pd
+
         if not self.size:
             return PACKETS.empty()
         for name, arr in self._cols.items():
@@ -245,6 +251,8 @@ def merge_parts(parts: list[dict[str, object]], captures: list[str]) -> pd.DataF
     Address and interface codes are translated into one shared vocabulary; part ``i`` is
     capture ``i``.
     """
+    import pandas as pd
+
     total = sum(int(p["size"]) for p in parts)  # type: ignore[call-overload]
     if not total:
         return PACKETS.empty()
