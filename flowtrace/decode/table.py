@@ -128,9 +128,14 @@ class PacketTableBuilder:
         if self._fixed:
             raise TableFull(f"{need} rows do not fit in {self.capacity}")
         target = max(need, projected, int(self.capacity * 1.5) if not projected else 0, 1024)
-        for name, arr in self._cols.items():
-            self._cols[name] = _resize(arr, target)
+        self._resize_columns(target)
         self.capacity = target
+
+    def _resize_columns(self, rows: int) -> None:
+        # Popped, not iterated: a reference held by the loop would make numpy refuse to
+        # resize in place and copy every column instead.
+        for name in list(self._cols):
+            self._cols[name] = _resize(self._cols.pop(name), rows)
 
     def views(self, rows: int) -> dict[str, np.ndarray]:
         """Arrays for the decoder to fill for the next ``rows`` rows (call reserve first).
@@ -199,7 +204,7 @@ class PacketTableBuilder:
         capacity = max(self.capacity, self.size + total)
         for name, column in cols.items():
             if self._cols[name].shape[0] < capacity:
-                self._cols[name] = _resize(self._cols[name], capacity)
+                self._cols[name] = _resize(self._cols.pop(name), capacity)
             a = self.size
             for first, rows, frame_offset in spans:
                 src = column[first:first + rows]
@@ -220,8 +225,7 @@ class PacketTableBuilder:
 
     def export_part(self) -> dict[str, object]:
         """The raw columns and vocabularies built so far (to merge in another process)."""
-        for name, arr in self._cols.items():
-            self._cols[name] = _resize(arr, self.size)
+        self._resize_columns(self.size)
         part = {"cols": self._cols, "addresses": list(self.book.texts), "labels": list(self.interface_labels),
                 "size": self.size}
         self._cols = {}
@@ -234,8 +238,7 @@ class PacketTableBuilder:
 
         if not self.size:
             return PACKETS.empty()
-        for name, arr in self._cols.items():
-            self._cols[name] = _resize(arr, self.size)
+        self._resize_columns(self.size)
         data: dict[str, object] = {}
         vocab = _Vocabularies(captures=self.captures, labels=self.interface_labels, addresses=list(self.book.texts))
         cols = self._cols
