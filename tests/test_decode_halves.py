@@ -165,3 +165,106 @@ def test_second_half_with_more_addresses_than_int16_codes(tmp_path, splits, monk
     path.write_bytes(pcap(recs, linktype=101))
     _assert_same(path)
     assert splits[-1] is True
+
+
+# -- started early, by the command line, before its imports -------------------------------
+
+def _wait_for_child(split: halves._Split, timeout: float = 10.0) -> None:
+    """Until the child has taken every segment it will take (all but the first)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(split.claims._map[i] for i in range(1, len(split.bounds) - 1)):
+            return
+        time.sleep(0.01)
+    raise AssertionError("the early child took no segments")
+
+
+def test_early_split_is_adopted_by_the_read(monkeypatch):
+    monkeypatch.setattr(halves, "SPLIT_MIN_BYTES", 0)
+    monkeypatch.setattr(halves, "SEGMENT_BYTES", 64 << 10)
+    appended: list[list[tuple[int, int, int]]] = []
+    real_append = halves.PacketTableBuilder.append
+
+    def spy(self, cols, spans, **kwargs):
+        appended.append(list(spans))
+        return real_append(self, cols, spans, **kwargs)
+
+    monkeypatch.setattr(halves.PacketTableBuilder, "append", spy)
+    one, _ = read_sources([CaptureSource(name="cap", path=NODE)], workers=1)
+    halves.start_early(["--zeek", f"cap={NODE}"])
+    assert len(halves._EARLY) == 1
+    split = next(iter(halves._EARLY.values()))
+    _wait_for_child(split)
+    two, metas = read_sources([CaptureSource(name="cap", path=NODE)], workers=2)
+    assert halves._EARLY == {}
+    assert one.equals(two)
+    assert metas[0].frames == len(two)
+    # The child had time for every segment but the first: all of them were its rows.
+    assert appended and sum(len(spans) for spans in appended) == len(split.bounds) - 2
+
+
+def test_start_early_needs_exactly_one_large_pcap(monkeypatch, tmp_path):
+    monkeypatch.setattr(halves, "SPLIT_MIN_BYTES", 0)
+    text = tmp_path / "notes.txt"
+    text.write_text("not a capture\n" * 10)
+    other = tmp_path / "other.pcap"
+    other.write_bytes(NODE.read_bytes())
+    try:
+        halves.start_early([str(NODE), str(other)])  # two candidates: which would the command read?
+        assert halves._EARLY == {}
+        halves.start_early([str(text)])  # not a capture: left to the command to report
+        assert halves._EARLY == {}
+        halves.start_early(["--host", "10.0.0.1", str(tmp_path / "missing.pcap")])
+        assert halves._EARLY == {}
+        monkeypatch.setenv("FLOWTRACE_WORKERS", "1")
+        halves.start_early([str(NODE)])
+        assert halves._EARLY == {}
+    finally:
+        halves.abandon_early()
+
+
+def test_abandoned_early_split_stops_its_child(monkeypatch):
+    import os
+
+    monkeypatch.setattr(halves, "SPLIT_MIN_BYTES", 0)
+    halves.start_early([str(NODE)])
+    (split,) = halves._EARLY.values()
+    pid = split.child._child[0]
+    halves.abandon_early()
+    assert halves._EARLY == {}
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+@pytest.fixture(scope="module")
+def big_pcap(tmp_path_factory):
+    """A pcap above SPLIT_MIN_BYTES: node1.pcap's records repeated, 1,000 s apart."""
+    data = NODE.read_bytes()
+    body = [data[s:e] for s, e in pcap_record_offsets(data)]
+    copies = halves.SPLIT_MIN_BYTES // (len(data) - 24) + 1
+    out = [data[:24]]
+    for k in range(copies):
+        for rec in body:
+            sec = struct.unpack_from("<I", rec, 0)[0] + 1000 * k
+            out.append(struct.pack("<I", sec) + rec[4:])
+    path = tmp_path_factory.mktemp("big") / "big.pcap"
+    path.write_bytes(b"".join(out))
+    return path
+
+
+def test_command_line_reads_a_large_capture_early(big_pcap):
+    import os
+    import subprocess
+    import sys
+
+    def conn_log(**env: str) -> list[str]:
+        run = subprocess.run([sys.executable, "-m", "flowtrace", "flows", "--zeek", str(big_pcap)],
+                             capture_output=True, text=True, check=True, env={**os.environ, **env})
+        assert run.stderr == ""
+        return [line for line in run.stdout.splitlines() if not line.startswith(("#open", "#close"))]
+
+    early = conn_log()
+    assert early == conn_log(FLOWTRACE_WORKERS="1")
+    assert len(early) > 1000
