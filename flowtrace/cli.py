@@ -64,6 +64,26 @@ def info(
         render_info(summaries)
 
 
+TimeoutOption = Annotated[list[str] | None, typer.Option(
+    "--timeout", help="Override a conntrack idle timeout, KEY=SECONDS (repeatable; keys in docs/flows.md).")]
+KubeProxyOption = Annotated[bool, typer.Option(
+    "--kube-proxy-timeouts", help="Use the conntrack timeouts kube-proxy sets (established 86400 s, close_wait 3600 s).")]
+
+
+def _timeouts(items: list[str] | None, kube_proxy: bool) -> dict[str, float]:
+    """``--timeout KEY=SECONDS`` options (over kube-proxy's values with ``--kube-proxy-timeouts``);
+    the library validates keys and values."""
+    from flowtrace.flows import KUBE_PROXY_TIMEOUTS
+
+    timeouts: dict[str, float] = dict(KUBE_PROXY_TIMEOUTS) if kube_proxy else {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InputError("", f"--timeout {item!r} is not KEY=SECONDS")
+        timeouts[key.strip()] = value.strip()  # type: ignore[assignment]  # validated by the library
+    return timeouts
+
+
 @app.command()
 def flows(
     captures: Annotated[list[Path], typer.Argument(help="Capture files or directories of captures (NAME=PATH names one).")],
@@ -74,13 +94,12 @@ def flows(
     port: Annotated[list[str] | None, typer.Option("--port", help="Keep flows with an endpoint on this port (repeatable; ICMP: the type).")] = None,
     proto: Annotated[list[str] | None, typer.Option("--proto", help="Keep flows of this protocol: tcp, udp, icmp, icmp6, sctp or a number (repeatable).")] = None,
     capture: Annotated[list[str] | None, typer.Option("--capture", help="Keep flows of this capture name (repeatable).")] = None,
-    timeout: Annotated[list[str] | None, typer.Option("--timeout", help="Override an idle timeout, KEY=SECONDS (repeatable; keys in docs/flows.md).")] = None,
-    kube_proxy_timeouts: Annotated[bool, typer.Option("--kube-proxy-timeouts", help="Use the conntrack timeouts kube-proxy sets (established 86400 s, close_wait 3600 s).")] = False,
+    timeout: TimeoutOption = None,
+    kube_proxy_timeouts: KubeProxyOption = False,
     ignore_checksums: Annotated[bool, typer.Option("-C", "--ignore-checksums", help="Leave bad-checksum letters (c) out of histories, like zeek -C (captures with checksum offload).")] = False,
     limit: Annotated[int, typer.Option("--limit", min=0, help="Table only: show at most N flows (0: all; a terminal table of many thousands is slow to draw).")] = 1000,
 ) -> None:
     """List connections per observation point (capture, interface, direction) with Zeek's conn_state and history."""
-    from flowtrace.flows import KUBE_PROXY_TIMEOUTS
     from flowtrace.flows.select import FlowFilter
     from flowtrace.flows.zeek import conn_log
     from flowtrace.pipeline import flows as build_flows
@@ -89,12 +108,7 @@ def flows(
     try:
         if json_out + csv_out + zeek_out > 1:
             raise InputError("", "choose one of --json, --csv, --zeek")
-        timeouts: dict[str, float] = dict(KUBE_PROXY_TIMEOUTS) if kube_proxy_timeouts else {}
-        for item in timeout or []:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise InputError("", f"--timeout {item!r} is not KEY=SECONDS")
-            timeouts[key.strip()] = value.strip()  # type: ignore[assignment]  # validated by the library
+        timeouts = _timeouts(timeout, kube_proxy_timeouts)
         selection = FlowFilter.parse(hosts=host or [], ports=port or [], protos=proto or [], captures=capture or [])
         table = selection.apply(build_flows([str(p) for p in captures], timeouts=timeouts,
                                             ignore_checksums=ignore_checksums))
@@ -131,6 +145,8 @@ def analyze(
     fail_on: Annotated[str | None, typer.Option(
         "--fail-on", metavar="SEVERITY", help="Exit with status 1 when a finding of SEVERITY or above exists "
         "(info, low, medium, high, critical): for CI pipelines and scripts.")] = None,
+    timeout: TimeoutOption = None,
+    kube_proxy_timeouts: KubeProxyOption = False,
 ) -> None:
     """Follow every connection across the captures: path, NAT, latencies, clock offsets, findings."""
     from flowtrace import __version__
@@ -143,9 +159,10 @@ def analyze(
         if fail_on is not None and fail_on not in SEVERITIES:
             raise InputError("", f"--fail-on {fail_on!r} is not a severity ({', '.join(SEVERITIES)})")
         names = _read_k8s(k8s)
+        timeouts = _timeouts(timeout, kube_proxy_timeouts)
         with _progress(captures) as progress:
             result = run_analysis(captures, manifest=manifest, conntrack_dumps=conntrack_dump or [],
-                                  reference=reference, progress=progress)
+                                  reference=reference, timeouts=timeouts, progress=progress)
         if html is not None:
             _write_html(html, result, names=names, limit=limit)
     except FlowtraceError as e:
@@ -171,6 +188,8 @@ def conntrack(
     extended: Annotated[bool, typer.Option("--extended", help="Layer-3 prefix as conntrack -o extended prints it.")] = False,
     events: Annotated[bool, typer.Option("--events", help="Every entry ever created, as conntrack -E NEW lines.")] = False,
     manifest: Annotated[Path | None, typer.Option(help="YAML file naming capture roles, hosts, the reference.")] = None,
+    timeout: TimeoutOption = None,
+    kube_proxy_timeouts: KubeProxyOption = False,
 ) -> None:
     """Print the conntrack table each node held, rebuilt from its capture, in conntrack -L layout."""
     from flowtrace.pipeline import analyze as run_analysis
@@ -178,7 +197,8 @@ def conntrack(
 
     dumps = list(compare_with or [])
     try:
-        result = run_analysis(captures, manifest=manifest, conntrack_dumps=dumps)
+        result = run_analysis(captures, manifest=manifest, conntrack_dumps=dumps,
+                              timeouts=_timeouts(timeout, kube_proxy_timeouts))
     except FlowtraceError as e:
         raise _fail(e) from None
     known = result.conntrack_nodes()

@@ -281,7 +281,7 @@ def analyze(captures: CaptureArg | Sequence[CaptureArg], *, manifest: CaptureArg
     # while this one rebuilds the tables and compares them with the dumps.
     detection = Forked(partial(_detect, analysis), fork=worth_forking(len(packets)))
     try:
-        analysis.conntrack = rebuild_tables(packets, corr.hops, corr.sightings, end_ns=ends)
+        analysis.conntrack = rebuild_tables(packets, corr.hops, corr.sightings, end_ns=ends, timeouts=timeouts)
         _compare_dumps(analysis, dumps)
         step("detect", 0, 0)
         _store_findings(analysis, *detection.result())

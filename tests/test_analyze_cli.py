@@ -105,3 +105,16 @@ def test_bad_manifests_are_input_errors(tmp_path, text):
     with pytest.raises(InputError) as e:
         read_manifest(m)
     assert "m.yaml" in str(e.value)
+
+
+def test_conntrack_timeouts_set_the_seconds_left():
+    def seconds_left(*options: str) -> set[str]:
+        r = run("conntrack", str(FIXTURES / "cross-node"), "--node", "node1", *options)
+        assert r.exit_code == 0, r.output
+        return {line.split()[2] for line in r.stdout.splitlines()}
+
+    assert seconds_left() == {"120"}  # TIME_WAIT, Linux's 120 s, read as the capture ends
+    assert seconds_left("--timeout", "tcp_time_wait=60") == {"60"}
+    assert seconds_left("--kube-proxy-timeouts") == {"120"}  # kube-proxy leaves TIME_WAIT alone
+    bad = run("analyze", str(FIXTURES / "cross-node"), "--timeout", "tcp_time_wait")
+    assert bad.exit_code == 2 and "KEY=SECONDS" in bad.output

@@ -89,3 +89,49 @@ def test_change_labels_fold_ports_into_address_rewrites():
     assert change_labels(DNAT | SNAT | SNAT_PORT | ROUTED, 0) == ["DNAT", "SNAT", "routed"]
     assert change_labels(SNAT_PORT, 0) == ["SNAT port"]
     assert change_labels(DNAT, 1) == ["reverse DNAT"]
+
+
+def _walk(times_s, *, proto=17, replies=(), limits=None):
+    """The entries conntrack creates for one key's packets at ``times_s`` (requests, but
+    the indices in ``replies``), through the same event filter the rebuild uses."""
+    import pandas as pd
+
+    from flowtrace.correlate.conntrack import Limits, _lifecycle, _relevant
+    from flowtrace.correlate.path import REQUEST
+
+    n = len(times_s)
+    packets = pd.DataFrame({"proto": np.full(n, proto, dtype=np.uint8), "tcp_flags": np.zeros(n, dtype=np.uint16)})
+    ev = pd.DataFrame({"key": np.zeros(n, dtype=np.int64),
+                       "ts": (np.asarray(times_s, dtype=np.float64) * 1e9).astype(np.int64),
+                       "direction": ["reply" if i in replies else REQUEST for i in range(n)],
+                       "row": np.arange(n)})
+    limits = limits or Limits.of()
+    return _lifecycle(_relevant(ev, packets, limits.shortest), packets, limits)
+
+
+def test_steady_one_way_udp_keeps_one_entry():
+    # A packet a second for a minute: each refreshes the 30 s timer, though the walk
+    # only sees a few of them.
+    life = _walk(range(61))
+    assert len(life) == 1
+    assert life["last"].iloc[0] == 60_000_000_000
+    assert life["ended"].iloc[0] is None
+
+
+def test_udp_silence_longer_than_the_timeout_expires_the_entry():
+    life = _walk([*range(10), *range(50, 60)])
+    assert life["ended"].tolist()[0] == "expired"
+    assert life["created"].tolist() == [0, 50_000_000_000]
+    assert life["recreated"].tolist() == [False, True]
+
+
+def test_timeout_overrides_reach_the_walk():
+    from flowtrace.correlate.conntrack import Limits
+
+    assert Limits.of({"udp": 5}).udp == 5_000_000_000
+    assert Limits.of({"tcp_established": 86400}).seconds(6, S_ES, False) == 86400
+    # 8 s between packets: one entry by default, one per packet with a 5 s UDP timeout.
+    assert len(_walk([0, 8, 16, 24])) == 1
+    assert len(_walk([0, 8, 16, 24], limits=Limits.of({"udp": 5}))) == 4
+    # Gaps of 3 s are left out of the walk by default (below 5 s); a 2 s timeout sees them.
+    assert len(_walk([0, 3, 6, 9], limits=Limits.of({"udp": 2}))) == 4

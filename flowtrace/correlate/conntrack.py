@@ -12,6 +12,7 @@ expired after its state's timeout. Each creation is one ``conntrack -E`` NEW eve
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +20,7 @@ import pandas as pd
 
 from flowtrace.context.conntrack import ConntrackEntry, Tuple
 from flowtrace.correlate.path import REQUEST
-from flowtrace.flows.timeouts import CONNTRACK_TIMEOUTS
+from flowtrace.flows.timeouts import resolve_timeouts
 
 S_NONE, S_SS, S_SR, S_ES, S_FW, S_CW, S_LA, S_TW, S_CL, S_S2 = range(10)
 S_IV, S_IG = 10, 11
@@ -48,14 +49,43 @@ TCP_TRANSITIONS = np.array([
     ],
 ], dtype=np.int8)
 
-TCP_TIMEOUTS_S = {**{state: int(CONNTRACK_TIMEOUTS[f"tcp_{state.lower()}"]) for state in STATE_NAMES[1:9]},
-                  "SYN_SENT2": int(CONNTRACK_TIMEOUTS["tcp_syn_sent"])}
-"""Linux defaults per TCP state in seconds (flowtrace.flows.CONNTRACK_TIMEOUTS; SYN_SENT2
-shares SYN_SENT's); kube-proxy may lower ESTABLISHED."""
-UDP_TIMEOUT_S = int(CONNTRACK_TIMEOUTS["udp"])
-UDP_STREAM_TIMEOUT_S = int(CONNTRACK_TIMEOUTS["udp_stream"])
 UDP_STREAM_AFTER_S = 2
-ICMP_TIMEOUT_S = int(CONNTRACK_TIMEOUTS["icmp"])
+"""Seconds after creation from which a replied UDP entry is a stream (longer timeout)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """conntrack's idle timeouts in nanoseconds (flowtrace.flows.CONNTRACK_TIMEOUTS, with
+    overrides), in the shape the state walk reads them."""
+
+    tcp: list[int]
+    """Per TCP state (STATE_NAMES order; SYN_SENT2 shares SYN_SENT's)."""
+    udp: int
+    udp_stream: int
+    icmp: int
+
+    @classmethod
+    def of(cls, timeouts: Mapping[str, float] | None = None) -> Limits:
+        """The defaults overridden by ``timeouts`` (seconds, keys of CONNTRACK_TIMEOUTS);
+        raises InputError for an unknown key or a bad value."""
+        ns = resolve_timeouts(timeouts)
+        tcp = [0] + [ns[f"tcp_{state.lower()}"] for state in STATE_NAMES[1:9]] + [ns["tcp_syn_sent"]]
+        return cls(tcp=tcp, udp=ns["udp"], udp_stream=ns["udp_stream"], icmp=ns["icmp"])
+
+    def seconds(self, proto: int, state: int, stream: bool) -> int:
+        """The whole seconds an entry of ``proto`` in TCP ``state`` (or UDP ``stream``) lives idle."""
+        if proto == 6:
+            ns = self.tcp[state]
+        elif proto == 17:
+            ns = self.udp_stream if stream else self.udp
+        else:
+            ns = self.icmp
+        return ns // 1_000_000_000
+
+    @property
+    def shortest(self) -> int:
+        """The shortest timeout: an idle gap below it expires no entry."""
+        return min(*self.tcp[1:], self.udp, self.udp_stream, self.icmp)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -88,9 +118,11 @@ def tcp_index(flags: np.ndarray) -> np.ndarray:
                     np.where(flags & 0x01, I_FIN, np.where(flags & 0x10, I_ACK, I_NONE)))).astype(np.int8)
 
 
-def host_events(packets: pd.DataFrame, corr_sightings: pd.DataFrame, host_connections: pd.DataFrame) -> pd.DataFrame:
+def host_events(packets: pd.DataFrame, corr_sightings: pd.DataFrame, host_connections: pd.DataFrame, *,
+                shortest_ns: int = 5_000_000_000) -> pd.DataFrame:
     """Packets each host's conntrack saw: one row per (host capture, connection, packet), in
-    time order, from the connections' sightings at that capture."""
+    time order, from the connections' sightings at that capture. Only those that can change
+    an entry are kept (see ``_relevant``; ``shortest_ns`` is the shortest idle timeout)."""
     st = corr_sightings
     capture = packets["capture"].cat.codes.to_numpy()[st["row"].to_numpy()]
     ev = pd.DataFrame({"capture": capture, "connection": st["connection"].to_numpy(),
@@ -100,16 +132,17 @@ def host_events(packets: pd.DataFrame, corr_sightings: pd.DataFrame, host_connec
     # ICMP errors about a connection travel with it but are RELATED, not part of the entry.
     ev = ev[packets["proto"].to_numpy()[ev["row"].to_numpy()] == ev["proto"].to_numpy()]
     ev = ev.sort_values(["key", "ts", "row"], kind="stable").drop_duplicates(["key", "group"])
-    return _relevant(ev.reset_index(drop=True), packets)
+    return _relevant(ev.reset_index(drop=True), packets, shortest_ns)
 
 
-def _relevant(ev: pd.DataFrame, packets: pd.DataFrame) -> pd.DataFrame:
+def _relevant(ev: pd.DataFrame, packets: pd.DataFrame, shortest_ns: int) -> pd.DataFrame:
     """The events that can change an entry: SYN, FIN and RST, the first packet of each side
     after each of them (the ACK that moves a state on), the first reply, a packet 2 s after
     creation (UDP streams), packets after idle gaps (timeouts) and each key's last packet
-    (the refresh time). Everything else only refreshes the timer in the same state."""
+    (the refresh time). Everything else only refreshes the timer in the same state.
+    Adds ``idle``: the time since the key's previous packet, seen or left out."""
     if ev.empty:
-        return ev
+        return ev.assign(idle=np.zeros(0, dtype=np.int64))
     key = ev["key"].to_numpy()
     ts = ev["ts"].to_numpy()
     flags = packets["tcp_flags"].to_numpy()[ev["row"].to_numpy()]
@@ -124,12 +157,16 @@ def _relevant(ev: pd.DataFrame, packets: pd.DataFrame) -> pd.DataFrame:
     created = ts[np.flatnonzero(start)][block]
     after_2s = (ts - created) > UDP_STREAM_AFTER_S * 1_000_000_000
     first_after = after_2s & ~pd.Series(np.where(after_2s, key, -1)).duplicated().to_numpy()
-    gap = np.r_[True, np.diff(ts) > 5_000_000_000] & ~start
+    idle = np.r_[0, np.diff(ts)]
+    idle[start] = 0
+    gap = (idle > min(5_000_000_000, shortest_ns)) & ~start
     keep = start | end | control | first_side | first_reply | first_after | gap
-    return ev[keep].reset_index(drop=True)
+    # The packets left out refreshed the timer: the walk judges expiry by the idle time
+    # before each event it sees, not by the time since the previous event it sees.
+    return ev[keep].assign(idle=idle[keep]).reset_index(drop=True)
 
 
-def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, timeouts: dict[str, int]) -> pd.DataFrame:
+def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.DataFrame:
     """Run conntrack over each key's events; one output row per created entry."""
     rows = ev["row"].to_numpy()
     proto = packets["proto"].to_numpy()[rows]
@@ -138,10 +175,11 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, timeouts: dict[str, int]
     # The walk reads Python lists: indexing numpy arrays one element at a time costs more.
     reply = (ev["direction"].to_numpy() != REQUEST).tolist()
     ts = ev["ts"].to_numpy().astype(np.int64).tolist()
+    idle = ev["idle"].to_numpy().astype(np.int64).tolist()
     key = key_np.tolist()
     idx = tcp_index(flags).tolist()
     transitions = TCP_TRANSITIONS.tolist()
-    tcp_timeout = [0] + [int(timeouts.get(n, TCP_TIMEOUTS_S[n])) for n in STATE_NAMES[1:]]
+    tcp_timeout, udp_timeout, udp_stream_timeout = limits.tcp, limits.udp, limits.udp_stream
     out = []
     # Per key a short Python walk over its few state-relevant events; pure ACK and data
     # packets in ESTABLISHED only refresh the timer, so they are skipped in bulk.
@@ -154,8 +192,8 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, timeouts: dict[str, int]
             t = ts[i]
             if entry is not None:
                 limit = (tcp_timeout[entry["state"]] if is_tcp else
-                         (UDP_STREAM_TIMEOUT_S if entry["stream"] else UDP_TIMEOUT_S)) * 1_000_000_000
-                if t - entry["last"] > limit:
+                         (udp_stream_timeout if entry["stream"] else udp_timeout))
+                if idle[i] > limit:
                     entry["ended"] = "expired"
                     out.append(entry)
                     entry = None
@@ -225,13 +263,17 @@ ICMP_REPLY_TYPE = {8: 0, 13: 14, 15: 16, 17: 18, 128: 129, 130: 131}
 
 
 def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.DataFrame, *,
-                   end_ns: dict[str, int] | None = None, timeouts: dict[str, int] | None = None) -> list[RebuiltEntry]:
+                   end_ns: dict[str, int] | None = None,
+                   timeouts: Mapping[str, float] | None = None) -> list[RebuiltEntry]:
     """The conntrack entries of every host whose capture shows connections entering and leaving it.
 
     ``end_ns`` gives, per capture, the (corrected) time the table is read at (default: the
-    capture's last packet), for the seconds-left column.
+    capture's last packet), for the seconds-left column. ``timeouts`` overrides conntrack's
+    idle timeouts in seconds (keys of ``flowtrace.flows.CONNTRACK_TIMEOUTS``, as for flows):
+    they decide when an idle entry expired and the seconds it has left. Raises InputError
+    for a bad timeout.
     """
-    timeouts = timeouts or {}
+    limits = Limits.of(timeouts)
     is_req = (hops["direction"] == "request").to_numpy()
     req = hops[is_req].reset_index(drop=True)
     if req.empty:
@@ -271,8 +313,8 @@ def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.Data
     span = span.assign(capture_code=[code[c] for c in span["capture"]], key=np.arange(len(span)),
                        proto=first["proto"].to_numpy())
     hosts = span.rename(columns={"capture": "capture_name"}).rename(columns={"capture_code": "capture"})
-    ev = host_events(packets, sightings, hosts)
-    life = _lifecycle(ev, packets, timeouts)
+    ev = host_events(packets, sightings, hosts, shortest_ns=limits.shortest)
+    life = _lifecycle(ev, packets, limits)
     out: list[RebuiltEntry] = []
     ends = end_ns or {}
     firsts, lasts = first, last
@@ -302,12 +344,7 @@ def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.Data
             rep = Tuple(src=str(l_dst[k]), dst=str(l_src[k]), icmp_type=ICMP_REPLY_TYPE.get(itype, itype),
                         icmp_code=0, icmp_id=int(icmp_id[int(l_row[k])]))
         state = STATE_NAMES[int(state_i)] if proto_num == 6 else None
-        if proto_num == 6:
-            timeout = timeouts.get(state, TCP_TIMEOUTS_S.get(state, 0))
-        elif proto_num == 17:
-            timeout = UDP_STREAM_TIMEOUT_S if stream else UDP_TIMEOUT_S
-        else:
-            timeout = ICMP_TIMEOUT_S
+        timeout = limits.seconds(proto_num, int(state_i), bool(stream))
         node = h_name[k]
         read_at = ends.get(node, int(last_ns))
         left = max(int(timeout - (read_at - int(last_ns)) // 1_000_000_000), 0)
@@ -322,8 +359,7 @@ def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.Data
         if ended is None and read_at - int(last_ns) > timeout * 1_000_000_000:
             ended = "expired"
         first_state = STATE_NAMES[int(created_state)] if proto_num == 6 else None
-        first_timeout = (timeouts.get(first_state, TCP_TIMEOUTS_S.get(first_state, 0)) if proto_num == 6
-                         else UDP_TIMEOUT_S if proto_num == 17 else ICMP_TIMEOUT_S)
+        first_timeout = limits.seconds(proto_num, int(created_state), False)
         created = ConntrackEntry(family=family, proto=proto, orig=orig, reply=rep, timeout_s=first_timeout,
                                  state=first_state, flags=_UNREPLIED, node=node)
         out.append(RebuiltEntry(entry=entry, node=node, connection=int(h_conn[k]), created_ns=int(created_ns),
