@@ -402,7 +402,7 @@ def _leave(code: int) -> NoReturn:
     large arrays one by one, which the system does at once: a tenth of a second or more
     after a large analysis.
     """
-    from flowtrace.decode.halves import abandon_early
+    from flowtrace.decode.early import abandon_early
 
     abandon_early()
     try:

@@ -1,9 +1,10 @@
-"""The ``flowtrace`` command's entry point: a large capture starts decoding before the CLI loads.
+"""The ``flowtrace`` command's entry point: reading starts before the command line loads.
 
 Loading the command line (typer, rich, pandas and the pipeline) takes about 0.4 s. For a
-command that reads captures, the one large pcap among its arguments is handed first to
-``flowtrace.decode.halves.start_early``, which needs only numpy: a second process decodes
-the file from its end during those 0.4 s, and the command's own read meets it there.
+command that reads captures, its capture arguments go first to
+``flowtrace.decode.early.start_early``, which needs only numpy: a second process (or a
+pool of workers) decodes them during those 0.4 s, and the command's own read adopts
+that work.
 """
 
 from __future__ import annotations
@@ -13,14 +14,38 @@ import sys
 READING_COMMANDS = frozenset({"info", "flows", "analyze", "conntrack", "trace", "export"})
 """Subcommands whose arguments are captures."""
 
+VALUE_OPTIONS = frozenset({
+    "-o", "--output", "--capture", "--client", "--compare", "--conn", "--conntrack-dump", "--fail-on",
+    "--format", "--host", "--html", "--k8s", "--limit", "--manifest", "--node", "--port", "--proto",
+    "--reference", "--svg", "--table", "--timeout",
+})
+"""Options of the reading commands that take a value (the next argument is not a capture);
+tests/test_launch.py checks the list against the commands."""
+
+
+def capture_arguments(args: list[str]) -> list[str]:
+    """The positional arguments of a reading command's arguments ``args`` (after its name)."""
+    out = []
+    skip, options = False, True
+    for arg in args:
+        if skip:
+            skip = False
+        elif options and arg == "--":
+            options = False
+        elif options and arg.startswith("-"):
+            skip = arg in VALUE_OPTIONS
+        else:
+            out.append(arg)
+    return out
+
 
 def main() -> None:
     """Entry point of the ``flowtrace`` script and of ``python -m flowtrace``."""
     args = sys.argv[1:]
     if len(args) > 1 and args[0] in READING_COMMANDS and not {"-h", "--help"} & set(args):
-        from flowtrace.decode.halves import start_early
+        from flowtrace.decode.early import start_early
 
-        start_early(args[1:])
+        start_early(capture_arguments(args[1:]))
     from flowtrace.cli import main as cli_main
 
     cli_main()

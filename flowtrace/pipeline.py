@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import os
-import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from os import PathLike
 from pathlib import Path
@@ -20,21 +16,26 @@ import pandas as pd
 from flowtrace.analysis import Analysis
 from flowtrace.capture.files import CaptureSource, expand_sources
 from flowtrace.capture.memory import pin_mmap_threshold
-from flowtrace.capture.pcap import PcapReader
 from flowtrace.capture.reader import CaptureFile, CaptureMeta, CaptureReader
 from flowtrace.context.conntrack import compare, created_entries, looks_like_dump, read_dump
 from flowtrace.context.manifest import Manifest, read_manifest
 from flowtrace.correlate.assemble import correlate
 from flowtrace.correlate.conntrack import rebuild_tables
 from flowtrace.correlate.roles import infer_roles
-from flowtrace.decode.feed import feed
-from flowtrace.decode.halves import can_split, decode_halves
+from flowtrace.decode.reading import (
+    Pool,
+    decode_into,
+    file_sizes,
+    may_split,
+    take_early_pool,
+    workers_for,
+)
 from flowtrace.decode.summary import CaptureSummary, summarize
 from flowtrace.decode.table import PacketTableBuilder, merge_parts
 from flowtrace.errors import CaptureWarning
 from flowtrace.flows import FlowSet
 from flowtrace.flows import build as build_flows
-from flowtrace.fork import Forked, requested_workers, worth_forking
+from flowtrace.fork import Forked, worth_forking
 
 if TYPE_CHECKING:
     from flowtrace.detect.finding import Finding
@@ -57,96 +58,37 @@ def _as_list(captures: CaptureArg | Sequence[CaptureArg]) -> list[str]:
     return [str(c) for c in captures]
 
 
-PARALLEL_MIN_BYTES = 64 << 20
-"""Below this much input, decoding in one process is faster than starting workers."""
-
-
-def _decode_into(builder: PacketTableBuilder, code: int, source: CaptureSource,
-                 on_batch: Callable[[CaptureReader], None] | None = None, *, split: bool = False,
-                 later_bytes: int = 0) -> CaptureMeta:
-    """Decode one capture into ``builder`` as capture ``code``; returns what the reader learned.
-    ``on_batch(reader)`` is called after every batch (progress reporting). With ``split``, a
-    large pcap file is decoded by two processes (see flowtrace.decode.halves);
-    ``later_bytes`` is the size of the captures decoded after this one."""
-    with CaptureFile(source) as reader:
-        if not (split and can_split(reader)):
-            return _one_pass(builder, code, reader, on_batch, later_bytes)
-        assert isinstance(reader, PcapReader)
-        meta = decode_halves(builder, code, source, reader, on_batch)
-        if meta is not None:
-            log.debug("read %s in two halves: %d frames", source.path, meta.frames)
-            return meta
-    # The split was refused (builder unchanged, reader spent): read the file from its start.
-    with CaptureFile(source) as reader:
-        return _one_pass(builder, code, reader, on_batch, later_bytes)
-
-
-def _one_pass(builder: PacketTableBuilder, code: int, reader: CaptureReader,
-              on_batch: Callable[[CaptureReader], None] | None, later_bytes: int) -> CaptureMeta:
-    """Decode all of ``reader`` into ``builder`` in this process; returns what it learned."""
-    feed(builder, code, reader, on_batch, later_bytes=later_bytes)
-    reader.close()
-    log.debug("read %s: %d frames", reader.path, reader.frames)
-    return reader.meta()
-
-
-def _decode_worker(source: CaptureSource) -> tuple[dict[str, object], CaptureMeta, list[str]]:
-    """Worker process: one capture decoded on its own (its warnings returned as text)."""
-    pin_mmap_threshold()
-    builder = PacketTableBuilder()
-    builder.add_capture(source.name)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", CaptureWarning)
-        meta = _decode_into(builder, 0, source)
-    return builder.export_part(), meta, [str(w.message) for w in caught]
-
-
-def _workers(sources: Sequence[CaptureSource], workers: int | None) -> int:
-    requested = requested_workers(workers)
-    if requested is not None:
-        return max(1, min(requested, len(sources)))
-    if len(sources) < 2 or sys.platform != "linux":
-        return 1
-    try:
-        size = sum(os.path.getsize(s.path) for s in sources)
-    except OSError:
-        return 1
-    return min(os.cpu_count() or 1, len(sources)) if size >= PARALLEL_MIN_BYTES else 1
-
-
-def _may_split(workers: int | None) -> bool:
-    """Whether one large capture may be decoded by two processes (not when told one worker)."""
-    requested = requested_workers(workers)
-    return requested is None or requested > 1
-
-
 def read_sources(sources: Sequence[CaptureSource], *, workers: int | None = None,
                  progress: Progress | None = None) -> tuple[pd.DataFrame, list[CaptureMeta]]:
     """Read and decode ``sources`` into one packets table; also return each capture's metadata.
 
     Several large captures are decoded in parallel worker processes (``workers``; default:
     one per core when the input exceeds PARALLEL_MIN_BYTES); otherwise each large
-    uncompressed pcap is decoded by two processes, one per half (flowtrace.decode.halves),
-    unless ``workers`` or FLOWTRACE_WORKERS is 1. Raises CaptureError
-    (CaptureOpenError, CaptureFormatError) for a file that cannot be read at all; a
-    capture cut mid-record yields its complete records and a CaptureWarning. ``progress``
-    is called with stage ``read`` (see Progress).
+    uncompressed pcap is decoded by two processes (flowtrace.decode.halves), unless
+    ``workers`` or FLOWTRACE_WORKERS is 1 (see flowtrace.decode.reading). Work the command
+    line started early on the same files is adopted (flowtrace.decode.early). Raises
+    CaptureError (CaptureOpenError, CaptureFormatError) for a file that cannot be read at
+    all; a capture cut mid-record yields its complete records and a CaptureWarning.
+    ``progress`` is called with stage ``read`` (see Progress).
     """
     pin_mmap_threshold()
-    n_workers = _workers(sources, workers)
-    sizes = _file_sizes(sources)
-    if n_workers > 1:
-        # Open every file first so that a bad one fails before any work starts.
-        for source in sources:
-            with CaptureFile(source):
-                pass
-        ctx = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
+    sizes = file_sizes(sources)
+    pool = take_early_pool(sources) if workers is None else None
+    if pool is not None or workers_for(sources, workers) > 1:
+        try:
+            # Open every file first so that a bad one fails before any work starts.
+            for source in sources:
+                with CaptureFile(source):
+                    pass
+            pool = pool or Pool(sources, workers_for(sources, workers))
             results = []
-            for i, result in enumerate(pool.map(_decode_worker, sources)):
-                results.append(result)
+            for i, future in enumerate(pool.futures):
+                results.append(future.result())
                 if progress is not None:
                     progress("read", sum(sizes[:i + 1]), sum(sizes))
+        finally:
+            if pool is not None:
+                pool.close()
         metas = []
         for _, meta, caught in results:
             for message in caught:
@@ -164,19 +106,9 @@ def read_sources(sources: Sequence[CaptureSource], *, workers: int | None = None
             def on_batch(reader: CaptureReader, before: int = sum(sizes[:i]), size: int = sizes[i]) -> None:
                 share = min(1.0, reader.consumed / reader.expected_size) if reader.expected_size else 0.0
                 progress("read", before + int(size * share), sum(sizes))
-        metas.append(_decode_into(builder, code, source, on_batch, split=_may_split(workers),
-                                  later_bytes=sum(sizes[i + 1:])))
+        metas.append(decode_into(builder, code, source, on_batch, split=may_split(workers),
+                                 later_bytes=sum(sizes[i + 1:])))
     return builder.finish(), metas
-
-
-def _file_sizes(sources: Sequence[CaptureSource]) -> list[int]:
-    sizes = []
-    for s in sources:
-        try:
-            sizes.append(os.path.getsize(s.path))
-        except OSError:
-            sizes.append(0)
-    return sizes
 
 
 def read_packets(captures: CaptureArg | Sequence[CaptureArg]) -> pd.DataFrame:

@@ -10,7 +10,7 @@ import pytest
 
 from flowtrace.capture.files import CaptureSource
 from flowtrace.capture.pcap import PcapReader
-from flowtrace.decode import halves
+from flowtrace.decode import early, halves
 from flowtrace.pipeline import read_sources
 from tests.craft import Rec, pcap, pcap_record_offsets
 
@@ -31,7 +31,7 @@ def splits(monkeypatch, request):
         done.append(meta is not None)
         return meta
 
-    monkeypatch.setattr("flowtrace.pipeline.decode_halves", spy)
+    monkeypatch.setattr("flowtrace.decode.reading.decode_halves", spy)
     return done
 
 
@@ -193,7 +193,7 @@ def test_early_split_is_adopted_by_the_read(monkeypatch):
 
     monkeypatch.setattr(halves.PacketTableBuilder, "append", spy)
     one, _ = read_sources([CaptureSource(name="cap", path=NODE)], workers=1)
-    halves.start_early(["--zeek", f"cap={NODE}"])
+    early.start_early([f"cap={NODE}"])
     assert len(halves._EARLY) == 1
     split = next(iter(halves._EARLY.values()))
     _wait_for_child(split)
@@ -205,34 +205,30 @@ def test_early_split_is_adopted_by_the_read(monkeypatch):
     assert appended and sum(len(spans) for spans in appended) == len(split.bounds) - 2
 
 
-def test_start_early_needs_exactly_one_large_pcap(monkeypatch, tmp_path):
+def test_start_early_leaves_what_it_cannot_use_to_the_command(monkeypatch, tmp_path):
     monkeypatch.setattr(halves, "SPLIT_MIN_BYTES", 0)
     text = tmp_path / "notes.txt"
     text.write_text("not a capture\n" * 10)
-    other = tmp_path / "other.pcap"
-    other.write_bytes(NODE.read_bytes())
     try:
-        halves.start_early([str(NODE), str(other)])  # two candidates: which would the command read?
-        assert halves._EARLY == {}
-        halves.start_early([str(text)])  # not a capture: left to the command to report
-        assert halves._EARLY == {}
-        halves.start_early(["--host", "10.0.0.1", str(tmp_path / "missing.pcap")])
+        early.start_early([str(text)])  # not a capture: the command reports it
+        early.start_early([str(tmp_path / "missing.pcap")])
+        early.start_early([])
         assert halves._EARLY == {}
         monkeypatch.setenv("FLOWTRACE_WORKERS", "1")
-        halves.start_early([str(NODE)])
+        early.start_early([str(NODE)])
         assert halves._EARLY == {}
     finally:
-        halves.abandon_early()
+        early.abandon_early()
 
 
 def test_abandoned_early_split_stops_its_child(monkeypatch):
     import os
 
     monkeypatch.setattr(halves, "SPLIT_MIN_BYTES", 0)
-    halves.start_early([str(NODE)])
+    early.start_early([str(NODE)])
     (split,) = halves._EARLY.values()
     pid = split.child._child[0]
-    halves.abandon_early()
+    early.abandon_early()
     assert halves._EARLY == {}
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)

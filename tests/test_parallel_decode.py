@@ -30,3 +30,32 @@ def test_worker_warnings_reach_the_caller(tmp_path):
         table, _ = read_sources(expand_sources([str(tmp_path)]), workers=2)
     assert any(issubclass(w.category, CaptureWarning) for w in caught)
     assert len(table) > 0
+
+
+def test_early_pool_is_adopted_by_the_read(monkeypatch):
+    from flowtrace.decode import early, reading
+
+    monkeypatch.setattr(reading, "PARALLEL_MIN_BYTES", 0)
+    args = [str(FIXTURES / "cross-node-vxlan")] + [f"dns-{p.stem}={p}" for p in sorted((FIXTURES / "dns").glob("*.pcap"))]
+    serial, metas1 = read_sources(expand_sources(args), workers=1)
+    early.start_early(args)
+    assert len(reading._EARLY) == 1
+    pool = reading._EARLY[0]
+    parallel, metas2 = read_sources(expand_sources(args))
+    assert reading._EARLY == []
+    assert all(f.done() for f in pool.futures)
+    assert serial.equals(parallel)
+    assert [m.frames for m in metas1] == [m.frames for m in metas2]
+
+
+def test_early_pool_for_other_files_is_not_adopted(monkeypatch):
+    from flowtrace.decode import early, reading
+
+    monkeypatch.setattr(reading, "PARALLEL_MIN_BYTES", 0)
+    early.start_early([str(FIXTURES / "cross-node")])
+    try:
+        assert reading.take_early_pool(expand_sources([str(FIXTURES / "same-node")])) is None
+        assert len(reading._EARLY) == 1
+    finally:
+        early.abandon_early()
+    assert reading._EARLY == []

@@ -5,7 +5,7 @@ The parent decodes segments from the first one forward into the packets table; a
 child decodes segments from the last one backward into columns in shared memory. Each
 takes the next segment only if the other has not taken it (``_Claims``), so they meet
 wherever their speeds put them: the child may have started long before the parent is
-ready to decode (``start_early``, called by the command line before its own imports).
+ready to decode (``start_early_split``, see flowtrace.decode.early).
 
 Once the parent meets a segment the child took, it appends the child's segments in
 file order (codes translated, frame numbers shifted). A guess is proven when the walk
@@ -29,7 +29,7 @@ import os
 import signal
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from flowtrace.capture.pcap import PcapReader
 from flowtrace.capture.reader import CaptureFile, CaptureMeta, CaptureReader
 from flowtrace.decode.feed import feed
 from flowtrace.decode.table import SHARED_DTYPES, PacketTableBuilder
-from flowtrace.fork import Forked, requested_workers
+from flowtrace.fork import Forked
 
 SPLIT_MIN_BYTES = 64 << 20
 """Smallest file worth a second process (below it, forking costs more than it saves)."""
@@ -103,10 +103,12 @@ class _Split:
 
 
 _EARLY: dict[tuple[str, int, int, int], _Split] = {}
-"""Splits started by ``start_early``, waiting for ``decode_halves`` to adopt them."""
+"""Splits started by ``start_early_split``, waiting for ``decode_halves`` to adopt them."""
 
 
-def _key(path: str) -> tuple[str, int, int, int] | None:
+def source_key(path: str | Path) -> tuple[str, int, int, int] | None:
+    """What identifies a file's contents for adopting early work: real path, size,
+    modification time, inode; None when it cannot be read."""
     try:
         st = os.stat(path)
     except OSError:
@@ -114,35 +116,25 @@ def _key(path: str) -> tuple[str, int, int, int] | None:
     return os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino
 
 
-def start_early(args: Sequence[str]) -> None:
-    """Start decoding, in a second process, the one large pcap among command-line ``args``.
+def start_early_split(source: CaptureSource) -> bool:
+    """Start the second process on ``source`` now if reading it would split it; whether it did.
 
-    Called before the command line's own imports, with its arguments: an argument that is
-    (or, as ``NAME=PATH``, names) a pcap file of SPLIT_MIN_BYTES or more is a candidate;
-    with exactly one candidate, its split is started now and ``decode_halves`` adopts it
-    when the command reads that file. Never raises: a file it cannot use is left to the
-    command, which reports it. ``abandon_early`` stops a split nobody adopted.
+    ``decode_halves`` adopts the split when it reads that file (same path, size, time).
     """
-    if requested_workers() == 1 or sys.platform != "linux" or (os.cpu_count() or 1) < 2:
-        return
-    paths = []
-    for arg in args:
-        path = arg if os.path.isfile(arg) else arg.partition("=")[2]
-        if path and os.path.isfile(path) and os.path.getsize(path) >= SPLIT_MIN_BYTES:
-            paths.append(path)
-    if len(paths) != 1:
-        return
-    with contextlib.suppress(Exception):
-        source = CaptureSource(name=os.path.basename(paths[0]), path=Path(paths[0]))
-        with CaptureFile(source) as reader:
-            if can_split(reader):
-                assert isinstance(reader, PcapReader)
-                split = _start(source, reader)
-                if split is not None:
-                    _EARLY[split.key] = split
+    if os.path.getsize(source.path) < SPLIT_MIN_BYTES:
+        return False
+    with CaptureFile(source) as reader:
+        if not can_split(reader):
+            return False
+        assert isinstance(reader, PcapReader)
+        split = _start(source, reader)
+    if split is None:
+        return False
+    _EARLY[split.key] = split
+    return True
 
 
-def abandon_early() -> None:
+def abandon_early_splits() -> None:
     """Stop every early split that no read adopted."""
     while _EARLY:
         _EARLY.popitem()[1].close()
@@ -151,7 +143,7 @@ def abandon_early() -> None:
 def _start(source: CaptureSource, reader: PcapReader) -> _Split | None:
     """Cut ``reader``'s file into segments and start the child on them; None if no cut
     could be guessed or the file changed."""
-    key = _key(str(source.path))
+    key = source_key(source.path)
     size = reader.expected_size or 0
     if key is None or key[1] != size:
         return None
@@ -186,7 +178,7 @@ def decode_halves(builder: PacketTableBuilder, code: int, source: CaptureSource,
     Returns the capture's metadata, or None (``builder`` unchanged, ``reader`` spent) when
     the file could not be split; the caller then decodes it again in one pass.
     """
-    key = _key(str(source.path))
+    key = source_key(source.path)
     split = _EARLY.pop(key, None) if key is not None else None
     if split is None:
         split = _start(source, reader)
@@ -278,7 +270,7 @@ def _child(source: CaptureSource, bounds: list[int], claims: _Claims, maps: dict
     segments: list[tuple[int, int, int, int]] = []
     try:
         if os.getpid() != parent:
-            _die_with_parent()
+            die_with_parent()
         pin_mmap_threshold()
         cols = {name: np.frombuffer(mm, dtype=SHARED_DTYPES[name], count=rows) for name, mm in maps.items()}
         builder = PacketTableBuilder.on_columns(cols)
@@ -303,7 +295,7 @@ def _child(source: CaptureSource, bounds: list[int], claims: _Claims, maps: dict
         return {"segments": [], "error": f"{type(e).__name__}: {e}"}
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to kill this process when its parent ends (an early split never adopted)."""
+def die_with_parent() -> None:
+    """Ask Linux to kill this process when its parent ends (early work never adopted)."""
     with contextlib.suppress(Exception):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
