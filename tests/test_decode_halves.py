@@ -17,12 +17,12 @@ from tests.craft import Rec, pcap, pcap_record_offsets
 NODE = Path(__file__).resolve().parents[1] / "fixtures" / "pcaps" / "many-connections" / "node1.pcap"
 
 
-@pytest.fixture(params=[1 << 40, 64 << 10], ids=["two-segments", "many-segments"])
+@pytest.fixture(params=[2, 16], ids=["two-segments", "many-segments"])
 def splits(monkeypatch, request):
     """Split every pcap, however small, in two segments or in many; count the reads that
     really were split."""
     monkeypatch.setattr(halves, "SPLIT_MIN_BYTES", 0)
-    monkeypatch.setattr(halves, "SEGMENT_BYTES", request.param)
+    monkeypatch.setattr(halves, "READ_SEGMENTS", request.param)
     done: list[bool] = []
     real = halves.decode_halves
 
@@ -170,18 +170,26 @@ def test_second_half_with_more_addresses_than_int16_codes(tmp_path, splits, monk
 # -- started early, by the command line, before its imports -------------------------------
 
 def _wait_for_child(split: halves._Split, timeout: float = 10.0) -> None:
-    """Until the child has taken every segment it will take (all but the first)."""
+    """Until the child has ended (taken every segment it will take)."""
     import time
 
+    pid = split.child._child[0]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if all(split.claims._map[i] for i in range(1, len(split.bounds) - 1)):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return
+        except FileNotFoundError:
             return
         time.sleep(0.01)
-    raise AssertionError("the early child took no segments")
+    raise AssertionError("the early child did not end")
 
 
-def test_early_split_is_adopted_by_the_read(monkeypatch):
+def _early_then_read(path: Path, monkeypatch) -> tuple[halves._Split, list[list[tuple[int, int, int]]]]:
+    """Start ``path`` early, let the child take every segment it will, then read it with
+    two processes and check the table, frames and warnings against a one-pass read;
+    returns the split and the spans the read appended."""
     monkeypatch.setattr(halves, "SPLIT_MIN_BYTES", 0)
     monkeypatch.setattr(halves, "SEGMENT_BYTES", 64 << 10)
     appended: list[list[tuple[int, int, int]]] = []
@@ -192,17 +200,54 @@ def test_early_split_is_adopted_by_the_read(monkeypatch):
         return real_append(self, cols, spans, **kwargs)
 
     monkeypatch.setattr(halves.PacketTableBuilder, "append", spy)
-    one, _ = read_sources([CaptureSource(name="cap", path=NODE)], workers=1)
-    early.start_early([f"cap={NODE}"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        one, m1 = read_sources([CaptureSource(name="cap", path=path)], workers=1)
+    w1 = [str(w.message) for w in caught]
+    early.start_early([f"cap={path}"])
     assert len(halves._EARLY) == 1
     split = next(iter(halves._EARLY.values()))
     _wait_for_child(split)
-    two, metas = read_sources([CaptureSource(name="cap", path=NODE)], workers=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        two, m2 = read_sources([CaptureSource(name="cap", path=path)])
     assert halves._EARLY == {}
     assert one.equals(two)
-    assert metas[0].frames == len(two)
+    assert [m.frames for m in m1] == [m.frames for m in m2] == [len(two)]
+    assert m1[0].warnings == m2[0].warnings
+    assert w1 == [str(w.message) for w in caught]
+    return split, appended
+
+
+def test_early_split_is_adopted_by_the_read(monkeypatch):
+    split, appended = _early_then_read(NODE, monkeypatch)
     # The child had time for every segment but the first: all of them were its rows.
-    assert appended and sum(len(spans) for spans in appended) == len(split.bounds) - 2
+    assert sum(len(spans) for spans in appended) == len(split.bounds) - 2
+
+
+@pytest.mark.parametrize("problem", ["cut", "corrupt", "full"])
+def test_early_child_leaves_a_bad_segment_to_the_parent(monkeypatch, tmp_path, problem):
+    data = bytearray(NODE.read_bytes())
+    if problem == "cut":
+        data = data[:-37]
+    elif problem == "corrupt":
+        offsets = pcap_record_offsets(bytes(data))
+        struct.pack_into("<I", data, offsets[len(offsets) * 3 // 4][0] + 8, 0x7FFF_FFFF)
+    else:
+        monkeypatch.setattr(halves, "HEADROOM", 0.3)
+        monkeypatch.setattr(halves, "MIN_ROWS", 0)
+    path = tmp_path / "bad.pcap"
+    path.write_bytes(bytes(data))
+    split, appended = _early_then_read(path, monkeypatch)
+    taken = sum(len(spans) for spans in appended)
+    if problem == "full":
+        # The child stopped at the segment that did not fit, which the parent decoded
+        # itself, and kept the ones after it.
+        assert 0 < taken < len(split.bounds) - 2
+    else:
+        # The cut segment is the last; at the corrupt header the walk stops, as one pass
+        # stops there: nothing of the child's is used.
+        assert taken == 0
 
 
 def test_start_early_leaves_what_it_cannot_use_to_the_command(monkeypatch, tmp_path):

@@ -1,11 +1,12 @@
 """One large uncompressed pcap decoded by two processes at once, meeting where they meet.
 
-The file is cut into segments at guessed record boundaries (about SEGMENT_BYTES each).
-The parent decodes segments from the first one forward into the packets table; a forked
-child decodes segments from the last one backward into columns in shared memory. Each
-takes the next segment only if the other has not taken it (``_Claims``), so they meet
-wherever their speeds put them: the child may have started long before the parent is
-ready to decode (``start_early_split``, see flowtrace.decode.early).
+The file is cut into segments at guessed record boundaries: two halves when both
+processes start together, segments of about SEGMENT_BYTES when the child starts early
+(``start_early_split``, see flowtrace.decode.early) while the command line is still
+loading. The parent decodes segments from the first one forward into the packets table;
+a forked child decodes segments from the last one backward into columns in shared
+memory. Each takes the next segment only if the other has not taken it (``_Claims``), so
+they meet wherever their speeds put them.
 
 Once the parent meets a segment the child took, it appends the child's segments in
 file order (codes translated, frame numbers shifted). A guess is proven when the walk
@@ -47,8 +48,11 @@ SPLIT_MIN_BYTES = 64 << 20
 """Smallest file worth a second process (below it, forking costs more than it saves)."""
 
 SEGMENT_BYTES = 8 << 20
-"""Target segment size: small enough that the two processes end close together."""
+"""Segment size when the child starts early: small enough that both processes end close
+together wherever they meet."""
 MAX_SEGMENTS = 256
+READ_SEGMENTS = 2
+"""Segments when both processes start at the read: halves (the fewest joins and windows)."""
 
 HEADROOM = 1.3
 """The child's table holds this many times the rows the file is expected to have past its
@@ -127,7 +131,7 @@ def start_early_split(source: CaptureSource) -> bool:
         if not can_split(reader):
             return False
         assert isinstance(reader, PcapReader)
-        split = _start(source, reader)
+        split = _start(source, reader, segments=max(2, min(MAX_SEGMENTS, reader.expected_size // SEGMENT_BYTES)))
     if split is None:
         return False
     _EARLY[split.key] = split
@@ -140,14 +144,15 @@ def abandon_early_splits() -> None:
         _EARLY.popitem()[1].close()
 
 
-def _start(source: CaptureSource, reader: PcapReader) -> _Split | None:
-    """Cut ``reader``'s file into segments and start the child on them; None if no cut
-    could be guessed or the file changed."""
+def _start(source: CaptureSource, reader: PcapReader, *, segments: int | None = None) -> _Split | None:
+    """Cut ``reader``'s file into ``segments`` segments and start the child on them; None
+    if no cut could be guessed or the file changed. Two (halves) when both processes start
+    together; more when the child starts early and meets the parent wherever it is."""
     key = source_key(source.path)
     size = reader.expected_size or 0
     if key is None or key[1] != size:
         return None
-    n = max(2, min(MAX_SEGMENTS, size // SEGMENT_BYTES))
+    n = segments or READ_SEGMENTS
     bounds = [_FIRST_RECORD]
     for i in range(1, n):
         near = max(_FIRST_RECORD + (size - _FIRST_RECORD) * i // n, bounds[-1] + 1)
@@ -207,20 +212,22 @@ def _run(builder: PacketTableBuilder, code: int, reader: PcapReader, split: _Spl
             i += 1
         told = split.child.result() if i <= last else {}
         done = {seg: (row, rows, frames) for seg, row, rows, frames in told.get("segments", [])}
-        cols = {name: np.frombuffer(mm, dtype=SHARED_DTYPES[name], count=split.rows)
-                for name, mm in split.maps.items()}
-        spans: list[tuple[int, int, int]] = []
+        # The child's segments are the last ones, in a row, after at most one it could not
+        # finish (it stops at the first): their rows join the table in one append, which
+        # releases each shared column once copied. Any other shape (a child that died)
+        # takes several appends, the shared columns kept until the end.
+        groups: list[list[tuple[int, int, int]]] = [[]]
         for seg in range(i, last + 1):
             if seg in done:
                 row, rows, frames = done[seg]
-                spans.append((row, rows, reader.frames))
+                groups[-1].append((row, rows, reader.frames))
                 reader.frames += frames
                 continue
-            _append(builder, code, cols, spans, told)
-            spans = []
+            _append(builder, code, split, groups[-1], told, release=False)
+            groups.append([])
             if not _segment(builder, code, reader, bounds, seg, on_batch):
                 break
-        _append(builder, code, cols, spans, told)
+        _append(builder, code, split, groups[-1], told, release=True)
     except _Rollback:
         builder.truncate(start_rows)
         return None
@@ -233,7 +240,6 @@ def _segment(builder: PacketTableBuilder, code: int, reader: PcapReader, bounds:
     or a corrupt record header stopped the walk as it stops a one-pass read)."""
     last = i == len(bounds) - 2
     reader.window(start=bounds[i], stop=None if last else bounds[i + 1], frames_before=reader.frames)
-    reader.expected_size = bounds[-1]
     if last:
         feed(builder, code, reader, on_batch)
         return False
@@ -249,10 +255,19 @@ def _segment(builder: PacketTableBuilder, code: int, reader: PcapReader, bounds:
     return True
 
 
-def _append(builder: PacketTableBuilder, code: int, cols: dict[str, np.ndarray],
-            spans: list[tuple[int, int, int]], told: dict[str, Any]) -> None:
-    if spans:
-        builder.append(cols, spans, capture=code, addresses=told["addresses"], labels=told["labels"])
+def _append(builder: PacketTableBuilder, code: int, split: _Split, spans: list[tuple[int, int, int]],
+            told: dict[str, Any], *, release: bool) -> None:
+    """Append the child's rows of ``spans``; with ``release``, each shared column is closed
+    once copied (no later append may read it)."""
+    if not spans:
+        return
+    cols = {name: np.frombuffer(mm, dtype=SHARED_DTYPES[name], count=split.rows) for name, mm in split.maps.items()}
+
+    def close(name: str) -> None:
+        split.maps[name].close()
+
+    builder.append(cols, spans, capture=code, addresses=told["addresses"], labels=told["labels"],
+                   release=close if release else None)
 
 
 def _meta(reader: PcapReader) -> CaptureMeta:

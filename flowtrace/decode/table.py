@@ -9,6 +9,8 @@ arrays are shrunk to the row count. Peak memory is the table itself plus one bat
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -69,15 +71,40 @@ def _lut_index(codes: np.ndarray, size: int) -> np.ndarray:
 
 
 def _resize(arr: np.ndarray, rows: int) -> np.ndarray:
-    """Grow or shrink ``arr`` to ``rows`` rows, in place when numpy allows it."""
+    """``arr`` grown or shrunk to ``rows`` rows.
+
+    Growing allocates anew and copies: fresh zeroed memory stays untouched, not resident,
+    until rows are written (``ndarray.resize`` would write zeros over all of it at once),
+    in small pages (``_small_pages``). Shrinking is done in place when numpy allows it (no
+    reference to ``arr`` elsewhere).
+    """
+    if rows > arr.shape[0]:
+        with _small_pages():
+            out = np.zeros(rows, dtype=arr.dtype)
+        out[: arr.shape[0]] = arr
+        return out
     try:
         arr.resize(rows, refcheck=True)
         return arr
     except ValueError:  # referenced elsewhere: fall back to a copy
-        out = np.zeros(rows, dtype=arr.dtype)
-        keep = min(rows, arr.shape[0])
-        out[:keep] = arr[:keep]
-        return out
+        return arr[:rows].copy()
+
+
+@contextlib.contextmanager
+def _small_pages() -> Iterator[None]:
+    """Allocate without numpy's transparent huge pages: a column filled row by row as
+    batches arrive would be resident 2 MiB ahead of its rows (a hundred MB over the 52
+    columns of a table when two processes fill it). Temporaries keep them."""
+    try:
+        from numpy._core.multiarray import _set_madvise_hugepage
+    except ImportError:  # another numpy: its default
+        yield
+        return
+    before = _set_madvise_hugepage(False)
+    try:
+        yield
+    finally:
+        _set_madvise_hugepage(before)
 
 
 class PacketTableBuilder:
@@ -133,7 +160,7 @@ class PacketTableBuilder:
 
     def _resize_columns(self, rows: int) -> None:
         # Popped, not iterated: a reference held by the loop would make numpy refuse to
-        # resize in place and copy every column instead.
+        # shrink in place and copy every column instead.
         for name in list(self._cols):
             self._cols[name] = _resize(self._cols.pop(name), rows)
 
@@ -185,13 +212,16 @@ class PacketTableBuilder:
         self.size = min(self.size, rows)
 
     def append(self, cols: dict[str, np.ndarray], spans: list[tuple[int, int, int]], *, capture: int,
-               addresses: list[tuple[int, int]], labels: list[str]) -> None:
+               addresses: list[tuple[int, int]], labels: list[str],
+               release: Callable[[str], None] | None = None) -> None:
         """Append rows of another builder's columns (decoded from the same capture).
 
         ``spans`` are (first row, rows, frame offset) in the order the rows join the table;
         ``addresses`` and ``labels`` are that builder's vocabularies (``book.keys()``,
         ``interface_labels``). Its codes are translated into this builder's, its frame
         numbers shifted by each span's offset, and its rows stored as capture ``capture``.
+        Columns are taken one at a time, popped from ``cols``, and ``release(name)`` is
+        called after each so that its memory can go: the peak is this table plus one column.
         """
         address_lut = np.append(self.book.intern(addresses), np.int32(-1))
         if len(self.book) >= np.iinfo(np.int16).max and self._cols["src"].dtype != np.int32:
@@ -202,9 +232,12 @@ class PacketTableBuilder:
             self._cols["interface"] = self._cols["interface"].astype(np.int32)
         total = sum(rows for _, rows, _ in spans)
         capacity = max(self.capacity, self.size + total)
-        for name, column in cols.items():
+        for name in list(cols):
+            # Grown one column at a time, each just before its rows arrive and the other
+            # builder's copy is released.
             if self._cols[name].shape[0] < capacity:
                 self._cols[name] = _resize(self._cols.pop(name), capacity)
+            column = cols.pop(name)
             a = self.size
             for first, rows, frame_offset in spans:
                 src = column[first:first + rows]
@@ -220,6 +253,10 @@ class PacketTableBuilder:
                 else:
                     dst[:] = src
                 a += rows
+                del src, dst
+            del column
+            if release is not None:
+                release(name)
         self.capacity = capacity
         self.size += total
 
