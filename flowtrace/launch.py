@@ -13,6 +13,8 @@ import sys
 
 READING_COMMANDS = frozenset({"info", "flows", "analyze", "conntrack", "trace", "export"})
 """Subcommands whose arguments are captures."""
+ONE_AT_A_TIME = frozenset({"info"})
+"""Reading commands that read their captures one by one (no pool to start for several)."""
 
 VALUE_OPTIONS = frozenset({
     "-o", "--output", "--capture", "--client", "--compare", "--conn", "--conntrack-dump", "--fail-on",
@@ -45,7 +47,7 @@ def main() -> None:
     if len(args) > 1 and args[0] in READING_COMMANDS and not {"-h", "--help"} & set(args):
         from flowtrace.decode.early import start_early
 
-        start_early(capture_arguments(args[1:]))
+        start_early(capture_arguments(args[1:]), pool=args[0] not in ONE_AT_A_TIME)
     from flowtrace.cli import main as cli_main
 
     cli_main()

@@ -309,3 +309,23 @@ def test_command_line_reads_a_large_capture_early(big_pcap):
     early = conn_log()
     assert early == conn_log(FLOWTRACE_WORKERS="1")
     assert len(early) > 1000
+
+
+def test_command_that_fails_leaves_no_early_child(big_pcap):
+    import subprocess
+    import sys
+    import time
+
+    run = subprocess.run([sys.executable, "-m", "flowtrace", "flows", "--json", "--csv", str(big_pcap)],
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and "choose one of" in run.stderr
+    time.sleep(0.3)
+    left = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(big_pcap).encode() in cmdline and b"--csv" in cmdline:
+            left.append(proc.name)
+    assert left == []

@@ -59,3 +59,11 @@ def test_early_pool_for_other_files_is_not_adopted(monkeypatch):
     finally:
         early.abandon_early()
     assert reading._EARLY == []
+
+
+def test_no_early_pool_for_a_command_reading_captures_one_by_one(monkeypatch):
+    from flowtrace.decode import early, reading
+
+    monkeypatch.setattr(reading, "PARALLEL_MIN_BYTES", 0)
+    early.start_early([str(FIXTURES / "cross-node")], pool=False)
+    assert reading._EARLY == []

@@ -21,15 +21,16 @@ from flowtrace.decode import halves, reading
 from flowtrace.fork import requested_workers
 
 
-def start_early(paths: Sequence[str]) -> None:
-    """Start decoding the captures ``paths`` name (files, ``NAME=PATH``, directories)."""
+def start_early(paths: Sequence[str], *, pool: bool = True) -> None:
+    """Start decoding the captures ``paths`` name (files, ``NAME=PATH``, directories); a
+    worker pool for several of them only with ``pool`` (a command that reads them all at once)."""
     if not paths or requested_workers() == 1 or sys.platform != "linux" or (os.cpu_count() or 1) < 2:
         return
     with contextlib.suppress(Exception):
         sources = expand_sources(list(paths))
         if len(sources) == 1:
             halves.start_early_split(sources[0])
-        else:
+        elif pool:
             reading.start_early_pool(sources)
 
 
