@@ -7,7 +7,7 @@ Each contender runs in a fresh process per repetition:
 
 - flowtrace: ``flowtrace.read_packets(FILE)`` -> the packets table (every column decoded,
   tunnels, TCP options, payload hashes, checksums verified), twice: as it runs by default
-  (a large pcap is decoded by two processes, see flowtrace/decode/halves.py) and with
+  (a large pcap is decoded by two processes, one from each end, see flowtrace/decode/halves.py) and with
   FLOWTRACE_WORKERS=1 (one process). Memory is the peak resident set (VmHWM) minus the
   resident set after imports and a warm-up read of a tiny capture; with two processes the
   second process's peak above that same baseline is added (its shared columns counted once,
