@@ -102,7 +102,8 @@ class _Split:
         """Stop the child if it still runs and release the shared columns."""
         self.child.cancel()
         for mm in self.maps.values():
-            if not mm.closed:
+            # A view still alive (an exception on its way up) keeps its map until it goes.
+            with contextlib.suppress(BufferError):
                 mm.close()
 
 
@@ -131,7 +132,8 @@ def start_early_split(source: CaptureSource) -> bool:
         if not can_split(reader):
             return False
         assert isinstance(reader, PcapReader)
-        split = _start(source, reader, segments=max(2, min(MAX_SEGMENTS, reader.expected_size // SEGMENT_BYTES)))
+        segments = max(2, min(MAX_SEGMENTS, (reader.expected_size or 0) // SEGMENT_BYTES))
+        split = _start(source, reader, segments=segments)
     if split is None:
         return False
     _EARLY[split.key] = split
