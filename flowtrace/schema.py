@@ -121,8 +121,9 @@ class Table:
         return pd.DataFrame(out, index=df.index)
 
 
-def _c(name: str, dtype: str, unit: str, meaning: str, missing: str = "", **kw: object) -> Column:
-    return Column(name=name, dtype=dtype, unit=unit, meaning=meaning, missing=missing, **kw)
+def _c(name: str, dtype: str, unit: str, meaning: str, missing: str = "",
+       categories: tuple[str, ...] = ()) -> Column:
+    return Column(name=name, dtype=dtype, unit=unit, meaning=meaning, missing=missing, categories=categories)
 
 
 DIRECTIONS = ("in", "out", "unknown")

@@ -9,9 +9,12 @@ import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from flowtrace.errors import CaptureFormatError, CaptureOpenError
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4",  # microseconds, little / big endian
@@ -125,7 +128,7 @@ class DecompressedStream(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b: object) -> int:  # type: ignore[override]
+    def readinto(self, b: Buffer) -> int:  # type: ignore[override]
         view = memoryview(b).cast("B")
         want = len(view)
         got = 0

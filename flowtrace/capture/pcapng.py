@@ -179,8 +179,7 @@ class PcapngReader(CaptureReader):
     # -- the walk ------------------------------------------------------------------------
     def _walk(self, buf: np.ndarray, mv: memoryview, fill: int, base: int) -> tuple[int, RecordBatch | None, bool]:
         n = fill
-        arr = buf
-        buf = mv  # type: ignore[assignment]  # struct and slicing work on the memoryview
+        arr = buf  # the batch keeps the array; struct and slicing below read the memoryview
         hdr = self._hdr
         epbs: list[int] = []
         spbs: list[int] = []
@@ -188,16 +187,16 @@ class PcapngReader(CaptureReader):
         pos = 0
         stop = False
         while pos + 12 <= n:
-            btype, blen = hdr(buf, pos)
+            btype, blen = hdr(mv, pos)
             if btype == SHB and pos + 12 <= n:
                 # The byte order of a new section decides how its length reads.
-                bom = bytes(buf[pos + 8 : pos + 12])
+                bom = bytes(mv[pos + 8 : pos + 12])
                 endian = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">" if bom == b"\x1a\x2b\x3c\x4d" else None
                 if endian is None:
                     self._warn(f"corrupt section header at byte {base + pos}; stopping here")
                     stop = True
                     break
-                blen = struct.unpack_from(endian + "I", buf, pos + 4)[0]
+                blen = struct.unpack_from(endian + "I", mv, pos + 4)[0]
             if blen < 12 or blen & 3 or blen > MAX_RECORD:
                 self._warn(
                     f"corrupt block (type 0x{btype:08x}, length {blen}) at byte {base + pos}; "
@@ -217,20 +216,20 @@ class PcapngReader(CaptureReader):
             elif btype == SHB:
                 if epbs or spbs or opbs:
                     break  # finish this section's batch first: byte order may change
-                self._section(buf, pos, blen, base)
+                self._section(mv, pos, blen, base)
                 hdr = self._hdr
             elif btype == IDB:
                 if epbs or spbs or opbs:
                     break  # packets before it keep the interface table they were read with
-                self._interface(buf, pos, blen)
+                self._interface(mv, pos, blen)
             elif btype == ISB:
-                self._statistics(buf, pos, blen)
+                self._statistics(mv, pos, blen)
             elif btype == OPB:
                 opbs.append(pos)
             pos += blen
         if not (epbs or spbs or opbs):
             return pos, None, stop
-        return pos, self._batch(arr, buf, epbs, spbs, opbs), stop
+        return pos, self._batch(arr, mv, epbs, spbs, opbs), stop
 
     def _batch(self, data: np.ndarray, buf: memoryview, epbs: list[int], spbs: list[int], opbs: list[int]) -> RecordBatch:
         u4 = strided(data, self._endian + "u4")
@@ -247,8 +246,8 @@ class PcapngReader(CaptureReader):
         if spbs:
             o = np.asarray(spbs, dtype=np.int64)
             wire = u4[o + 8].astype(np.int64)
-            blen = u4[o + 4].astype(np.int64)
-            cap = np.minimum(wire, blen - 16)
+            spb_len = u4[o + 4].astype(np.int64)
+            cap = np.minimum(wire, spb_len - 16)
             if self._section_ifaces:
                 snap = self.interfaces[self._section_ifaces[0]].snaplen
                 if snap:
@@ -263,11 +262,11 @@ class PcapngReader(CaptureReader):
             cols = list(parts[0][:7])
             has_ts = np.full(cols[0].shape[0], parts[0][7])
         blk, local, off, cap, wire, ts_hi, ts_lo = cols
-        blen = u4[blk + 4].astype(np.int64)
+        blen: np.ndarray = u4[blk + 4].astype(np.int64)
         # Blocks whose captured length overruns the block are corrupt: cut them to the block.
         cap = np.clip(np.minimum(cap, blen - (off - blk) - 4), 0, None)
         nifs = len(self._section_ifaces)
-        gid = np.full(local.shape[0], -1, dtype=np.int32)
+        gid: np.ndarray = np.full(local.shape[0], -1, dtype=np.int32)
         known = local < nifs
         if nifs:
             lookup = np.asarray(self._section_ifaces, dtype=np.int32)

@@ -108,7 +108,8 @@ class CaptureReader:
         got = 0
         try:
             while got < len(mv):
-                n = self._f.readinto(mv[got:])
+                # Every opener gives a buffered file or a DecompressedStream: both read into.
+                n = self._f.readinto(mv[got:])  # type: ignore[attr-defined]
                 if not n:
                     break
                 got += n
@@ -135,13 +136,13 @@ class CaptureReader:
         eof = False
         while True:
             if not eof and fill < size:
-                got = self._fill(memoryview(buf)[fill:size])
+                got = self._fill(buf.data[fill:size])
                 eof = fill + got < size
                 fill += got
             if fill == 0:
                 break
             buf[fill : fill + PAD] = 0
-            mv = memoryview(buf)
+            mv = buf.data
             consumed, batch, stop = self._walk(buf, mv, fill, base)
             del mv
             self.consumed = base + consumed

@@ -288,7 +288,10 @@ def _parse_xml(text: str, path: Path, node: str) -> list[ConntrackEntry]:
         raise InputError(path, f"not a conntrack XML dump: {e}") from None
     out = []
     for flow in root.iter("flow"):
-        entry: dict[str, object] = {"flags": set(), "timeout": None, "state": None, "mark": 0, "use": 1}
+        flags: set[str] = set()
+        timeout: int | None = None
+        state: str | None = None
+        mark, use = 0, 1
         tuples: dict[str, Tuple] = {}
         family, proto = "ipv4", "unknown"
         for meta in flow.findall("meta"):
@@ -313,22 +316,21 @@ def _parse_xml(text: str, path: Path, node: str) -> list[ConntrackEntry]:
             elif direction == "independent":
                 for child in meta:
                     if child.tag == "timeout" and child.text:
-                        entry["timeout"] = int(child.text)
+                        timeout = int(child.text)
                     elif child.tag == "state" and child.text:
-                        entry["state"] = child.text
+                        state = child.text
                     elif child.tag == "mark" and child.text:
-                        entry["mark"] = int(child.text)
+                        mark = int(child.text)
                     elif child.tag == "use" and child.text:
-                        entry["use"] = int(child.text)
+                        use = int(child.text)
                     elif child.tag == "assured":
-                        entry["flags"].add("ASSURED")  # type: ignore[union-attr]
+                        flags.add("ASSURED")
                     elif child.tag == "unreplied":
-                        entry["flags"].add("UNREPLIED")  # type: ignore[union-attr]
+                        flags.add("UNREPLIED")
         if "original" in tuples and "reply" in tuples:
             out.append(ConntrackEntry(
                 family=family, proto=proto, orig=tuples["original"], reply=tuples["reply"],
-                timeout_s=entry["timeout"], state=entry["state"],  # type: ignore[arg-type]
-                flags=frozenset(entry["flags"]), mark=entry["mark"], use=entry["use"],  # type: ignore[arg-type]
+                timeout_s=timeout, state=state, flags=frozenset(flags), mark=mark, use=use,
                 event=(flow.get("type") or "").upper() or None, node=node))
     return out
 

@@ -17,6 +17,7 @@ manifest does not name keep the roles flowtrace infers.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from os import PathLike
 from pathlib import Path
 
 import yaml
@@ -50,7 +51,7 @@ class Manifest:
     """Groups of captures sharing a clock (listed, plus those with one host)."""
 
 
-def read_manifest(path: str | Path) -> Manifest:
+def read_manifest(path: str | PathLike[str]) -> Manifest:
     """Parse a manifest file; raises InputError naming the file for anything malformed."""
     p = Path(path)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -192,7 +193,7 @@ def build_connections(hops: pd.DataFrame, flows: pd.DataFrame | None) -> pd.Data
         ends = np.r_[p[1:] != p[:-1], True]
         first[p[starts]] = req_i[starts]
         last[p[ends]] = req_i[ends]
-    data: dict[str, object] = {"connection": ids}
+    data: dict[str, Any] = {"connection": ids}
     for side, rows in (("client", first), ("server", last)):
         for col in ("src", "sport", "dst", "dport", "capture"):
             s = hops[col]
@@ -299,7 +300,7 @@ def _nat_text(hops: pd.DataFrame, req: np.ndarray, pos: np.ndarray, n: int) -> n
     return out
 
 
-def _ep(addr: object, port: object) -> str:
+def _ep(addr: object, port: Any) -> str:
     a = str(addr)
     p = int(port) if port is not None and not pd.isna(port) else -1
     if p < 0:

@@ -180,7 +180,7 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.Da
     idx = tcp_index(flags).tolist()
     transitions = TCP_TRANSITIONS.tolist()
     tcp_timeout, udp_timeout, udp_stream_timeout = limits.tcp, limits.udp, limits.udp_stream
-    out = []
+    out: list[dict[str, object]] = []
     # Per key a short Python walk over its few state-relevant events; pure ACK and data
     # packets in ESTABLISHED only refresh the timer, so they are skipped in bulk.
     starts = np.flatnonzero(np.r_[True, key_np[1:] != key_np[:-1]])
@@ -326,12 +326,12 @@ def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.Data
     h_name, h_conn = hosts["capture_name"].astype(str).tolist(), hosts["connection"].tolist()
     icmp_type, icmp_code = packets["icmp_type"].to_numpy(), packets["icmp_code"].to_numpy()
     icmp_id = packets["icmp_id"].to_numpy()
-    names = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6", 132: "sctp"}
+    proto_names = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6", 132: "sctp"}
     for k, created_ns, last_ns, state_i, created_state, seen_reply, assured, stream, recreated, ended_how in zip(
             *(life[c].tolist() for c in ("key", "created", "last", "state", "created_state", "seen_reply",
                                          "assured", "stream", "recreated", "ended")), strict=True):
         proto_num = int(f_proto[k])
-        proto = names.get(proto_num, "unknown")
+        proto = proto_names.get(proto_num, "unknown")
         family = "ipv6" if int(f_ver[k]) == 6 else "ipv4"
         if proto_num in (6, 17, 132):
             orig = Tuple(src=str(f_src[k]), dst=str(f_dst[k]), sport=int(f_sport[k]), dport=int(f_dport[k]))

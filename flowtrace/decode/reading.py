@@ -18,6 +18,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any
 
 from flowtrace.capture.files import CaptureSource
 from flowtrace.capture.memory import pin_mmap_threshold
@@ -34,7 +35,7 @@ log = logging.getLogger("flowtrace")
 PARALLEL_MIN_BYTES = 64 << 20
 """Below this much input, decoding in one process is faster than starting workers."""
 
-Part = tuple[dict[str, object], CaptureMeta, list[str]]
+Part = tuple[dict[str, Any], CaptureMeta, list[str]]
 """What a worker returns: its builder's part (``export_part``), the metadata, the warnings."""
 
 

@@ -10,9 +10,9 @@ arrays are shrunk to the row count. Peak memory is the table itself plus one bat
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -55,7 +55,7 @@ def _small_codes(codes: np.ndarray, ncat: int) -> np.ndarray:
     return codes.astype(np.int64, copy=False)
 
 
-def _categorical(codes: np.ndarray, categories: list[str] | tuple[str, ...]) -> pd.Categorical:
+def _categorical(codes: np.ndarray, categories: Sequence[str]) -> pd.Categorical:
     import pandas as pd
 
     dtype = pd.CategoricalDtype(list(categories))
@@ -96,7 +96,7 @@ def _small_pages() -> Iterator[None]:
     batches arrive would be resident 2 MiB ahead of its rows (a hundred MB over the 52
     columns of a table when two processes fill it). Temporaries keep them."""
     try:
-        from numpy._core.multiarray import _set_madvise_hugepage
+        from numpy._core.multiarray import _set_madvise_hugepage  # type: ignore[attr-defined]
     except ImportError:  # another numpy: its default
         yield
         return
@@ -260,7 +260,7 @@ class PacketTableBuilder:
         self.capacity = capacity
         self.size += total
 
-    def export_part(self) -> dict[str, object]:
+    def export_part(self) -> dict[str, Any]:
         """The raw columns and vocabularies built so far (to merge in another process)."""
         self._resize_columns(self.size)
         part = {"cols": self._cols, "addresses": list(self.book.texts), "labels": list(self.interface_labels),
@@ -285,7 +285,7 @@ class PacketTableBuilder:
         return pd.DataFrame(data, copy=False)
 
 
-def merge_parts(parts: list[dict[str, object]], captures: list[str]) -> pd.DataFrame:
+def merge_parts(parts: list[dict[str, Any]], captures: list[str]) -> pd.DataFrame:
     """One packets table from parts built separately (one capture each, in order).
 
     Address and interface codes are translated into one shared vocabulary; part ``i`` is
@@ -293,7 +293,7 @@ def merge_parts(parts: list[dict[str, object]], captures: list[str]) -> pd.DataF
     """
     import pandas as pd
 
-    total = sum(int(p["size"]) for p in parts)  # type: ignore[call-overload]
+    total = sum(int(p["size"]) for p in parts)
     if not total:
         return PACKETS.empty()
     address_code: dict[str, int] = {}
@@ -301,15 +301,15 @@ def merge_parts(parts: list[dict[str, object]], captures: list[str]) -> pd.DataF
     data: dict[str, object] = {}
     luts_addr, luts_label = [], []
     for p in parts:
-        luts_addr.append(np.asarray([address_code.setdefault(a, len(address_code)) for a in p["addresses"]]  # type: ignore[union-attr]
+        luts_addr.append(np.asarray([address_code.setdefault(a, len(address_code)) for a in p["addresses"]]
                                     + [-1], dtype=np.int32))
-        luts_label.append(np.asarray([label_code.setdefault(x, len(label_code)) for x in p["labels"]]  # type: ignore[union-attr]
+        luts_label.append(np.asarray([label_code.setdefault(x, len(label_code)) for x in p["labels"]]
                                      + [0], dtype=np.int32))
     vocab = _Vocabularies(captures=captures, labels=list(label_code) or [""], addresses=list(address_code))
     for col in PACKETS.columns:
         pieces = []
         for i, p in enumerate(parts):
-            arr = p["cols"].pop(col.name)  # type: ignore[union-attr]
+            arr = p["cols"].pop(col.name)
             if col.name in ADDRESS_COLUMNS:
                 arr = luts_addr[i][_lut_index(arr, luts_addr[i].size)]
             elif col.name == "interface":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -136,7 +137,8 @@ def _build(packets: pd.DataFrame, tmo: dict[str, int], ignore_checksums: bool,
     from_orig[mrows] = ~q_orig
     related[mrows] = True
 
-    per_flow = {k: np.concatenate([first.per_flow[k], second.per_flow[k]])[order] for k in first.per_flow}
+    per_flow: dict[str, Any] = {k: np.concatenate([first.per_flow[k], second.per_flow[k]])[order]
+                                for k in first.per_flow}
     per_flow["history"] = [h for c in cores for h in c.history]
     per_flow["history"] = [per_flow["history"][i] for i in order.tolist()]
     errs = _error_columns(p, mrows, new_id[mflow], order.size)

@@ -54,9 +54,9 @@ def community_ids(*, proto: np.ndarray, addr_a: np.ndarray, port_a: np.ndarray, 
                 proto[sel].astype(np.uint8)[:, None], np.zeros((sel.size, 1), dtype=np.uint8),
             ]
             if ports:
-                for p in (plo[sel], phi[sel]):
-                    p = p.astype(np.int64)
-                    cols.append(np.stack(((p >> 8) & 0xFF, p & 0xFF), axis=1).astype(np.uint8))
+                for side in (plo[sel], phi[sel]):
+                    port = side.astype(np.int64)
+                    cols.append(np.stack(((port >> 8) & 0xFF, port & 0xFF), axis=1).astype(np.uint8))
             msg = np.ascontiguousarray(np.concatenate(cols, axis=1))
             rows = msg.view(np.dtype((np.void, msg.shape[1]))).ravel()
             uniq, inverse = np.unique(rows, return_inverse=True)

@@ -103,8 +103,8 @@ def _step(s: Endpoints, code: int) -> Endpoints:
     if do_close:
         e[2] = True
     if is_orig:
-        return Endpoints(e[0], e[1], p[0], p[1], e[2], p[2])
-    return Endpoints(p[0], p[1], e[0], e[1], p[2], e[2])
+        return Endpoints(e[0], e[1], p[0], p[1], bool(e[2]), bool(p[2]))
+    return Endpoints(p[0], p[1], e[0], e[1], bool(p[2]), bool(e[2]))
 
 
 class Automaton(NamedTuple):

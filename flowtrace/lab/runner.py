@@ -95,7 +95,7 @@ def _install_rules(sb: Sandbox, scn: Scenario, rec: RunRecord) -> None:
 
 
 def _servers(sb: Sandbox, scn: Scenario, dest: Path, env: dict[str, str]) -> list[tuple[str, Any, Path]]:
-    started = []
+    started: list[tuple[str, Any, Path]] = []
     for svc in scn.services:
         for ep in svc.endpoints:
             for port in svc.ports:

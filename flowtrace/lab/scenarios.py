@@ -147,9 +147,9 @@ def _cross(entry: str, pod: PodSpec, *, vxlan: bool = False) -> tuple[tuple[Hop,
     """client -> entry node (DNAT+SNAT) -> pod's node (no NAT) -> pod."""
     n, v = pod.node, f"veth:{pod.name}"
     if vxlan:
-        mid_req = (H(entry, "flannel.1", "out", 1), H(entry, "eth0", "out", 1, vxlan=True),
+        mid_req: tuple[Hop, ...] = (H(entry, "flannel.1", "out", 1), H(entry, "eth0", "out", 1, vxlan=True),
                    H(n, "eth0", "in", 2, vxlan=True), H(n, "flannel.1", "in", 2))
-        mid_resp = (H(n, "flannel.1", "out", 2), H(n, "eth0", "out", 2, vxlan=True),
+        mid_resp: tuple[Hop, ...] = (H(n, "flannel.1", "out", 2), H(n, "eth0", "out", 2, vxlan=True),
                     H(entry, "eth0", "in", 1, vxlan=True), H(entry, "flannel.1", "in", 1))
     else:
         mid_req = (H(entry, "eth0", "out", 1), H(n, "eth0", "in", 2))

@@ -313,7 +313,7 @@ def dns_client(args: argparse.Namespace) -> int:
     for i in range(args.start_id, args.start_id + args.lookups):
         s = socket.socket(family, socket.SOCK_DGRAM)
         s.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
-        queries = []
+        queries: list[dict[str, Any]] = []
         for qtype in (1, 28):
             txid = rng.randrange(1, 65536)
             queries.append({"qtype": QTYPES[qtype], "txid": txid, "sent_ns": [], "answered_ns": None,

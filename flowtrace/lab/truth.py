@@ -220,9 +220,9 @@ def _connections(rec: RunRecord, idx: CaptureIndex, events: dict[str, list[ct.Ct
     bounds: list[int] = [0] * len(records)
     for i in range(len(records) - 1, -1, -1):
         r = records[i]
-        t = (r["proto"], r["src"], int(r["sport"]), r["dst"], int(r["dport"]))
-        bounds[i] = next_start.get(t, 1 << 62)
-        next_start[t] = r["start_ns"]
+        key: Tuple5 = (r["proto"], r["src"], int(r["sport"]), r["dst"], int(r["dport"]))
+        bounds[i] = next_start.get(key, 1 << 62)
+        next_start[key] = r["start_ns"]
     detail = len(records) <= PATH_DETAIL_LIMIT
     endpoints = {ep.ip: ep.pod for s in scn.services for ep in s.endpoints}
     out, warnings = [], []

@@ -7,6 +7,7 @@ whether the content matches the captures is for the tests to check.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 ROLES = ("client", "router", "node", "pod")
@@ -33,7 +34,7 @@ class _Checker:
     def __init__(self) -> None:
         self.problems: list[str] = []
 
-    def keys(self, obj: Any, spec: dict[str, type | tuple[type, ...]], where: str) -> bool:
+    def keys(self, obj: Any, spec: Mapping[str, type | tuple[type, ...]], where: str) -> bool:
         if not isinstance(obj, dict):
             self.problems.append(f"{where}: expected an object")
             return False

@@ -8,11 +8,15 @@ import io
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from rich.console import JustifyMethod
 
 from flowtrace.schema import SCHEMA_VERSION
 
@@ -50,10 +54,12 @@ def flows_renderable(flows: pd.DataFrame, *, limit: int | None = None) -> Table:
     if len(shown) < len(flows):
         title += f" (first {len(shown):,} shown; --limit 0 for all, or --json/--csv/--zeek)"
     t = Table(title=title, title_justify="left", box=None, pad_edge=False, header_style="bold")
-    for name, justify in (("capture", "left"), ("point", "left"), ("proto", "left"), ("originator", "right"),
-                          ("responder", "left"), ("start (UTC)", "left"), ("duration s", "right"),
-                          ("pkts >/<", "right"), ("bytes >/<", "right"), ("state", "left"),
-                          ("history", "left"), ("notes", "left")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("capture", "left"), ("point", "left"), ("proto", "left"), ("originator", "right"),
+        ("responder", "left"), ("start (UTC)", "left"), ("duration s", "right"),
+        ("pkts >/<", "right"), ("bytes >/<", "right"), ("state", "left"),
+        ("history", "left"), ("notes", "left"))
+    for name, justify in columns:
         t.add_column(name, justify=justify, no_wrap=name != "notes")
     for row in shown.itertuples(index=False):
         proto = int(row.proto)
