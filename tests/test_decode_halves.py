@@ -266,6 +266,25 @@ def test_start_early_leaves_what_it_cannot_use_to_the_command(monkeypatch, tmp_p
         early.abandon_early()
 
 
+def test_early_split_of_a_file_that_changed_is_stopped(monkeypatch, tmp_path):
+    import os
+
+    monkeypatch.setattr(halves, "SPLIT_MIN_BYTES", 0)
+    path = tmp_path / "growing.pcap"
+    path.write_bytes(NODE.read_bytes())
+    early.start_early([str(path)])
+    (split,) = halves._EARLY.values()
+    pid = split.child._child[0]
+    with path.open("ab") as f:  # tcpdump still writing
+        f.write(NODE.read_bytes()[24:])
+    two, _ = read_sources([CaptureSource(name="cap", path=path)])
+    one, _ = read_sources([CaptureSource(name="cap", path=path)], workers=1)
+    assert one.equals(two)
+    assert halves._EARLY == {}
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
 def test_abandoned_early_split_stops_its_child(monkeypatch):
     import os
 

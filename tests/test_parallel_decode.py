@@ -48,17 +48,18 @@ def test_early_pool_is_adopted_by_the_read(monkeypatch):
     assert [m.frames for m in metas1] == [m.frames for m in metas2]
 
 
-def test_early_pool_for_other_files_is_not_adopted(monkeypatch):
+def test_early_pool_for_other_files_is_stopped_not_adopted(monkeypatch):
     from flowtrace.decode import early, reading
 
     monkeypatch.setattr(reading, "PARALLEL_MIN_BYTES", 0)
     early.start_early([str(FIXTURES / "cross-node")])
     try:
+        (pool,) = reading._EARLY
         assert reading.take_early_pool(expand_sources([str(FIXTURES / "same-node")])) is None
-        assert len(reading._EARLY) == 1
+        assert reading._EARLY == []
+        assert all(f.done() for f in pool.futures)
     finally:
         early.abandon_early()
-    assert reading._EARLY == []
 
 
 def test_no_early_pool_for_a_command_reading_captures_one_by_one(monkeypatch):

@@ -187,6 +187,8 @@ def decode_halves(builder: PacketTableBuilder, code: int, source: CaptureSource,
     """
     key = source_key(source.path)
     split = _EARLY.pop(key, None) if key is not None else None
+    for stale in [k for k in _EARLY if key is None or k[0] == key[0]]:
+        _EARLY.pop(stale).close()  # started on this file before it changed (still being written?)
     if split is None:
         split = _start(source, reader)
         if split is None:

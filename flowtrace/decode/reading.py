@@ -147,14 +147,17 @@ def start_early_pool(sources: Sequence[CaptureSource]) -> bool:
 
 
 def take_early_pool(sources: Sequence[CaptureSource]) -> Pool | None:
-    """The early pool decoding exactly ``sources`` (same names and files, same order), if any."""
-    if not _EARLY:
-        return None
+    """The early pool decoding exactly ``sources`` (same names and files, same order), if
+    any; an early pool for anything else is stopped (this read is the command's read)."""
     keys = [(s.name, source_key(s.path)) for s in sources]
-    for i, pool in enumerate(_EARLY):
-        if pool.keys == keys and None not in (k for _, k in keys):
-            return _EARLY.pop(i)
-    return None
+    found = None
+    while _EARLY:
+        pool = _EARLY.pop()
+        if found is None and pool.keys == keys and None not in (k for _, k in keys):
+            found = pool
+        else:
+            pool.close()
+    return found
 
 
 def abandon_early_pools() -> None:
