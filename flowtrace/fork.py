@@ -1,12 +1,13 @@
 """Work split over forked processes: how many may run, and running them.
 
 ``requested_workers`` is the one reading of FLOWTRACE_WORKERS, for the decoding pool
-(several captures) and the two-halves decode of one large pcap (flowtrace.decode.halves)
-as well. ``forked_map`` and ``Forked`` run work after decoding in a forked child: half of
-the flow building (flowtrace.flows.builder), the clock offsets while bridge flows are cut
-(flowtrace.correlate.assemble) and anomaly detection while conntrack tables are rebuilt
-(flowtrace.pipeline). A child sees the parent's arrays through the fork without copying
-them; only its result travels back.
+(several captures) and the two-process decode of one large pcap (flowtrace.decode.halves)
+as well. ``forked_map`` and ``Forked`` run work in a forked child: the second decoding
+process of one large pcap (flowtrace.decode.halves), half of the flow building
+(flowtrace.flows.builder), the clock offsets while bridge flows are cut
+(flowtrace.correlate.assemble), anomaly detection while conntrack tables are rebuilt
+(flowtrace.pipeline) and half of a large conn.log (flowtrace.flows.zeek). A child sees the
+parent's arrays through the fork without copying them; only its result travels back.
 
 ``FLOWTRACE_WORKERS=1`` (or ``workers=1`` where an API takes it) keeps everything in one
 process; ``FLOWTRACE_WORKERS=N`` caps the processes.
