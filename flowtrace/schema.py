@@ -232,7 +232,7 @@ FLOWS = Table(
         _c("capture", "category", "-", "Capture the flow was seen in."),
         _c("interface", "category", "-", "Interface label of the observation point (packets.interface)."),
         _c("ifindex", "int32", "-", "SLL2 interface index of the observation point.", "-1"),
-        _c("orig_direction", "category", "-", "Direction in which the originator's packets crossed the interface; replies cross the other way.", categories=DIRECTIONS),
+        _c("orig_direction", "category", "-", "Direction in which the originator's packets crossed the interface; replies cross the other way, except on a loopback or bridge device, where both cross it the same way.", categories=DIRECTIONS),
         _c("encap", "category", "-", "Tunnel around the flow's packets.", "none", categories=ENCAPSULATIONS),
         _c("outer_orig_h", "category", "-", "Outer (tunnel) source address of the originator's packets.", "NaN"),
         _c("outer_resp_h", "category", "-", "Outer (tunnel) destination address of the originator's packets.", "NaN"),

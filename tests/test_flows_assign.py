@@ -77,6 +77,29 @@ def test_same_tuple_in_and_out_on_one_interface_is_two_flows():
     assert (fl.conn_state == "S1").all()
 
 
+@pytest.mark.parametrize("direction", ["in", "out"])
+def test_both_sides_crossing_one_way_is_one_flow(direction):
+    # A loopback device in a `tcpdump -i any` capture shows every packet once, as received
+    # (a bridge device and a mirror port the same): both sides "in", one connection there.
+    c = Tcp(("127.0.0.1", 45210), ("127.0.0.1", 8080), ifindex=1, direction=direction, capture="node")
+    c.handshake().a("PA", 18).b("A").b("PA", 21).a("A").b("FA").a("FA").b("A")
+    fl = flows_of(c.rows)
+    assert len(fl) == 1
+    f = fl.iloc[0]
+    assert (f.orig_p, f.resp_p, f.orig_pkts, f.resp_pkts) == (45210, 8080, 5, 5)
+    assert (f.conn_state, f.history) == ("SF", "ShADadfF")
+    assert f.orig_direction == direction
+
+
+def test_one_way_traffic_keeps_its_direction():
+    # Only one side sends (no reply seen): the direction says which way it crossed.
+    rows = [udp("10.0.0.1", 5000, "10.0.0.2", 53, ifindex=2, direction=d, capture="node", ts_ns=T0 + i * S)
+            for i, d in enumerate(("in", "in", "out"))]
+    fl = flows_of(rows)
+    assert sorted(fl.orig_direction.astype(str)) == ["in", "out"]
+    assert sorted(fl.orig_pkts) == [1, 2]
+
+
 def test_pre_and_post_dnat_are_separate_flows_with_their_own_tuple():
     pre = Tcp(a=("198.51.100.10", 45300), b=("203.0.113.10", 80), ifindex=2, direction="in", capture="node1")
     post = Tcp(a=("10.0.1.11", 29597), b=("10.244.2.7", 8080), ifindex=5, direction="out", capture="node1")

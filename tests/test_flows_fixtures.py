@@ -16,7 +16,6 @@ from flowtrace.flows import build
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pcaps"
 SCENARIOS = sorted(p for p in FIXTURES.iterdir() if (p / "truth.json").exists()) if FIXTURES.exists() else []
-FLIP = {"in": "out", "out": "in"}
 
 pytestmark = pytest.mark.skipif(not SCENARIOS, reason="no lab fixtures under fixtures/pcaps")
 
@@ -33,20 +32,26 @@ def test_cli_runs_on_fixture(scenario):
 
 
 def _hop_packets(packets, fs, hop: dict, window: tuple[int, int]) -> tuple[int, int]:
-    """Packets of the hop's tuple and direction at its observation point: all, and within ``window``."""
+    """Packets of the hop's tuple and direction at its observation point: all, and within ``window``.
+
+    The direction is each packet's own: on a bridge or loopback device a request and its
+    reply both cross "in", in one flow.
+    """
     fl = fs.flows
     cap = Path(hop["capture"]).stem
     m = fl[fl.capture == cap]
     fwd = m[(m.orig_h == hop["src"]) & (m.orig_p == hop["sport"]) & (m.resp_h == hop["dst"]) & (m.resp_p == hop["dport"])]
     rev = m[(m.resp_h == hop["src"]) & (m.resp_p == hop["sport"]) & (m.orig_h == hop["dst"]) & (m.orig_p == hop["dport"])]
-    if (m.ifindex >= 0).any():
-        fwd = fwd[(fwd.ifindex == hop["ifindex"]) & (fwd.orig_direction == hop["direction"])]
-        rev = rev[(rev.ifindex == hop["ifindex"]) & (rev.orig_direction == FLIP[hop["direction"]])]
+    with_ifindex = (m.ifindex >= 0).any()
+    if with_ifindex:
+        fwd, rev = fwd[fwd.ifindex == hop["ifindex"]], rev[rev.ifindex == hop["ifindex"]]
     tunnel = "vxlan" if hop.get("vxlan") else "none"
     fwd, rev = fwd[fwd.encap == tunnel], rev[rev.encap == tunnel]
     sel = (np.isin(fs.flow_id, fwd.flow_id.to_numpy()) & fs.from_orig) | \
         (np.isin(fs.flow_id, rev.flow_id.to_numpy()) & ~fs.from_orig)
     sel &= ~fs.related
+    if with_ifindex:
+        sel &= (packets["direction"] == hop["direction"]).to_numpy()
     ts = packets["ts_ns"].to_numpy()
     return int(sel.sum()), int((sel & (ts >= window[0]) & (ts <= window[1])).sum())
 

@@ -32,6 +32,27 @@ def lower_direction(direction: np.ndarray, lower: np.ndarray) -> np.ndarray:
     return np.where(lower, direction, _DIR_FLIP[direction]).astype(np.int8)
 
 
+def point_direction(group: np.ndarray, direction: np.ndarray, lower: np.ndarray) -> np.ndarray:
+    """Per row, the direction that sets its flow's observation point apart: ``lower_direction``,
+    except in a group (one interface, one tuple) where both endpoints' packets cross the
+    interface the same way and only that way, where it is unknown (2).
+
+    Both ways "in" is a loopback interface in a ``tcpdump -i any`` capture (each packet is
+    seen once, as received) or a mirror port: there the direction tells the two sides of
+    one connection apart, not two points that saw it. ``group`` numbers the rows' groups
+    (0..n-1), ``direction`` and ``lower`` are as for ``lower_direction``.
+    """
+    ld = lower_direction(direction, lower)
+    if not group.size:
+        return ld
+    seen = np.zeros(int(group.max()) + 1, dtype=np.int64)
+    np.bitwise_or.at(seen, group, np.int64(1) << (lower.astype(np.int64) * 3 + direction.astype(np.int64)))
+    one_way = (seen == 0b001_001) | (seen == 0b010_010)  # both senders, all in / all out
+    if one_way.any():
+        ld[one_way[group]] = 2
+    return ld
+
+
 def factorize_rows(columns: list[np.ndarray]) -> np.ndarray:
     """Dense int64 ids of the distinct rows of ``columns`` (equal-length non-negative int arrays)."""
     ids: np.ndarray | None = None

@@ -221,16 +221,19 @@ def _group(p: PacketColumns, rows: np.ndarray, rank: np.ndarray) -> tuple[np.nda
     is_icmp = icmp.is_icmp(proto, ver)
     iid = np.where(is_icmp & icmp_is("id", ver, p.icmp_type[rows]), p.icmp_id[rows].astype(np.int32), -1)
     del proto, is_icmp
-    ld = assign.lower_direction(p.direction[rows], lower)
-    point = ((p.capture[rows] * np.int64(1 << 20) + p.interface[rows]) * 4 + ld) * 16 + p.encap[rows]
-    del ld
+    point = (p.capture[rows] * np.int64(1 << 20) + p.interface[rows]) * 16 + p.encap[rows]
     tunnel = (p.ifindex[rows] + np.int64(1)) * np.int64(1 << 25) + (p.vni[rows] + np.int64(1))
     if n_addr * n_addr < (1 << 20):
         key = [pair * np.int64(1 << 43) + ports, iid, point, tunnel]
     else:
         key = [pair, ports, iid, point, tunnel]
     del pair, ports, iid, point, tunnel
-    gid = assign.factorize_rows(key) if rows.size else np.zeros(0, dtype=np.int64)
+    if not rows.size:
+        return lower, np.zeros(0, dtype=np.int64)
+    # The tuple at one interface first, then the direction that sets points apart there.
+    at_interface = assign.factorize_rows(key)
+    ld = assign.point_direction(at_interface, p.direction[rows], lower)
+    gid = assign.factorize_rows([at_interface * 3 + ld])
     return lower, gid
 
 
