@@ -275,9 +275,9 @@ def _compare_dumps(a: Analysis, dumps: list[tuple[str, Path]]) -> None:
     for node, path in dumps:
         entries = read_dump(path, node=node)
         a.dumps.setdefault(node, []).extend(entries)
-        tunnels = [e for e in entries if e.proto == "udp" and e.orig.dport in TUNNEL_PORTS]
-        entries = [e for e in entries if e not in tunnels]
-        tunnel_notes += len(tunnels)
+        inner = [e for e in entries if not (e.proto == "udp" and e.orig.dport in TUNNEL_PORTS)]
+        tunnel_notes += len(entries) - len(inner)
+        entries = inner
         if any(e.event for e in entries):
             rebuilt = [e.entry for e in a.conntrack_table(node, ended=True)]
             a.comparisons[f"{node} ({path.name})"] = compare(rebuilt, created_entries(entries))
