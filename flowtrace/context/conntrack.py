@@ -151,7 +151,8 @@ _EVENT = re.compile(r"^\s*(?:\[(\d+)\.(\d+)\s*\]\s*)?(?:\[(NEW|UPDATE|DESTROY)\]
 _KV = re.compile(r"^([a-z_\-]+)=(.*)$")
 
 
-_PORTS = r"src=(\S+)\s+dst=(\S+)\s+sport=(\d+)\s+dport=(\d+)(?:\s+packets=(\d+)\s+bytes=(\d+))?((?:\s+\[[A-Z_]+\])*)"
+_PORTS = (r"(src=(\S+)\s+dst=(\S+)\s+sport=(\d+)\s+dport=(\d+))(?:\s+packets=(\d+)\s+bytes=(\d+))?"
+          r"((?:\s+\[[A-Z_]+\])*)")
 _COMMON = re.compile(
     r"\s*(?:\[(\d+)\.(\d+)\s*\]\s*)?(?:\[(NEW|UPDATE|DESTROY)\]\s*)?(?:(ipv4|ipv6)\s+\d+\s+)?"
     r"([a-z]+)\s+(\d+)\s+(?:(\d+)\s+)?(?:([A-Z][A-Z_0-9]*)\s+)?"
@@ -161,22 +162,40 @@ _COMMON = re.compile(
 one match; anything else (ICMP, ``-o id``, secctx, labels ...) goes through the general path."""
 
 
-def _parse_common(text: str, line: int | None, node: str) -> ConntrackEntry | None:
+@dataclass(slots=True)
+class _Interned:
+    """Tuples and flag sets already made while reading one dump: a connection's NEW, UPDATE
+    and DESTROY lines repeat its tuples, and the objects are immutable, so they are shared."""
+
+    tuples: dict[str, Tuple] = field(default_factory=dict)
+    flags: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    def tuple(self, text: str, src: str, dst: str, sport: str, dport: str) -> Tuple:
+        t = self.tuples.get(text)
+        if t is None:
+            t = self.tuples[text] = Tuple(src=src, dst=dst, sport=int(sport), dport=int(dport))
+        return t
+
+    def flag_set(self, text: str) -> frozenset[str]:
+        f = self.flags.get(text)
+        if f is None:
+            f = self.flags[text] = frozenset(word[1:-1] for word in text.split())
+        return f
+
+
+def _parse_common(text: str, line: int | None, node: str, seen: _Interned) -> ConntrackEntry | None:
     m = _COMMON.fullmatch(text)
     if m is None:
         return None
-    (sec, usec, event, family, proto, _num, timeout, state, s1, d1, sp1, dp1, p1, b1, f1,
-     s2, d2, sp2, dp2, p2, b2, f2, mark, zone, use) = m.groups()
-    flags = frozenset(f[1:-1] for f in (f1 + f2).split()) if f1 or f2 else frozenset()
+    (sec, usec, event, family, proto, _num, timeout, state, t1, s1, d1, sp1, dp1, p1, b1, f1,
+     t2, s2, d2, sp2, dp2, p2, b2, f2, mark, zone, use) = m.groups()
     if family is None:
         family = "ipv6" if ":" in s1 else "ipv4"
     elif family == "ipv4" and ":" in s1:
         family = "ipv6"
     return ConntrackEntry(
-        family=family, proto=proto,
-        orig=Tuple(src=s1, dst=d1, sport=int(sp1), dport=int(dp1)),
-        reply=Tuple(src=s2, dst=d2, sport=int(sp2), dport=int(dp2)),
-        timeout_s=int(timeout) if timeout is not None else None, state=state, flags=flags,
+        family=family, proto=proto, orig=seen.tuple(t1, s1, d1, sp1, dp1), reply=seen.tuple(t2, s2, d2, sp2, dp2),
+        timeout_s=int(timeout) if timeout is not None else None, state=state, flags=seen.flag_set(f1 + f2),
         mark=int(mark) if mark is not None else 0, use=int(use) if use is not None else 1,
         zone=int(zone) if zone is not None else None, event=event,
         ts_ns=int(sec) * 1_000_000_000 + int(usec) * 1000 if sec is not None else None, node=node,
@@ -188,7 +207,11 @@ def _parse_common(text: str, line: int | None, node: str) -> ConntrackEntry | No
 def parse_line(text: str, *, line: int | None = None, node: str = "") -> ConntrackEntry | None:
     """Parse one line of ``conntrack -L`` or ``-E`` output; None for lines that are not entries
     (blank, the ``conntrack v1.4.7 …`` summary). Raises InputError for a malformed entry line."""
-    entry = _parse_common(text, line, node)
+    return _parse(text, line, node, _Interned())
+
+
+def _parse(text: str, line: int | None, node: str, seen: _Interned) -> ConntrackEntry | None:
+    entry = _parse_common(text, line, node, seen)
     return entry if entry is not None else _parse_general(text, line, node)
 
 
@@ -348,9 +371,10 @@ def read_dump(path: str | Path, *, node: str = "") -> list[ConntrackEntry]:
     if text.lstrip().startswith("<"):
         return _parse_xml(text, p, node)
     out = []
+    seen = _Interned()
     for i, raw in enumerate(text.splitlines(), start=1):
         try:
-            entry = parse_line(raw, line=i, node=node)
+            entry = _parse(raw, i, node, seen)
         except InputError as e:
             raise InputError(p, e.reason, line=i) from None
         if entry is not None:
