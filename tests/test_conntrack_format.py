@@ -99,7 +99,7 @@ def test_compare_reports_each_kind_of_difference():
 def test_common_lines_parse_in_one_match_exactly_as_token_by_token():
     from pathlib import Path
 
-    from flowtrace.context.conntrack import _parse_common, _parse_general
+    from flowtrace.context.conntrack import _Interned, _parse_common, _parse_general
 
     root = Path(__file__).resolve().parents[1] / "fixtures" / "pcaps"
     lines = [
@@ -114,9 +114,10 @@ def test_common_lines_parse_in_one_match_exactly_as_token_by_token():
     for path in sorted(root.glob("*/*conntrack*.txt")):
         lines += path.read_text().splitlines()
     fast = 0
+    seen = _Interned()  # shared over all lines, as within one dump
     for i, text in enumerate(lines):
         general = _parse_general(text, i, "n")
-        common = _parse_common(text, i, "n")
+        common = _parse_common(text, i, "n", seen)
         if common is not None:
             fast += 1
             assert common == general, text
