@@ -68,3 +68,17 @@ def test_no_early_pool_for_a_command_reading_captures_one_by_one(monkeypatch):
     monkeypatch.setattr(reading, "PARALLEL_MIN_BYTES", 0)
     early.start_early([str(FIXTURES / "cross-node")], pool=False)
     assert reading._EARLY == []
+
+
+def test_no_early_work_when_a_capture_is_not_a_regular_file(monkeypatch):
+    # A pipe (<(zcat capture.gz)) read ahead would lose the data the command reads itself;
+    # /dev/null stands for it here (reading it cannot block the test).
+    from flowtrace.decode import early, halves, reading
+
+    monkeypatch.setattr(reading, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(halves, "SPLIT_MIN_BYTES", 0)
+    try:
+        early.start_early([str(FIXTURES / "cross-node" / "client.pcap"), "/dev/null"])
+        assert reading._EARLY == [] and halves._EARLY == {}
+    finally:
+        early.abandon_early()

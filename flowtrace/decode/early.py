@@ -28,6 +28,8 @@ def start_early(paths: Sequence[str], *, pool: bool = True) -> None:
         return
     with contextlib.suppress(Exception):
         sources = expand_sources(list(paths))
+        if not all(os.path.isfile(s.path) for s in sources):
+            return  # a pipe (<(zcat ...)) or a device: reading ahead would take data from the command
         if len(sources) == 1:
             halves.start_early_split(sources[0])
         elif pool:
