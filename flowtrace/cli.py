@@ -375,6 +375,8 @@ def main() -> None:
         code = 0
     except SystemExit as e:
         code = _status(e.code)
+        if code == 130:  # typer turns Ctrl-C into a silent exit 130
+            typer.echo("flowtrace: interrupted", err=True)
     except FlowtraceError as e:  # pragma: no cover - commands catch their own
         typer.echo(f"flowtrace: {e}", err=True)
         code = 2

@@ -9,6 +9,7 @@ that work.
 
 from __future__ import annotations
 
+import os
 import sys
 
 READING_COMMANDS = frozenset({"info", "flows", "analyze", "conntrack", "trace", "export"})
@@ -44,10 +45,13 @@ def capture_arguments(args: list[str]) -> list[str]:
 def main() -> None:
     """Entry point of the ``flowtrace`` script and of ``python -m flowtrace``."""
     args = sys.argv[1:]
-    if len(args) > 1 and args[0] in READING_COMMANDS and not {"-h", "--help"} & set(args):
-        from flowtrace.decode.early import start_early
+    try:
+        if len(args) > 1 and args[0] in READING_COMMANDS and not {"-h", "--help"} & set(args):
+            from flowtrace.decode.early import start_early
 
-        start_early(capture_arguments(args[1:]), pool=args[0] not in ONE_AT_A_TIME)
-    from flowtrace.cli import main as cli_main
-
+            start_early(capture_arguments(args[1:]), pool=args[0] not in ONE_AT_A_TIME)
+        from flowtrace.cli import main as cli_main
+    except KeyboardInterrupt:  # Ctrl-C while loading: the CLI's own handler is not in place yet
+        print("flowtrace: interrupted", file=sys.stderr)
+        os._exit(130)  # early children die with this process
     cli_main()

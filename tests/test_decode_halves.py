@@ -354,3 +354,21 @@ def test_early_child_dies_with_its_parent(big_pcap, tmp_path):
     except FileNotFoundError:
         state = "gone"
     assert state in ("gone", "Z")  # a zombie until whoever adopted it reaps it
+
+
+@pytest.mark.parametrize("delay", [0.1, 0.3])
+def test_ctrl_c_is_one_line_whenever_it_comes(big_pcap, delay):
+    # While the command line loads (the early child already at work) or while it reads.
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    p = subprocess.Popen([sys.executable, "-m", "flowtrace", "flows", "--zeek", str(big_pcap)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    if p.poll() is not None:
+        pytest.skip("the command ended before the signal")
+    p.send_signal(signal.SIGINT)
+    err = p.communicate()[1]
+    assert (p.returncode, err) == (130, "flowtrace: interrupted\n")
