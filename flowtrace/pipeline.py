@@ -74,13 +74,14 @@ def read_sources(sources: Sequence[CaptureSource], *, workers: int | None = None
     pin_mmap_threshold()
     sizes = file_sizes(sources)
     pool = take_early_pool(sources) if workers is None else None
-    if pool is not None or workers_for(sources, workers) > 1:
+    n_workers = workers_for(sources, workers)
+    if pool is not None or n_workers > 1:
         try:
             # Open every file first so that a bad one fails before any work starts.
             for source in sources:
                 with CaptureFile(source):
                     pass
-            pool = pool or Pool(sources, workers_for(sources, workers))
+            pool = pool or Pool(sources, n_workers)
             results = []
             for i, future in enumerate(pool.futures):
                 results.append(future.result())

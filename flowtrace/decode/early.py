@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from collections.abc import Sequence
 
 from flowtrace.capture.files import expand_sources
 from flowtrace.decode import halves, reading
-from flowtrace.fork import requested_workers
+from flowtrace.fork import can_fork
 
 
 def start_early(paths: Sequence[str], *, pool: bool = True) -> None:
     """Start decoding the captures ``paths`` name (files, ``NAME=PATH``, directories); a
     worker pool for several of them only with ``pool`` (a command that reads them all at once)."""
-    if not paths or requested_workers() == 1 or sys.platform != "linux" or (os.cpu_count() or 1) < 2:
+    if not paths or not can_fork():
         return
     with contextlib.suppress(Exception):
         sources = expand_sources(list(paths))

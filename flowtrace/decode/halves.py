@@ -126,8 +126,6 @@ def start_early_split(source: CaptureSource) -> bool:
 
     ``decode_halves`` adopts the split when it reads that file (same path, size, time).
     """
-    if os.path.getsize(source.path) < SPLIT_MIN_BYTES:
-        return False
     with CaptureFile(source) as reader:
         if not can_split(reader):
             return False
@@ -265,13 +263,18 @@ def _append(builder: PacketTableBuilder, code: int, split: _Split, spans: list[t
     once copied (no later append may read it)."""
     if not spans:
         return
-    cols = {name: np.frombuffer(mm, dtype=SHARED_DTYPES[name], count=split.rows) for name, mm in split.maps.items()}
+    cols = _columns(split.maps, split.rows)
 
     def close(name: str) -> None:
         split.maps[name].close()
 
     builder.append(cols, spans, capture=code, addresses=told["addresses"], labels=told["labels"],
                    release=close if release else None)
+
+
+def _columns(maps: dict[str, mmap.mmap], rows: int) -> dict[str, np.ndarray]:
+    """The table columns (SHARED_DTYPES, ``rows`` rows each) that live in ``maps``."""
+    return {name: np.frombuffer(mm, dtype=SHARED_DTYPES[name], count=rows) for name, mm in maps.items()}
 
 
 def _meta(reader: PcapReader) -> CaptureMeta:
@@ -291,7 +294,7 @@ def _child(source: CaptureSource, bounds: list[int], claims: _Claims, maps: dict
         if os.getpid() != parent:
             die_with_parent()
         pin_mmap_threshold()
-        cols = {name: np.frombuffer(mm, dtype=SHARED_DTYPES[name], count=rows) for name, mm in maps.items()}
+        cols = _columns(maps, rows)
         builder = PacketTableBuilder.on_columns(cols)
         last = len(bounds) - 2
         with CaptureFile(source) as reader:

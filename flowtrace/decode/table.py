@@ -185,16 +185,7 @@ class PacketTableBuilder:
         n = len(batch)
         a, b = self.size, self.size + n
         lut = np.asarray([self._label(i.label) for i in interfaces] or [self._label("")], dtype=np.int32)
-        # Address codes start as int16, capture and interface codes as int8 (as their
-        # categoricals end up); they widen to int32 the first time a read needs it.
-        wider = [name for name in ADDRESS_COLUMNS
-                 if len(self.book) >= np.iinfo(np.int16).max and self._cols[name].dtype != np.int32]
-        wider += [name for name, top in (("capture", capture), ("interface", int(lut.max())))
-                  if top > np.iinfo(self._cols[name].dtype).max]
-        if wider and self._fixed:
-            raise TableFull(f"columns {', '.join(wider)} need wider codes")
-        for name in wider:
-            self._cols[name] = self._cols[name].astype(np.int32)
+        self._widen_codes(capture, int(lut.max()))
         c = self._cols
         for name in ADDRESS_COLUMNS:
             c[name][a:b] = out[name]
@@ -206,6 +197,19 @@ class PacketTableBuilder:
         c["wirelen"][a:b] = batch.wirelen
         c["direction"][a:b] = _DIRECTION_CODE[c["direction"][a:b]]
         self.size = b
+
+    def _widen_codes(self, capture: int, top_label: int) -> None:
+        """Widen to int32 the code columns whose dtype cannot hold the codes about to be
+        stored: address codes start as int16, capture and interface codes as int8 (as
+        their categoricals end up). A builder on fixed arrays raises TableFull instead."""
+        wider = [name for name in ADDRESS_COLUMNS
+                 if len(self.book) >= np.iinfo(np.int16).max and self._cols[name].dtype != np.int32]
+        wider += [name for name, top in (("capture", capture), ("interface", top_label))
+                  if top > np.iinfo(self._cols[name].dtype).max]
+        if wider and self._fixed:
+            raise TableFull(f"columns {', '.join(wider)} need wider codes")
+        for name in wider:
+            self._cols[name] = self._cols[name].astype(np.int32)
 
     def truncate(self, rows: int) -> None:
         """Forget every row from ``rows`` on (capacity and vocabularies are kept)."""
@@ -224,12 +228,8 @@ class PacketTableBuilder:
         called after each so that its memory can go: the peak is this table plus one column.
         """
         address_lut = np.append(self.book.intern(addresses), np.int32(-1))
-        if len(self.book) >= np.iinfo(np.int16).max and self._cols["src"].dtype != np.int32:
-            for name in ADDRESS_COLUMNS:
-                self._cols[name] = self._cols[name].astype(np.int32)
         label_lut = np.asarray([self._label(x) for x in labels] or [self._label("")], dtype=np.int32)
-        if int(label_lut.max()) > np.iinfo(self._cols["interface"].dtype).max:
-            self._cols["interface"] = self._cols["interface"].astype(np.int32)
+        self._widen_codes(capture, int(label_lut.max()))
         total = sum(rows for _, rows, _ in spans)
         capacity = max(self.capacity, self.size + total)
         for name in list(cols):
