@@ -129,9 +129,21 @@ def test_timeout_overrides_reach_the_walk():
     from flowtrace.correlate.conntrack import Limits
 
     assert Limits.of({"udp": 5}).udp == 5_000_000_000
-    assert Limits.of({"tcp_established": 86400}).seconds(6, S_ES, False) == 86400
+    assert Limits.of({"tcp_established": 86400}).ns(6, S_ES, False) == 86400 * 10**9
     # 8 s between packets: one entry by default, one per packet with a 5 s UDP timeout.
     assert len(_walk([0, 8, 16, 24])) == 1
     assert len(_walk([0, 8, 16, 24], limits=Limits.of({"udp": 5}))) == 4
     # Gaps of 3 s are left out of the walk by default (below 5 s); a 2 s timeout sees them.
     assert len(_walk([0, 3, 6, 9], limits=Limits.of({"udp": 2}))) == 4
+
+
+def test_icmp_entries_keep_the_icmp_timeout_after_a_reply():
+    from flowtrace.correlate.conntrack import Limits
+
+    # An echo answered, then 60 s of silence: past ICMP's 30 s (UDP's 120 s stream timeout
+    # does not apply to ICMP, whatever the replies).
+    times = [0, 0.1, 3, 3.1, 63]
+    life = _walk(times, proto=1, replies={1, 3})
+    assert life["ended"].tolist()[0] == "expired"
+    assert len(life) == 2
+    assert len(_walk(times, proto=1, replies={1, 3}, limits=Limits.of({"icmp": 90}))) == 1

@@ -72,15 +72,14 @@ class Limits:
         tcp = [0] + [ns[f"tcp_{state.lower()}"] for state in STATE_NAMES[1:9]] + [ns["tcp_syn_sent"]]
         return cls(tcp=tcp, udp=ns["udp"], udp_stream=ns["udp_stream"], icmp=ns["icmp"])
 
-    def seconds(self, proto: int, state: int, stream: bool) -> int:
-        """The whole seconds an entry of ``proto`` in TCP ``state`` (or UDP ``stream``) lives idle."""
+    def ns(self, proto: int, state: int, stream: bool) -> int:
+        """How long an entry of ``proto`` in TCP ``state`` (a UDP one: a ``stream`` or not)
+        lives idle, in nanoseconds."""
         if proto == 6:
-            ns = self.tcp[state]
-        elif proto == 17:
-            ns = self.udp_stream if stream else self.udp
-        else:
-            ns = self.icmp
-        return ns // 1_000_000_000
+            return self.tcp[state]
+        if proto == 17:
+            return self.udp_stream if stream else self.udp
+        return self.icmp
 
     @property
     def shortest(self) -> int:
@@ -179,20 +178,20 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.Da
     key = key_np.tolist()
     idx = tcp_index(flags).tolist()
     transitions = TCP_TRANSITIONS.tolist()
-    tcp_timeout, udp_timeout, udp_stream_timeout = limits.tcp, limits.udp, limits.udp_stream
+    tcp_timeout = limits.tcp
     out: list[dict[str, object]] = []
     # Per key a short Python walk over its few state-relevant events; pure ACK and data
     # packets in ESTABLISHED only refresh the timer, so they are skipped in bulk.
     starts = np.flatnonzero(np.r_[True, key_np[1:] != key_np[:-1]])
     ends = np.r_[starts[1:], key_np.size]
-    is_tcp_key, is_udp_key = (proto[starts] == 6).tolist(), (proto[starts] == 17).tolist()
-    for a, b, is_tcp, udp in zip(starts.tolist(), ends.tolist(), is_tcp_key, is_udp_key, strict=True):
+    key_proto = proto[starts].tolist()
+    for a, b, p in zip(starts.tolist(), ends.tolist(), key_proto, strict=True):
+        is_tcp, udp = p == 6, p == 17
         entry = None
         for i in range(a, b):
             t = ts[i]
             if entry is not None:
-                limit = (tcp_timeout[entry["state"]] if is_tcp else
-                         (udp_stream_timeout if entry["stream"] else udp_timeout))
+                limit = tcp_timeout[entry["state"]] if is_tcp else limits.ns(p, 0, entry["stream"])
                 if idle[i] > limit:
                     entry["ended"] = "expired"
                     out.append(entry)
@@ -344,7 +343,8 @@ def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.Data
             rep = Tuple(src=str(l_dst[k]), dst=str(l_src[k]), icmp_type=ICMP_REPLY_TYPE.get(itype, itype),
                         icmp_code=0, icmp_id=int(icmp_id[int(l_row[k])]))
         state = STATE_NAMES[int(state_i)] if proto_num == 6 else None
-        timeout = limits.seconds(proto_num, int(state_i), bool(stream))
+        limit_ns = limits.ns(proto_num, int(state_i), bool(stream))
+        timeout = limit_ns // 1_000_000_000
         node = h_name[k]
         read_at = ends.get(node, int(last_ns))
         left = max(int(timeout - (read_at - int(last_ns)) // 1_000_000_000), 0)
@@ -356,10 +356,10 @@ def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.Data
         entry = ConntrackEntry(family=family, proto=proto, orig=orig, reply=rep, timeout_s=left, state=state,
                                flags=frozenset(flags), node=node)
         ended = ended_how if isinstance(ended_how, str) else None
-        if ended is None and read_at - int(last_ns) > timeout * 1_000_000_000:
+        if ended is None and read_at - int(last_ns) > limit_ns:
             ended = "expired"
         first_state = STATE_NAMES[int(created_state)] if proto_num == 6 else None
-        first_timeout = limits.seconds(proto_num, int(created_state), False)
+        first_timeout = limits.ns(proto_num, int(created_state), False) // 1_000_000_000
         created = ConntrackEntry(family=family, proto=proto, orig=orig, reply=rep, timeout_s=first_timeout,
                                  state=first_state, flags=_UNREPLIED, node=node)
         out.append(RebuiltEntry(entry=entry, node=node, connection=int(h_conn[k]), created_ns=int(created_ns),
