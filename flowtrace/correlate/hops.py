@@ -184,7 +184,6 @@ def order_hops(hops: pd.DataFrame, capture_code: np.ndarray, guessed_dir: np.nda
     return h.drop(columns=["_cap", "_dir", "_rank", "_unit_delay", "_changed", *_SEEN]).reset_index(drop=True)
 
 
-
 def _differs_from_origin(h: pd.DataFrame) -> pd.Series:
     """Per hop of ``h``: whether its tuple differs from the one of its direction's origin (the
     hop of highest TTL, earliest first)."""

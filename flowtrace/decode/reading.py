@@ -119,10 +119,6 @@ class Pool:
                                              initializer=die_with_parent if orphan_safe else None)
         self.futures: list[Future[Part]] = [self._executor.submit(decode_worker, s) for s in sources]
 
-    def results(self) -> list[Part]:
-        """Every task's result, in order; raises what a task raised."""
-        return [f.result() for f in self.futures]
-
     def close(self) -> None:
         """Stop the workers (those still at work are killed) and release them."""
         for f in self.futures:
