@@ -3,11 +3,12 @@
 ``requested_workers`` is the one reading of FLOWTRACE_WORKERS, for the decoding pool
 (several captures) and the two-process decode of one large pcap (flowtrace.decode.halves)
 as well. ``forked_map`` and ``Forked`` run work in a forked child: the second decoding
-process of one large pcap (flowtrace.decode.halves), half of the flow building
-(flowtrace.flows.builder), the clock offsets while bridge flows are cut
+process of one large pcap (flowtrace.decode.halves), the clock offsets while bridge flows are cut
 (flowtrace.correlate.assemble), anomaly detection while conntrack tables are rebuilt
 (flowtrace.pipeline) and half of a large conn.log (flowtrace.flows.zeek). A child sees the
 parent's arrays through the fork without copying them; only its result travels back.
+``threaded_map`` shares numpy work between threads instead, where copy-on-write after a
+fork would cost more than it saves (the halves of flow building).
 
 ``FLOWTRACE_WORKERS=1`` (or ``workers=1`` where an API takes it) keeps everything in one
 process; ``FLOWTRACE_WORKERS=N`` caps the processes.
@@ -75,6 +76,25 @@ def forked_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
     finally:
         for p in pending:
             p.cancel()
+
+
+def threaded_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """``[fn(item) for item in items]``: ``items[0]`` in this thread, each other item in a
+    thread of its own at the same time.
+
+    For work that spends its time in numpy over large arrays, which releases the GIL: the
+    threads share memory, so nothing is copied and no page is faulted twice (after a fork
+    every page either process writes is copied first, which costs flow building more than
+    the second process saves). An exception in a thread is raised here.
+    """
+    if len(items) < 2:
+        return [fn(item) for item in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(items) - 1) as pool:
+        futures = [pool.submit(fn, item) for item in items[1:]]
+        first = fn(items[0])
+        return [first, *(f.result() for f in futures)]
 
 
 class Forked(Generic[R]):

@@ -1,4 +1,4 @@
-"""Flow building split over two processes, and rebuilt with more cuts from a previous build,
+"""Flow building split over two threads, and rebuilt with more cuts from a previous build,
 must give exactly what one plain build gives."""
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def _cuts(packets: pd.DataFrame, seed: int, k: int = 40) -> np.ndarray:
 
 
 @needs_fork
-def test_two_processes_build_what_one_builds(packets: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_threads_build_what_one_builds(packets: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
     _serial(monkeypatch)
     one = build(packets)
     _forked(monkeypatch)
@@ -104,7 +104,7 @@ def test_previous_with_other_settings_is_not_reused(packets: pd.DataFrame) -> No
 
 
 @needs_fork
-def test_forked_rebuild(packets: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rebuild_of_a_build_in_two_parts(packets: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
     _forked(monkeypatch)
     first = build(packets)
     cuts = _cuts(packets, 5)
@@ -112,7 +112,25 @@ def test_forked_rebuild(packets: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) 
     _same(build(packets, split_before=cuts), build(packets, split_before=cuts, previous=first))
 
 
-# forked_map itself
+# threaded_map and forked_map themselves
+
+
+def test_threaded_map_returns_results_in_item_order_from_other_threads() -> None:
+    import threading
+
+    out = fork.threaded_map(lambda k: (k * 10, threading.get_ident()), [1, 2, 3])
+    assert [v for v, _ in out] == [10, 20, 30]
+    assert out[0][1] == threading.get_ident() and {t for _, t in out[1:]} != {threading.get_ident()}
+
+
+def test_threaded_map_raises_a_threads_exception() -> None:
+    def fn(k: int) -> int:
+        if k == 2:
+            raise ValueError("bad item 2")
+        return k
+
+    with pytest.raises(ValueError, match="bad item 2"):
+        fork.threaded_map(fn, [1, 2])
 
 
 @needs_fork

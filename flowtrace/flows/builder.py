@@ -10,9 +10,9 @@ assemble the declared table (``table``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -24,8 +24,10 @@ from flowtrace.flows.community_id import community_ids
 from flowtrace.flows.key import address_ranks, canonical, flow_ports, icmp_is
 from flowtrace.flows.table import assemble
 from flowtrace.flows.timeouts import resolve_timeouts
-from flowtrace.fork import forked_map, worth_forking
+from flowtrace.fork import threaded_map, worth_forking
 from flowtrace.schema import DIRECTIONS, PACKETS
+
+R = TypeVar("R")
 
 _IN, _OUT, _UNKNOWN = (DIRECTIONS.index(d) for d in ("in", "out", "unknown"))
 
@@ -58,6 +60,8 @@ class _Basis:
     ignore_checksums: bool
     forced: np.ndarray | None
     core: _Core
+    parts: int
+    """How many parts the rows were grouped in (group ids depend on it, see ``_main_core``)."""
 
 
 def build(packets: pd.DataFrame, *, timeouts: Mapping[str, float] | None = None,
@@ -77,8 +81,8 @@ def build(packets: pd.DataFrame, *, timeouts: Mapping[str, float] | None = None,
     a bad timeout and KeyError if ``packets`` lacks a declared column. ``packets`` is not
     modified.
 
-    A large table is built by two processes where the machine allows (flowtrace.fork),
-    each taking half of the groups.
+    A large table is built by two threads where the machine allows (flowtrace.fork), each
+    taking the groups of one part of the packets.
     """
     tmo = resolve_timeouts(timeouts)
     missing = [c for c in PACKETS.names if c not in packets.columns]
@@ -106,7 +110,9 @@ def _build(packets: pd.DataFrame, tmo: dict[str, int], ignore_checksums: bool,
     ok = p.eligible()
     err = ok & icmp_is("error", p.ip_version, p.icmp_type) & icmp.is_icmp(p.proto, p.ip_version) \
         & (p.quoted_proto >= 0) & (p.quoted_src >= 0) & (p.quoted_dst >= 0)
-    first = _main_core(p, np.flatnonzero(ok & ~err), tmo, rank, forced, basis)
+    main_rows = np.flatnonzero(ok & ~err)
+    n_parts = basis.parts if basis is not None else 2 if worth_forking(main_rows.size) else 1
+    first = _main_core(p, main_rows, tmo, rank, forced, basis, n_parts)
     err_rows = np.flatnonzero(err)
     att = icmp.attach(errors=p.error_frame(err_rows), flows=first.key_frame(), rank=rank)
     rest = err_rows[att.flow < 0]
@@ -150,40 +156,68 @@ def _build(packets: pd.DataFrame, tmo: dict[str, int], ignore_checksums: bool,
     flows = assemble(per_flow, packets=packets, addresses=p.addresses, outer_addresses=p.outer_addresses)
     return FlowSet(flows=flows, flow_id=flow_id, from_orig=from_orig, related=related,
                    basis=_Basis(packets=packets, timeouts=tmo, ignore_checksums=ignore_checksums,
-                                forced=forced, core=first))
+                                forced=forced, core=first, parts=n_parts))
 
 
 def _main_core(p: PacketColumns, rows: np.ndarray, tmo: dict[str, int], rank: np.ndarray,
-               forced: np.ndarray | None, basis: _Basis | None) -> _Core:
+               forced: np.ndarray | None, basis: _Basis | None, n_parts: int) -> _Core:
     """The flows of ``rows`` (all packets but ICMP errors): the groups whose cuts changed
-    since ``basis`` (all of them without one) are built, in two processes when there are
-    many packets; the others are taken from ``basis``."""
-    lower, gid = _group(p, rows, rank)
-    parts: list[_Core] = []
+    since ``basis`` (all of them without one) are built; the others are taken from
+    ``basis``. The rows are parted in ``n_parts`` (1 or 2) by their address pair and ports
+    (all packets of a group fall in one part), each part grouped and built in its own
+    thread when there are many packets; group ids interleave the parts' own, so a rebuild
+    must part as its basis did."""
+    parted = _parts(p, rows) if n_parts == 2 else [rows]
+    spread = threaded_map if worth_forking(rows.size) else _serial_map
+    grouped: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def group(k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        lower, gid = _group(p, parted[k], rank)
+        return parted[k], lower, gid * n_parts + k  # one numbering over the parts
+
+    def core(k: int) -> _Core:
+        r, lower, gid = group(k) if basis is None else grouped[k]
+        return _Core(p, r, lower, gid, tmo, forced)
+
+    kept: list[_Core] = []
     if basis is not None:
         # A group keeps its flows when the cuts forced now include those forced before and
         # fall where its flows started anyway: splitting is decided left to right, so
         # forcing a start where one was decided changes nothing after it.
+        grouped = spread(group, range(n_parts))
         n = len(p.ts)
         before = basis.forced if basis.forced is not None else np.zeros(n, dtype=bool)
         now = forced if forced is not None else np.zeros(n, dtype=bool)
         started = np.zeros(n, dtype=bool)
         started[basis.core.first_rows()] = True
         changed = (now & ~started) | (before & ~now)
-        todo = np.zeros(int(gid.max()) + 1 if gid.size else 0, dtype=bool)
-        todo[gid[changed[rows]]] = True
-        parts.append(basis.core.take(~todo[basis.core.group]))
-        pick = todo[gid]
-        rows, lower, gid = rows[pick], lower[pick], gid[pick]
-    halves = [np.flatnonzero((gid & 1) == k) for k in (0, 1)]
-    if not worth_forking(rows.size):
-        halves = [np.arange(rows.size)]
+        top = max((int(g.max()) for _, _, g in grouped if g.size), default=-1)
+        todo = np.zeros(max(top, int(basis.core.group.max(initial=-1))) + 1, dtype=bool)
+        for r, _, gid in grouped:
+            todo[gid[changed[r]]] = True
+        kept.append(basis.core.take(~todo[basis.core.group]))
+        picked = []
+        for r, lower, gid in grouped:
+            pick = todo[gid]
+            picked.append((r[pick], lower[pick], gid[pick]))
+        grouped = picked
+    return _Core.join(kept + spread(core, range(n_parts)))
 
-    def core(half: np.ndarray) -> _Core:
-        return _Core(p, rows[half], lower[half], gid[half], tmo, forced)
 
-    parts.extend(forked_map(core, halves))
-    return _Core.join(parts)
+def _serial_map(fn: Callable[[int], R], items: Sequence[int]) -> list[R]:
+    return [fn(k) for k in items]
+
+
+def _parts(p: PacketColumns, rows: np.ndarray) -> list[np.ndarray]:
+    """``rows`` in two parts such that the packets of one group (observation point and
+    canonical tuple) are in the same part: by a hash of the unordered address pair and the
+    sum of the ports (ICMP types and codes differ between a request and its reply: left out)."""
+    ports = p.proto[rows]
+    ports = (ports == 6) | (ports == 17) | (ports == 132)
+    mix = (p.src[rows] + p.dst[rows]) * np.int64(0x9E3779B1)
+    mix += np.where(ports, p.sport[rows].astype(np.int64) + p.dport[rows], 0)
+    odd = ((mix ^ (mix >> 7)) & 1).astype(bool)
+    return [rows[~odd], rows[odd]]
 
 
 def _error_columns(p: PacketColumns, rows: np.ndarray, flows: np.ndarray, n_flows: int) -> dict[str, object]:
