@@ -2,10 +2,9 @@
 
 ``requested_workers`` is the one reading of FLOWTRACE_WORKERS, for the decoding pool
 (several captures) and the two-process decode of one large pcap (flowtrace.decode.halves)
-as well. ``forked_map`` and ``Forked`` run work in a forked child: the second decoding
-process of one large pcap (flowtrace.decode.halves), the clock offsets while bridge flows are cut
-(flowtrace.correlate.assemble), anomaly detection while conntrack tables are rebuilt
-(flowtrace.pipeline) and half of a large conn.log (flowtrace.flows.zeek). A child sees the
+as well. ``Forked`` runs work in a forked child: the clock offsets while bridge flows are
+cut (flowtrace.correlate.assemble) and anomaly detection while conntrack tables are
+rebuilt (flowtrace.pipeline). A child sees the
 parent's arrays through the fork without copying them; only its result travels back.
 ``threaded_map`` shares numpy work between threads instead, where copy-on-write after a
 fork would cost more than it saves (the halves of flow building).
@@ -23,7 +22,6 @@ import signal
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -59,25 +57,6 @@ def worth_forking(rows: int, workers: int | None = None) -> bool:
     return rows >= MIN_ROWS and can_fork(workers)
 
 
-def forked_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
-    """``[fn(item) for item in items]``: ``items[0]`` in this process, each other item in a
-    forked child at the same time.
-
-    ``fn`` may be a closure over large arrays: the child reads them through the fork; its
-    result comes back pickled through a pipe, so it must be picklable. An exception raised
-    in a child is raised here; a child that dies without an answer (killed, out of memory)
-    has its item computed here instead.
-    """
-    pending = [Forked(partial(fn, item)) for item in items[1:]]
-    try:
-        results = [fn(items[0])] if items else []
-        results.extend(p.result() for p in pending)
-        return results
-    finally:
-        for p in pending:
-            p.cancel()
-
-
 def threaded_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
     """``[fn(item) for item in items]``: ``items[0]`` in this thread, each other item in a
     thread of its own at the same time.
@@ -102,7 +81,9 @@ class Forked(Generic[R]):
 
     The child sees this process as it is at the start: later changes here do not reach
     it. With ``fork`` false, or without a second process (``can_fork()`` false),
-    ``work()`` runs in ``result()``. Failures are as in ``forked_map``.
+    ``work()`` runs in ``result()``. An exception raised in the child is raised by
+    ``result()``; a child that dies without an answer (killed, out of memory) has its work
+    done in ``result()`` instead.
     """
 
     def __init__(self, work: Callable[[], R], *, fork: bool = True) -> None:

@@ -112,7 +112,7 @@ def test_rebuild_of_a_build_in_two_parts(packets: pd.DataFrame, monkeypatch: pyt
     _same(build(packets, split_before=cuts), build(packets, split_before=cuts, previous=first))
 
 
-# threaded_map and forked_map themselves
+# threaded_map and Forked themselves
 
 
 def test_threaded_map_returns_results_in_item_order_from_other_threads() -> None:
@@ -134,39 +134,24 @@ def test_threaded_map_raises_a_threads_exception() -> None:
 
 
 @needs_fork
-def test_forked_map_returns_results_in_item_order() -> None:
-    big = np.arange(1_000_000)
-    assert fork.forked_map(lambda k: int(big[k::3].sum()) + os.getpid() * 0, [0, 1, 2]) == [
-        int(big[k::3].sum()) for k in range(3)]
+def test_forked_raises_a_childs_exception() -> None:
+    def work() -> int:
+        raise ValueError("bad in the child")
+
+    with pytest.raises(ValueError, match="bad in the child"):
+        fork.Forked(work).result()
 
 
 @needs_fork
-def test_forked_map_runs_items_in_other_processes() -> None:
-    pids = fork.forked_map(lambda _: os.getpid(), [0, 1])
-    assert pids[0] == os.getpid() and pids[1] != os.getpid()
-
-
-@needs_fork
-def test_forked_map_raises_a_childs_exception() -> None:
-    def fn(k: int) -> int:
-        if k == 1:
-            raise ValueError("bad item 1")
-        return k
-
-    with pytest.raises(ValueError, match="bad item 1"):
-        fork.forked_map(fn, [0, 1])
-
-
-@needs_fork
-def test_forked_map_computes_here_what_a_dead_child_did_not_send() -> None:
+def test_forked_computes_here_what_a_dead_child_did_not_send() -> None:
     parent = os.getpid()
 
-    def fn(k: int) -> int:
+    def work() -> int:
         if os.getpid() != parent:
             os.kill(os.getpid(), signal.SIGKILL)
-        return k * 10
+        return 10
 
-    assert fork.forked_map(fn, [1, 2]) == [10, 20]
+    assert fork.Forked(work).result() == 10
 
 
 def test_one_worker_means_no_fork(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,5 +1,6 @@
-"""analyze shares its work with second processes on large inputs (flows, clock offsets,
-anomaly detection): forced on small fixtures, the result must be exactly the one-process one."""
+"""analyze shares its work with a second process (clock offsets, anomaly detection) and a
+second thread (flows) on large inputs: forced on small fixtures, the result must be exactly
+the one-process one."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 import flowtrace
 from flowtrace import fork
+from flowtrace.flows import builder
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
 
@@ -28,14 +30,23 @@ def test_forked_analysis_equals_one_process(scenario: str, monkeypatch: pytest.M
         spawned.append(1)
         return real_spawn(work)
 
+    threaded: list[int] = []
+
+    def counting_threads(fn, items):  # type: ignore[no-untyped-def]
+        threaded.append(len(items))
+        return fork.threaded_map(fn, items)
+
     monkeypatch.setattr(fork, "MIN_ROWS", 0)
     monkeypatch.setattr(fork, "_spawn", counting_spawn)
+    monkeypatch.setattr(builder, "threaded_map", counting_threads)
     two = flowtrace.analyze(str(FIXTURES / scenario))
-    assert len(spawned) >= 3  # flows, clock offsets, detection
+    assert len(spawned) >= 2  # clock offsets, detection
+    assert 2 in threaded  # flows
     monkeypatch.setenv("FLOWTRACE_WORKERS", "1")
     spawned.clear()
+    threaded.clear()
     one = flowtrace.analyze(str(FIXTURES / scenario))
-    assert not spawned
+    assert not spawned and not threaded
     for table in ("flows", "connections", "hops"):
         pd.testing.assert_frame_equal(getattr(one, table), getattr(two, table))
     assert one.offsets == two.offsets

@@ -9,11 +9,10 @@ zero, and ICMP ports are the message type and its counterpart (or code).
 from __future__ import annotations
 
 import time
+from itertools import chain
 
 import numpy as np
 import pandas as pd
-
-from flowtrace.fork import can_fork, forked_map
 
 FIELDS: tuple[tuple[str, str], ...] = (
     ("ts", "time"), ("uid", "string"), ("id.orig_h", "addr"), ("id.orig_p", "port"),
@@ -27,19 +26,21 @@ FIELDS: tuple[tuple[str, str], ...] = (
 """conn.log field names and Zeek types, in order."""
 
 UNSET = "-"
-PARALLEL_ROWS = 20_000
-"""From this many flows on, a second process formats half of the lines (flowtrace.fork)."""
-_TRANSPORT = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp"}
+_TRANSPORT = np.array([{6: "tcp", 17: "udp", 1: "icmp", 58: "icmp"}.get(p, "unknown_transport") for p in range(256)],
+                      dtype=object)
+"""Zeek's transport name of each IP protocol number."""
+
+# One row: every value is formatted by a single ``%`` over the whole log. A flow with a
+# zero duration prints duration, orig_bytes and resp_bytes unset; ``%.0s`` takes their
+# values and prints nothing.
+_HEAD = "%d.%06d\t%s\t%s\t%d\t%s\t%d\t%s\t-\t"
+_TAIL = "\t%s\t-\t-\t%d\t%s\t%d\t%d\t%d\t%d\t-\t%d\t%s\n"
+_ROW = _HEAD + "%d.%06d\t%d\t%d" + _TAIL
+_ROW_NO_DURATION = _HEAD + "-%.0s%.0s\t-%.0s\t-%.0s" + _TAIL
 
 
 def _stamp(seconds: float | None) -> str:
     return time.strftime("%Y-%m-%d-%H-%M-%S", time.localtime(seconds))
-
-
-def _seconds(ns: np.ndarray) -> list[str]:
-    """Nanoseconds as Zeek prints times and intervals: seconds with 6 decimals (truncated)."""
-    us = (ns // 1000).tolist()
-    return [f"{u // 1_000_000}.{u % 1_000_000:06d}" for u in us]
 
 
 def _texts(col: pd.Series) -> list[str]:
@@ -50,8 +51,8 @@ def _texts(col: pd.Series) -> list[str]:
     return [v if isinstance(v, str) and v else UNSET for v in col.tolist()]
 
 
-def _counts(values: np.ndarray) -> list[str]:
-    return list(map(str, values.astype(np.int64).tolist()))
+def _ints(col: pd.Series) -> list[int]:
+    return col.to_numpy().astype(np.int64).tolist()
 
 
 def conn_log(flows: pd.DataFrame, *, open_time: float | None = None, close_time: float | None = None) -> str:
@@ -69,47 +70,35 @@ def conn_log(flows: pd.DataFrame, *, open_time: float | None = None, close_time:
         "#fields\t" + "\t".join(name for name, _ in FIELDS),
         "#types\t" + "\t".join(kind for _, kind in FIELDS),
     ]
-    lines = ["\n".join(header), "\n"]
-    n = len(flows)
-    if n >= PARALLEL_ROWS and can_fork():
-        lines.extend(forked_map(_rows, [flows.iloc[: n // 2], flows.iloc[n // 2 :]]))
-    elif n:
-        lines.append(_rows(flows))
-    lines.append(f"#close\t{_stamp(close_time)}\n")
-    return "".join(lines)
+    return "\n".join(header) + "\n" + _rows(flows) + f"#close\t{_stamp(close_time)}\n"
 
 
 def _rows(f: pd.DataFrame) -> str:
-    n = len(f)
+    """The data lines of ``f`` (a flows table). Times and intervals are seconds with 6
+    decimals, truncated as Zeek prints them; negative ports (none) print as 0."""
+    if not len(f):
+        return ""
     proto = f["proto"].to_numpy().astype(np.int64)
+    us = f["ts_ns"].to_numpy() // 1000
     dur = f["duration_ns"].to_numpy()
-    has_dur = (dur > 0).tolist()
-    unset = [UNSET] * n
-
-    def when_duration(values: list[str]) -> list[str]:
-        return [v if ok else UNSET for v, ok in zip(values, has_dur, strict=True)]
-
-    cols: list[list[str]] = [
-        _seconds(f["ts_ns"].to_numpy()),
+    dus = dur // 1000
+    cols = [
+        (us // 1_000_000).tolist(), (us % 1_000_000).tolist(),
         _texts(f["uid"]),
-        _texts(f["orig_h"]), _counts(np.maximum(f["orig_p"].to_numpy(), 0)),
-        _texts(f["resp_h"]), _counts(np.maximum(f["resp_p"].to_numpy(), 0)),
-        [_TRANSPORT.get(p, "unknown_transport") for p in proto.tolist()],
-        unset,
-        when_duration(_seconds(dur)),
-        when_duration(_counts(f["orig_bytes"].to_numpy())),
-        when_duration(_counts(f["resp_bytes"].to_numpy())),
+        _texts(f["orig_h"]), np.maximum(f["orig_p"].to_numpy(), 0).tolist(),
+        _texts(f["resp_h"]), np.maximum(f["resp_p"].to_numpy(), 0).tolist(),
+        _TRANSPORT[proto & 255].tolist(),
+        (dus // 1_000_000).tolist(), (dus % 1_000_000).tolist(),
+        _ints(f["orig_bytes"]), _ints(f["resp_bytes"]),
         _texts(f["conn_state"]),
-        unset, unset,
-        _counts(f["missed_bytes"].to_numpy()),
+        _ints(f["missed_bytes"]),
         _texts(f["history"]),
-        _counts(f["orig_pkts"].to_numpy()), _counts(f["orig_ip_bytes"].to_numpy()),
-        _counts(f["resp_pkts"].to_numpy()), _counts(f["resp_ip_bytes"].to_numpy()),
-        unset,
-        list(map(str, proto.tolist())),
+        _ints(f["orig_pkts"]), _ints(f["orig_ip_bytes"]), _ints(f["resp_pkts"]), _ints(f["resp_ip_bytes"]),
+        proto.tolist(),
         _texts(f["community_id"]),
     ]
-    return "".join(["\t".join(row) + "\n" for row in zip(*cols, strict=True)])
+    fmt = "".join([_ROW if ok else _ROW_NO_DURATION for ok in (dur > 0).tolist()])
+    return fmt % tuple(chain.from_iterable(zip(*cols, strict=True)))
 
 
 def parse_conn_log(text: str) -> tuple[dict[str, str], pd.DataFrame]:
