@@ -45,6 +45,9 @@ def capture_arguments(args: list[str]) -> list[str]:
 def main() -> None:
     """Entry point of the ``flowtrace`` script and of ``python -m flowtrace``."""
     args = sys.argv[1:]
+    # numpy's OpenBLAS starts a thread per core at import, which spin while the early
+    # child decodes; flowtrace does no linear algebra worth a second thread.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     try:
         if len(args) > 1 and args[0] in READING_COMMANDS and not {"-h", "--help"} & set(args):
             from flowtrace.decode.early import start_early

@@ -13,15 +13,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from flowtrace.analysis import Analysis
 from flowtrace.capture.files import CaptureSource, expand_sources
 from flowtrace.capture.memory import pin_mmap_threshold
 from flowtrace.capture.reader import CaptureFile, CaptureMeta, CaptureReader
-from flowtrace.context.conntrack import compare, created_entries, looks_like_dump, read_dump
-from flowtrace.context.manifest import Manifest, read_manifest
-from flowtrace.correlate.assemble import correlate
-from flowtrace.correlate.conntrack import rebuild_tables
-from flowtrace.correlate.roles import infer_roles
 from flowtrace.decode.reading import (
     Pool,
     decode_into,
@@ -38,6 +32,7 @@ from flowtrace.flows import build as build_flows
 from flowtrace.fork import Forked, worth_forking
 
 if TYPE_CHECKING:
+    from flowtrace.analysis import Analysis
     from flowtrace.detect.finding import Finding
 
 log = logging.getLogger("flowtrace")
@@ -177,6 +172,13 @@ def analyze(captures: CaptureArg | Sequence[CaptureArg], *, manifest: CaptureArg
     advance (see Progress). Returns an Analysis. Raises CaptureError for unreadable
     captures and InputError for a bad manifest or dump.
     """
+    # What only analyze needs is imported here: ``flows`` and ``info`` start sooner.
+    from flowtrace.analysis import Analysis
+    from flowtrace.context.manifest import Manifest, read_manifest
+    from flowtrace.correlate.assemble import correlate
+    from flowtrace.correlate.conntrack import rebuild_tables
+    from flowtrace.correlate.roles import infer_roles
+
     args = _as_list(captures)
     sources = expand_sources(args)
     step = progress or (lambda stage, done, total: None)
@@ -259,6 +261,8 @@ def _dump_arg(arg: str) -> tuple[str, Path]:
 
 def find_dumps(args: Sequence[str]) -> list[tuple[str, Path]]:
     """conntrack dumps (``-L``/``-E`` output) inside the directories among ``args``."""
+    from flowtrace.context.conntrack import looks_like_dump
+
     found = []
     for arg in args:
         d = Path(arg.split("=", 1)[1] if "=" in arg and not Path(arg).exists() else arg)
@@ -272,6 +276,8 @@ def find_dumps(args: Sequence[str]) -> list[tuple[str, Path]]:
 
 def _compare_dumps(a: Analysis, dumps: list[tuple[str, Path]]) -> None:
     """Attach dumps and their comparisons (created entries vs -E NEW events, live vs -L)."""
+    from flowtrace.context.conntrack import compare, created_entries, read_dump
+
     tunnel_notes = 0
     for node, path in dumps:
         entries = read_dump(path, node=node)

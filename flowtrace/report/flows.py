@@ -12,11 +12,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from rich.console import Console
-from rich.table import Table
 
 if TYPE_CHECKING:
-    from rich.console import JustifyMethod
+    from rich.console import Console, JustifyMethod
+    from rich.table import Table
 
 from flowtrace.schema import SCHEMA_VERSION
 
@@ -49,6 +48,9 @@ def _time(ns: int) -> str:
 
 def flows_renderable(flows: pd.DataFrame, *, limit: int | None = None) -> Table:
     """A rich Table of ``flows``, one row per flow (the first ``limit`` rows if given)."""
+    # rich is imported only where a table is drawn: --zeek, --csv and --json start sooner.
+    from rich.table import Table
+
     shown = flows if limit is None else flows.head(limit)
     title = f"{len(flows):,} flows"
     if len(shown) < len(flows):
@@ -95,6 +97,8 @@ def render_flows(flows: pd.DataFrame, console: Console | None = None, *, limit: 
     """
     if console is None:
         wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+        from rich.console import Console
+
         console = Console(width=220 if wide else None)
     console.print(flows_renderable(flows, limit=limit))
 
