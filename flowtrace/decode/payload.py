@@ -52,25 +52,36 @@ def _fold(s: np.ndarray) -> np.ndarray:
 
 
 SUM_SPAN_WORDS = 1 << 18
-"""Words summed per prefix-sum pass (a 1 MiB work buffer)."""
+"""32-bit words summed per prefix-sum pass (a 2 MiB work buffer)."""
 
 
-_SCRATCH: list[np.ndarray] = [np.zeros(0, dtype=np.uint32)]
+_SCRATCH: list[np.ndarray] = [np.zeros(0, dtype=np.uint64)]
 
 
 def _scratch(n: int) -> np.ndarray:
-    """A uint32 work array of ``n`` elements, reused from call to call."""
+    """A uint64 work array of ``n`` elements, reused from call to call."""
     if _SCRATCH[0].size < n:
-        _SCRATCH[0] = np.zeros(max(n, SUM_SPAN_WORDS + 4096), dtype=np.uint32)
+        _SCRATCH[0] = np.zeros(max(n, SUM_SPAN_WORDS + 4096), dtype=np.uint64)
     return _SCRATCH[0][:n]
 
 
-def _segment_sums(words: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """uint64 sums of ``words[a[i]:b[i]]`` for sorted, disjoint segments.
+def _byte_sums(data: np.ndarray, s: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """Per segment ``data[s[i]:e[i]]`` (sorted, disjoint, non-empty), the exact uint64 sum of
+    its bytes weighted by 256 ** (position mod 4): the sum of the little-endian 32-bit words
+    of ``data`` that the segment covers, less the bytes of those words outside it. Zero only
+    for a segment of zero bytes.
 
-    The buffer is taken in spans of SUM_SPAN_WORDS words (plus the segment that crosses
-    a span's end), each widened into one reused work buffer.
+    The words are taken in spans of SUM_SPAN_WORDS (plus the segment that crosses a span's
+    end), each widened into one reused work buffer whose prefix sums give every segment's
+    sum as a difference (fresh large arrays cost a page fault per 4 KiB, and reduceat
+    makes them).
     """
+    n_words = -(-int(e[-1]) // 4)
+    if n_words * 4 > data.shape[0]:  # the last segment's word runs past the buffer
+        data = np.concatenate([data, np.zeros(n_words * 4 - data.shape[0], dtype=np.uint8)])
+    words = data[: n_words * 4].view("<u4")
+    a = s // 4
+    b = (e + 3) // 4
     sums = np.empty(a.size, dtype=np.uint64)
     cuts = np.searchsorted(a, np.arange(a[0], a[-1] + 1, SUM_SPAN_WORDS), side="left").tolist()
     cuts.append(a.size)
@@ -78,16 +89,19 @@ def _segment_sums(words: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray
         if i == j:
             continue
         lo, hi = int(a[i]), int(b[j - 1])
-        piece = words[lo : hi + 1]
-        # Prefix sums in a reused buffer (fresh large arrays cost a page fault per 4 KiB,
-        # and reduceat makes them): P[k] is the sum of the first k words, so a segment's
-        # sum is a difference. uint32 wraps, but no segment (at most 32,768 words of at
-        # most 65,535) sums past 2**32, so the differences are exact.
-        prefix = _scratch(piece.size + 1)
+        prefix = _scratch(hi - lo + 1)
         prefix[0] = 0
-        np.copyto(prefix[1:], piece, casting="unsafe")
+        np.copyto(prefix[1:], words[lo:hi], casting="unsafe")
         np.cumsum(prefix, out=prefix)
         sums[i:j] = prefix[b[i:j] - lo] - prefix[a[i:j] - lo]
+    # The bytes of the first and last words outside the segment: up to 3 on each side.
+    for k in range(1, 4):
+        lead = (s & 3) >= k  # byte s - k shares the first word
+        q = s[lead] - k
+        sums[lead] -= data[q].astype(np.uint64) << (8 * (q & 3)).astype(np.uint64)
+        trail = (-e & 3) >= k  # byte e + k - 1 shares the last word
+        q = e[trail] + (k - 1)
+        sums[trail] -= data[q].astype(np.uint64) << (8 * (q & 3)).astype(np.uint64)
     return sums
 
 
@@ -95,9 +109,10 @@ def verify_checksums(v: FrameView, st: BatchState) -> None:
     """Set l4_checksum for whole, unfragmented, fully captured TCP/UDP/ICMP/ICMPv6 segments:
     1 verified, 0 wrong, 2 the offload placeholder (only the pseudo-header sum).
 
-    Prefix sums over the batch buffer read as big-endian 16-bit words sum every segment;
-    segments starting at an odd offset come out byte-swapped, which the ones' complement
-    sum allows to undo after folding (RFC 1071, byte order independence).
+    Prefix sums over the batch buffer read as little-endian 32-bit words sum every
+    segment; the ones' complement sum of 16-bit words is that sum modulo 65535, with the
+    weights of the bytes swapped where the segment starts at an even offset (RFC 1071:
+    byte order independence, and sums over wider words fold to the same value).
     """
     out = st.out
     proto = out["proto"]
@@ -125,23 +140,21 @@ def verify_checksums(v: FrameView, st: BatchState) -> None:
     if (np.diff(s[order]) < 0).any():  # pragma: no cover - argsort guarantees order
         return
     rows, s, e, length = rows[order], s[order], e[order], length[order]
-    data = v.data
-    words = data[: data.shape[0] // 2 * 2].view(">u2")
-    a = s // 2
-    b = (e + 1) // 2
-    sums = _segment_sums(words, a, b)
-    odd_start = (s & 1) == 1
-    odd_end = (e & 1) == 1
-    sums -= np.where(odd_start, data[np.maximum(s - 1, 0)].astype(np.uint64) << np.uint64(8), np.uint64(0))
-    sums -= np.where(odd_end, data[e].astype(np.uint64), np.uint64(0))
-    total = _fold(sums)
-    total[odd_start] = ((total[odd_start] & np.uint64(0xFF)) << np.uint64(8)) | (total[odd_start] >> np.uint64(8))
+    # Ones' complement sums are sums modulo 65535, where 2**16 is 1: a byte's weight is 256
+    # or 1 by the parity of its position, whatever the word size. The segment read as
+    # big-endian 16-bit words from s gives weight 256 to the bytes at s, s + 2, ...: that is
+    # the weight _byte_sums gives them when s is odd, and 256 times it when s is even.
+    raw = _byte_sums(v.data, s, e)
+    seg = raw % np.uint64(0xFFFF)
+    seg = np.where((s & 1) == 0, seg * np.uint64(256), seg)
     p = proto[rows].astype(np.uint64)
     ln = length.astype(np.uint64)
     pseudo = st.pseudo[rows] + p + (ln & np.uint64(0xFFFF)) + (ln >> np.uint64(16))
     with_pseudo = p != 1
-    total = np.where(with_pseudo, total + pseudo, total)
-    good = _fold(total) == 0xFFFF
+    total = np.where(with_pseudo, seg + pseudo, seg)
+    # A right checksum makes the folded sum 0xFFFF: the sum is 0 modulo 65535 but not 0
+    # (TCP, UDP and ICMPv6 sums include the protocol number; an ICMP message is all zeros).
+    good = (total % np.uint64(0xFFFF) == 0) & (with_pseudo | (raw != 0))
     result = np.where(good, 1, 0).astype(np.int8)
     # Checksum offload: a sender that leaves the sum to the NIC writes only the pseudo-header
     # sum in the field (CHECKSUM_PARTIAL), and a capture on that host (or on a veth, which
