@@ -19,6 +19,7 @@ import numpy as np
 from flowtrace.capture.records import DIR_IN, DIR_OUT, DIR_UNKNOWN, Interface, RecordBatch
 from flowtrace.decode.addresses import AddressBook
 from flowtrace.decode.state import OUTPUT_COLUMNS
+from flowtrace.fork import threaded_map
 from flowtrace.schema import DECODE_STATUSES, DIRECTIONS, ENCAPSULATIONS, PACKETS
 
 if TYPE_CHECKING:
@@ -70,16 +71,17 @@ def _lut_index(codes: np.ndarray, size: int) -> np.ndarray:
     return idx
 
 
-def _resize(arr: np.ndarray, rows: int) -> np.ndarray:
+def _resize(arr: np.ndarray, rows: int, *, pages_set: bool = False) -> np.ndarray:
     """``arr`` grown or shrunk to ``rows`` rows.
 
     Growing allocates anew and copies: fresh zeroed memory stays untouched, not resident,
     until rows are written (``ndarray.resize`` would write zeros over all of it at once),
-    in small pages (``_small_pages``). Shrinking is done in place when numpy allows it (no
-    reference to ``arr`` elsewhere).
+    in small pages (``_small_pages``; ``pages_set``: the caller is inside it already, as
+    threads must be: the setting is numpy's, global). Shrinking is done in place when numpy
+    allows it (no reference to ``arr`` elsewhere).
     """
     if rows > arr.shape[0]:
-        with _small_pages():
+        with contextlib.nullcontext() if pages_set else _small_pages():
             out = np.zeros(rows, dtype=arr.dtype)
         out[: arr.shape[0]] = arr
         return out
@@ -224,19 +226,21 @@ class PacketTableBuilder:
         ``addresses`` and ``labels`` are that builder's vocabularies (``book.keys()``,
         ``interface_labels``). Its codes are translated into this builder's, its frame
         numbers shifted by each span's offset, and its rows stored as capture ``capture``.
-        Columns are taken one at a time, popped from ``cols``, and ``release(name)`` is
-        called after each so that its memory can go: the peak is this table plus one column.
+        Columns are taken one at a time by each of two threads, popped from ``cols``, and
+        ``release(name)`` is called after each so that its memory can go: the peak is this
+        table plus two columns.
         """
         address_lut = np.append(self.book.intern(addresses), np.int32(-1))
         label_lut = np.asarray([self._label(x) for x in labels] or [self._label("")], dtype=np.int32)
         self._widen_codes(capture, int(label_lut.max()))
         total = sum(rows for _, rows, _ in spans)
         capacity = max(self.capacity, self.size + total)
-        for name in list(cols):
+
+        def take(name: str) -> None:
             # Grown one column at a time, each just before its rows arrive and the other
             # builder's copy is released.
             if self._cols[name].shape[0] < capacity:
-                self._cols[name] = _resize(self._cols.pop(name), capacity)
+                self._cols[name] = _resize(self._cols[name], capacity, pages_set=True)
             column = cols.pop(name)
             a = self.size
             for first, rows, frame_offset in spans:
@@ -257,6 +261,11 @@ class PacketTableBuilder:
             del column
             if release is not None:
                 release(name)
+
+        # Two threads share the columns (numpy copies without the GIL), largest first.
+        names = sorted(cols, key=lambda n: -cols[n].dtype.itemsize)
+        with _small_pages():
+            threaded_map(lambda part: [take(n) for n in part], [names[0::2], names[1::2]])
         self.capacity = capacity
         self.size += total
 
