@@ -214,7 +214,7 @@ def _parts(p: PacketColumns, rows: np.ndarray) -> list[np.ndarray]:
     sum of the ports (ICMP types and codes differ between a request and its reply: left out)."""
     ports = p.proto[rows]
     ports = (ports == 6) | (ports == 17) | (ports == 132)
-    mix = (p.src[rows] + p.dst[rows]) * np.int64(0x9E3779B1)
+    mix = (p.src[rows].astype(np.int64) + p.dst[rows]) * np.int64(0x9E3779B1)
     mix += np.where(ports, p.sport[rows].astype(np.int64) + p.dport[rows], 0)
     odd = ((mix ^ (mix >> 7)) & 1).astype(bool)
     return [rows[~odd], rows[odd]]

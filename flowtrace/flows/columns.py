@@ -20,8 +20,9 @@ def i64(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
 class PacketColumns:
     """The packet columns flow building reads, as plain numpy arrays (views, not copies).
 
-    Address columns share one code space (``addresses``); non-first IP fragments get the
-    ports of their first fragment (``frag_tail`` marks them).
+    Address columns share one code space (``addresses``); codes keep the categoricals'
+    narrow integer types. Non-first IP fragments get the ports of their first fragment
+    (``frag_tail`` marks them).
     """
 
     addresses: list[str]
@@ -68,7 +69,9 @@ class PacketColumns:
 
     def __init__(self, df: pd.DataFrame) -> None:
         def codes(name: str) -> np.ndarray:
-            return df[name].cat.codes.to_numpy().astype(np.int64)
+            # The categorical codes themselves (int8 to int32, -1 missing), not a widened
+            # copy: callers widen what they compute with.
+            return df[name].cat.codes.to_numpy()
 
         self.addresses: list[str] = [str(a) for a in df["src"].cat.categories]
         self.src = codes("src")
@@ -99,7 +102,7 @@ class PacketColumns:
     def _recode(col: pd.Series, categories: list[str]) -> np.ndarray:
         """Codes of ``col`` in ``categories`` (the decoder shares one address list; be safe)."""
         own = [str(a) for a in col.cat.categories]
-        codes = col.cat.codes.to_numpy().astype(np.int64)
+        codes = col.cat.codes.to_numpy()
         if own == categories:
             return codes
         lookup = {a: i for i, a in enumerate(categories)}
