@@ -111,3 +111,40 @@ def test_matches_zeek_baselines(trace, options, expected):
             assert any(g.split(" ", 1)[1] == want[2:] for g in got), (want, got)
         else:
             assert want in got, (want, got)
+
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
+
+
+def test_arrow_and_format_writers_write_the_same_lines():
+    pytest.importorskip("pyarrow")
+    from flowtrace.flows import zeek
+    from flowtrace.flows.zeek_arrow import arrow_rows
+
+    scenarios = ["many-connections", "dns", "mtu-blackhole", "no-endpoints", "cross-node-vxlan"]
+    flows = flowtrace.flows([f"{s}-{p.stem}={p}" for s in scenarios for p in sorted((FIXTURES / s).glob("*.pcap*"))])
+    assert (flows["duration_ns"] == 0).any() and (flows["duration_ns"] > 0).any()
+    assert set(flows["proto"]) >= {6, 17, 58}
+    arrow, by_format = arrow_rows(flows).splitlines(), zeek._rows_by_format(flows).splitlines()
+    assert len(arrow) == len(by_format) == len(flows)
+    assert [i for i, (a, b) in enumerate(zip(arrow, by_format, strict=True)) if a != b] == []
+
+
+def test_a_text_arrow_will_not_write_unquoted_falls_back_to_format():
+    pytest.importorskip("pyarrow")
+    from flowtrace.flows import zeek
+
+    flows = build(Tcp().handshake().table()).flows.copy()
+    flows["history"] = ["S\th"] * len(flows)
+    assert zeek._rows(flows) == zeek._rows_by_format(flows)
+    assert "S\th" in zeek._rows(flows)
+
+
+def test_without_pyarrow_the_format_writer_is_used(monkeypatch):
+    import sys
+
+    from flowtrace.flows import zeek
+
+    flows = flowtrace.flows(str(FIXTURES / "dns"))
+    monkeypatch.setitem(sys.modules, "flowtrace.flows.zeek_arrow", None)  # import fails
+    assert zeek._rows(flows) == zeek._rows_by_format(flows)
