@@ -5,7 +5,8 @@ table's columns stay mmapped and freed memory goes back to the system at once. F
 building, though, allocates and frees hundreds of packet-sized temporaries; as fresh
 mmaps each one costs a page fault per 4 KiB page (about twice the whole build time). For
 the duration of the build the threshold and the trim threshold are raised so that freed
-blocks are reused; afterwards the threshold is pinned back and the heap trimmed.
+blocks are reused; afterwards the threshold is pinned back and the heap trimmed (in a
+thread of its own).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -47,4 +49,6 @@ def heap_temporaries() -> Iterator[None]:
     finally:
         libc.mallopt(_M_MMAP_THRESHOLD, _PINNED)
         libc.mallopt(_M_TRIM_THRESHOLD, _PINNED)
-        libc.malloc_trim(0)
+        # Giving the freed heap back takes ~10 ms; a thread does it (ctypes calls run
+        # without the GIL) while the caller goes on.
+        threading.Thread(target=libc.malloc_trim, args=(0,), daemon=True).start()

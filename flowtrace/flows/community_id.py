@@ -60,7 +60,8 @@ def community_ids(*, proto: np.ndarray, addr_a: np.ndarray, port_a: np.ndarray, 
             msg = np.ascontiguousarray(np.concatenate(cols, axis=1))
             rows = msg.view(np.dtype((np.void, msg.shape[1]))).ravel()
             uniq, inverse = np.unique(rows, return_inverse=True)
-            digests = b"".join(hashlib.sha1(u.tobytes()).digest() for u in uniq)
+            buf, w, sha1 = uniq.tobytes(), msg.shape[1], hashlib.sha1
+            digests = b"".join([sha1(buf[i:i + w]).digest() for i in range(0, len(buf), w)])
             out[sel] = _render(np.frombuffer(digests, dtype=np.uint8).reshape(-1, 20))[inverse.ravel()]
     return out
 
