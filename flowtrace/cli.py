@@ -33,6 +33,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+_LEFT_FOR_EXIT: list[object] = []
+"""Large tables a command is done with, kept so that ``_leave`` ends the process before
+Python frees them array by array (the system frees them at once)."""
+
 lab_app = typer.Typer(
     help="Build Kubernetes Service scenarios in network namespaces and capture them.",
     no_args_is_help=True,
@@ -102,7 +106,7 @@ def flows(
     """List connections per observation point (capture, interface, direction) with Zeek's conn_state and history."""
     from flowtrace.flows.select import FlowFilter
     from flowtrace.flows.zeek import conn_log
-    from flowtrace.pipeline import flows as build_flows
+    from flowtrace.pipeline import flow_set
     from flowtrace.report.flows import flows_csv, flows_json, render_flows
 
     try:
@@ -110,8 +114,9 @@ def flows(
             raise InputError("", "choose one of --json, --csv, --zeek")
         timeouts = _timeouts(timeout, kube_proxy_timeouts)
         selection = FlowFilter.parse(hosts=host or [], ports=port or [], protos=proto or [], captures=capture or [])
-        table = selection.apply(build_flows([str(p) for p in captures], timeouts=timeouts,
-                                            ignore_checksums=ignore_checksums))
+        packets, built = flow_set([str(p) for p in captures], timeouts=timeouts, ignore_checksums=ignore_checksums)
+        _LEFT_FOR_EXIT.append((packets, built))
+        table = selection.apply(built.flows)
     except FlowtraceError as e:
         raise _fail(e) from None
     if json_out:
