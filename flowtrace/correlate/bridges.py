@@ -122,10 +122,16 @@ def _suspects(s: Sightings, flow_id: np.ndarray, from_orig: np.ndarray, flow: np
     a, b, _, _ = flow_edges(s, flow_id, from_orig)
     root = components(n_flows, a, b)
     comp = np.where(flow >= 0, root[np.maximum(flow, 0)], -1)
-    frame = pd.DataFrame({"comp": comp, "point": s.point, "side": from_orig[s.row], "tuple": tuple_key})[flow >= 0]
-    tuples = frame.drop_duplicates().groupby(["comp", "point", "side"], sort=False).size()
-    bad = tuples[tuples > 1].index.get_level_values("comp").unique().to_numpy()
-    return np.isin(comp, bad)
+    valid = flow >= 0
+    cv = comp[valid].astype(np.int64)
+    # Distinct (component, point, side) keys and tuples, then distinct pairs of them.
+    points = np.int64(int(s.point.max()) + 1 if s.point.size else 1)
+    k, _ = pd.factorize((cv * points + s.point[valid]) * 2 + from_orig[s.row[valid]])
+    t, distinct = pd.factorize(tuple_key[valid])
+    nt = np.int64(max(len(distinct), 1))
+    pairs = pd.unique(k.astype(np.int64) * nt + t)
+    several = np.bincount(pairs // nt, minlength=int(k.max()) + 1 if k.size else 0) > 1
+    return np.isin(comp, np.unique(cv[several[k]]))
 
 
 def _flow_spans(flow_id: np.ndarray, ts: np.ndarray, flags: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
