@@ -236,7 +236,11 @@ class PacketTableBuilder:
         total = sum(rows for _, rows, _ in spans)
         capacity = max(self.capacity, self.size + total)
 
-        def take(name: str) -> None:
+        def take(names: list[str]) -> None:
+            for name in names:
+                take_one(name)
+
+        def take_one(name: str) -> None:
             # Grown one column at a time, each just before its rows arrive and the other
             # builder's copy is released.
             if self._cols[name].shape[0] < capacity:
@@ -265,7 +269,7 @@ class PacketTableBuilder:
         # Two threads share the columns (numpy copies without the GIL), largest first.
         names = sorted(cols, key=lambda n: -cols[n].dtype.itemsize)
         with _small_pages():
-            threaded_map(lambda part: [take(n) for n in part], [names[0::2], names[1::2]])
+            threaded_map(take, [names[0::2], names[1::2]])
         self.capacity = capacity
         self.size += total
 
