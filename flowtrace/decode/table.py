@@ -228,7 +228,7 @@ class PacketTableBuilder:
         numbers shifted by each span's offset, and its rows stored as capture ``capture``.
         Columns are taken one at a time by each of two threads, popped from ``cols``, and
         ``release(name)`` is called after each so that its memory can go: the peak is this
-        table plus two columns.
+        table plus two columns, one of them small.
         """
         address_lut = np.append(self.book.intern(addresses), np.int32(-1))
         label_lut = np.asarray([self._label(x) for x in labels] or [self._label("")], dtype=np.int32)
@@ -266,10 +266,12 @@ class PacketTableBuilder:
             if release is not None:
                 release(name)
 
-        # Two threads share the columns (numpy copies without the GIL), largest first.
+        # Two threads share the columns (numpy copies without the GIL): one from the largest
+        # down, the other from the smallest up, so that the two columns in flight at once
+        # (copied here, not yet released there) are rarely both large.
         names = sorted(cols, key=lambda n: -cols[n].dtype.itemsize)
         with _small_pages():
-            threaded_map(take, [names[0::2], names[1::2]])
+            threaded_map(take, [names[0::2], names[1::2][::-1]])
         self.capacity = capacity
         self.size += total
 
