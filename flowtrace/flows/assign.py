@@ -156,9 +156,12 @@ def split_flows(*, group_start: np.ndarray, kind: np.ndarray, ts: np.ndarray, fl
         if not active.size:
             break
         idx = block_index(gfirst[active], gend[active] - gfirst[active])
-        ctx = _Context(kind[idx], ts[idx], flags[idx], seq[idx], ack[idx], lower[idx], tmo)
-        gs = group_start[idx]
-        cur = start[idx]
+        if idx.size == m:  # every position (no group of one packet): no copies to gather
+            ctx = _Context(kind, ts, flags, seq, ack, lower, tmo)
+            gs, cur = group_start, start.copy()
+        else:
+            ctx = _Context(kind[idx], ts[idx], flags[idx], seq[idx], ack[idx], lower[idx], tmo)
+            gs, cur = group_start[idx], start[idx]
         proposal = cur | ctx.candidates(cur)
         if np.array_equal(proposal, cur):
             break

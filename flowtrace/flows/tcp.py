@@ -152,12 +152,14 @@ def analyze(*, n_flows: int, flow: np.ndarray, flow_start: np.ndarray, from_orig
     quiet = silent[peer]
     start[peer[quiet]] = ak[first_ack[ok][quiet]].astype(np.uint32) - np.uint32(1)
 
-    # Unwrapped sequence numbers relative to the start.
+    # Unwrapped sequence numbers relative to the start. (Large temporaries are deleted as
+    # soon as they are done with: their memory serves the next ones, see flows.alloc.)
     rel = _unwrap(sq, bidx, blen, start[bep])
-    seg_len = ln + f_syn + f_fin - np.where(f_rst, ln, 0)
-    end = rel + seg_len
+    del sq
+    end = rel + (ln + f_syn + f_fin - np.where(f_rst, ln, 0))
     c_rst = np.cumsum(f_rst, dtype=np.int64)
     own_rst_before = (c_rst - f_rst - np.repeat(c_rst[bidx] - f_rst[bidx], blen)) > 0
+    del c_rst
     # Zeek's last_seq begins at the first packet's end (SYN) or its sequence number.
     init_block = np.where(f_syn[bidx], end[bidx], rel[bidx])
     init = np.repeat(init_block, blen)
@@ -167,12 +169,15 @@ def analyze(*, n_flows: int, flow: np.ndarray, flow_start: np.ndarray, from_orig
         plain = ~own_rst_before & ~control
         pm_plain = seg_cummax_before(np.where(plain, end, tiny), block, bstart, init)
         wild = control & (np.abs(end - pm_plain) > TOO_LARGE_SEQ_DELTA)
+        del pm_plain
         eligible = ~own_rst_before & ~wild
     else:
         eligible = ~own_rst_before
     pm = seg_cummax_before(np.where(eligible, end, tiny), block, bstart, init)
+    del block, init
     fin_first_data = f_fin & (pm == 1)
     rx = (ln > 0) & eligible & ~fin_first_data & (end <= pm)
+    del pm
     last_rel = np.zeros(n_ep, dtype=np.int64)
     if m:
         last_rel[bep] = np.maximum(init_block, np.maximum.reduceat(np.where(eligible, end, tiny), bidx))
