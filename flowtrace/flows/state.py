@@ -17,7 +17,6 @@ from functools import cache
 from typing import NamedTuple
 
 import numpy as np
-import pandas as pd
 
 from flowtrace.schema import CONN_STATES
 
@@ -158,8 +157,14 @@ def state_events(*, flow: np.ndarray, flow_start: np.ndarray, code: np.ndarray) 
     """
     control = (code & (EV_SYN | EV_FIN | EV_RST)) != 0
     epoch = np.cumsum(control | flow_start)
-    klass = (code & (EV_ORIG | EV_ACK | EV_DATA)).astype(np.int64)
-    first_of_class = ~pd.Series(epoch * 64 + klass).duplicated().to_numpy()
+    klass = code & (EV_ORIG | EV_ACK | EV_DATA)
+    # Epochs are contiguous and there are at most 8 classes: per class, its positions whose
+    # epoch differs from the class's previous position are the first of their epoch.
+    first_of_class = np.zeros(code.size, dtype=bool)
+    for c in np.unique(klass).tolist():
+        at = np.flatnonzero(klass == c)
+        e = epoch[at]
+        first_of_class[at[np.concatenate(([True], e[1:] != e[:-1]))]] = True
     keep = np.flatnonzero(control | first_of_class)
     if keep.size > 1:
         c, f = code[keep], flow[keep]
