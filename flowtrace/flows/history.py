@@ -185,15 +185,14 @@ def assemble(*, n_flows: int, position_flow: np.ndarray, pos: np.ndarray, sub: n
     flows get a leading ``^``. Returns one string per flow.
     """
     m = position_flow.size
-    key = pos * 5 + sub
-    if key.size and np.bincount(key, minlength=1).max() > 1:
-        o = np.lexsort((sub, pos))  # several letters in one slot (gaps): sort them instead
-        key_letters, key_pos = letter[o], pos[o]
-    else:
-        grid = np.zeros(m * 5, dtype=np.uint8)
-        grid[key] = letter
-        nz = np.flatnonzero(grid)
+    grid = np.zeros(m * 5, dtype=np.uint8)
+    grid[pos * 5 + sub] = letter  # letters are printable: a slot left 0 is empty
+    nz = np.flatnonzero(grid)
+    if nz.size == pos.size:
         key_letters, key_pos = grid[nz], nz // 5
+    else:  # several letters in one slot (gaps): sort them instead
+        o = np.lexsort((sub, pos))
+        key_letters, key_pos = letter[o], pos[o]
     fl = position_flow[key_pos]
     text = key_letters.tobytes().decode("ascii")
     counts = np.bincount(fl, minlength=n_flows)
