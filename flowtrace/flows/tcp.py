@@ -38,11 +38,16 @@ def seg_cummax_before(values: np.ndarray, block: np.ndarray, block_start: np.nda
     base = block * np.int64(_BASE)
     # Positions left out carry huge negative values: whatever of an earlier block a running
     # maximum carries into this one is far below any real value, and ``init`` replaces it.
-    inc = np.maximum.accumulate(values + base) - base
+    # (In place: these arrays are as long as the packets.)
+    inc = values + base
+    np.maximum.accumulate(inc, out=inc)
+    inc -= base
+    del base
     exc = np.empty_like(inc)
     exc[1:] = inc[:-1]
+    del inc
     exc[block_start] = np.iinfo(np.int64).min // 2
-    return np.maximum(exc, init)
+    return np.maximum(exc, init, out=exc)
 
 
 def endpoint_order(flow_start: np.ndarray, from_orig: np.ndarray) -> np.ndarray:
@@ -193,6 +198,8 @@ def analyze(*, n_flows: int, flow: np.ndarray, flow_start: np.ndarray, from_orig
         arel = _unwrap(ak[acks].astype(np.uint32), firsts, np.diff(np.append(firsts, acks.size)),
                        start[target[firsts]])
         ack_rel[target[firsts]] = np.maximum(np.maximum.reduceat(arel, firsts), 0)
+        del target, ab, arel
+    del acks, ak, acking, own_rst_before, eligible, bstart
 
     fins = np.bincount(e[f_fin], minlength=n_ep)
     rsts = np.bincount(e[f_rst], minlength=n_ep)
@@ -215,12 +222,14 @@ def _unwrap(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray, base: n
     ``base`` (uint32): successive differences taken as signed 32-bit, then summed."""
     if not values.size:
         return values.astype(np.int64)
-    d = np.empty(values.size, dtype=np.int64)
-    d[0] = 0
-    d[1:] = (values[1:] - values[:-1]).view(np.int32)
-    d[starts] = (values[starts] - base).view(np.int32)
-    c = np.cumsum(d)
-    return c - np.repeat(c[starts] - d[starts], lengths)
+    c = np.empty(values.size, dtype=np.int64)
+    c[0] = 0
+    c[1:] = (values[1:] - values[:-1]).view(np.int32)
+    first = (values[starts] - base).view(np.int32).astype(np.int64)
+    c[starts] = first
+    np.cumsum(c, out=c)  # in place: these arrays are as long as the packets
+    c -= np.repeat(c[starts] - first, lengths)
+    return c
 
 
 def _gaps(e: np.ndarray, rel: np.ndarray, ln: np.ndarray, f_syn: np.ndarray, f_rst: np.ndarray,
