@@ -11,10 +11,32 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import sys
 
 _M_MMAP_THRESHOLD = -3
 _pinned = False
+
+
+@functools.cache
+def glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc (``mallopt`` and ``malloc_trim``), else None; loaded
+    once (``find_library`` runs ldconfig in a subprocess)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        except OSError:
+            return None
+    try:
+        libc.mallopt  # noqa: B018 - glibc only
+        libc.malloc_trim  # noqa: B018
+    except AttributeError:
+        return None
+    return libc
 
 
 def pin_mmap_threshold(nbytes: int = 128 * 1024) -> bool:
@@ -22,11 +44,8 @@ def pin_mmap_threshold(nbytes: int = 128 * 1024) -> bool:
     global _pinned
     if _pinned:
         return True
-    if not sys.platform.startswith("linux"):
+    libc = glibc()
+    if libc is None:
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        _pinned = bool(libc.mallopt(_M_MMAP_THRESHOLD, nbytes))
-    except (OSError, AttributeError):
-        return False
+    _pinned = bool(libc.mallopt(_M_MMAP_THRESHOLD, nbytes))
     return _pinned

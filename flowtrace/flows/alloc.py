@@ -11,34 +11,21 @@ thread of its own).
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from flowtrace.capture.memory import glibc
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _PINNED = 128 * 1024  # the value flowtrace.capture.memory pins, and glibc's default
 
 
-def _libc() -> ctypes.CDLL | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt  # noqa: B018 - glibc only
-        libc.malloc_trim  # noqa: B018
-    except (OSError, AttributeError):
-        return None
-    return libc
-
-
 @contextmanager
 def heap_temporaries() -> Iterator[None]:
     """Within the block, large allocations come from the heap and freed ones are reused."""
-    libc = _libc()
+    libc = glibc()
     if libc is None:
         yield
         return
