@@ -130,52 +130,57 @@ class CaptureReader:
 
         Every batch shares one reusable buffer, and so do the batches of a later call (the
         windows of one file read one after another): decode a batch before asking for the
-        next. Reusing it spares a fresh buffer's page faults per window (512 per 2 MiB).
+        next. Reusing it spares a fresh buffer's page faults per window (512 per 2 MiB); it
+        is freed when a read to the end of the file ends (``drop_buffer`` frees it sooner).
         """
-        size = max(chunk_bytes or CHUNK_BYTES, len(self._pending))
-        buf = self._buffer
-        if buf is None or buf.shape[0] != size + PAD:
-            buf = self._buffer = np.zeros(size + PAD, dtype=np.uint8)
-        fill = len(self._pending)
-        buf[:fill] = np.frombuffer(self._pending, dtype=np.uint8)
-        base = self._pending_offset
-        eof = False
-        while True:
-            if not eof and fill < size:
-                got = self._fill(buf.data[fill:size])
-                eof = fill + got < size
-                fill += got
-            if fill == 0:
-                break
-            buf[fill : fill + PAD] = 0
-            mv = buf.data
-            consumed, batch, stop = self._walk(buf, mv, fill, base)
-            del mv
-            self.consumed = base + consumed
-            if batch is not None and len(batch):
-                self.frames += len(batch)
-                yield batch
-                del batch
-            if stop:
-                self.halted = True
-                return
-            if consumed:
-                rest = fill - consumed
-                buf[:rest] = buf[consumed:fill].copy()
-                fill = rest
-                base += consumed
-            elif eof:
-                self._warn(
-                    f"file ends in the middle of a record at byte {base} "
-                    f"({fill} bytes left over); {self.frames} complete records read"
-                )
-                return
-            elif fill == size:
-                # One record is larger than the buffer: grow it.
-                size *= 2
-                bigger = np.zeros(size + PAD, dtype=np.uint8)
-                bigger[:fill] = buf[:fill]
-                buf = self._buffer = bigger
+        try:
+            size = max(chunk_bytes or CHUNK_BYTES, len(self._pending))
+            buf = self._buffer
+            if buf is None or buf.shape[0] != size + PAD:
+                buf = self._buffer = np.zeros(size + PAD, dtype=np.uint8)
+            fill = len(self._pending)
+            buf[:fill] = np.frombuffer(self._pending, dtype=np.uint8)
+            base = self._pending_offset
+            eof = False
+            while True:
+                if not eof and fill < size:
+                    got = self._fill(buf.data[fill:size])
+                    eof = fill + got < size
+                    fill += got
+                if fill == 0:
+                    break
+                buf[fill : fill + PAD] = 0
+                mv = buf.data
+                consumed, batch, stop = self._walk(buf, mv, fill, base)
+                del mv
+                self.consumed = base + consumed
+                if batch is not None and len(batch):
+                    self.frames += len(batch)
+                    yield batch
+                    del batch
+                if stop:
+                    self.halted = True
+                    return
+                if consumed:
+                    rest = fill - consumed
+                    buf[:rest] = buf[consumed:fill].copy()
+                    fill = rest
+                    base += consumed
+                elif eof:
+                    self._warn(
+                        f"file ends in the middle of a record at byte {base} "
+                        f"({fill} bytes left over); {self.frames} complete records read"
+                    )
+                    return
+                elif fill == size:
+                    # One record is larger than the buffer: grow it.
+                    size *= 2
+                    bigger = np.zeros(size + PAD, dtype=np.uint8)
+                    bigger[:fill] = buf[:fill]
+                    buf = self._buffer = bigger
+        finally:
+            if self._stop is None:  # read to the end of the file: no window follows
+                self._buffer = None
 
     def meta(self) -> CaptureMeta:
         """A picklable snapshot of what was learned about the capture."""
@@ -188,6 +193,10 @@ class CaptureReader:
     def time_resolution(self) -> str:
         """Label of the timestamp resolution (the formats say more)."""
         return "us"
+
+    def drop_buffer(self) -> None:
+        """Free the batch buffer kept for the next window (reading again makes a new one)."""
+        self._buffer = None
 
     def close(self) -> None:
         """Release the file (the context manager that opened it closes the OS handle)."""
