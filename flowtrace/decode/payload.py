@@ -51,8 +51,9 @@ def _fold(s: np.ndarray) -> np.ndarray:
     return s
 
 
-SUM_SPAN_WORDS = 1 << 18
-"""32-bit words summed per prefix-sum pass (a 2 MiB work buffer)."""
+SUM_SPAN_WORDS = 1 << 17
+"""32-bit words summed per prefix-sum pass (a 1 MiB work buffer of uint64 prefix sums,
+kept for the process's life)."""
 
 
 _SCRATCH: list[np.ndarray] = [np.zeros(0, dtype=np.uint64)]
