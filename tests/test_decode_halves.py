@@ -372,3 +372,24 @@ def test_ctrl_c_is_one_line_whenever_it_comes(big_pcap, delay):
     p.send_signal(signal.SIGINT)
     err = p.communicate()[1]
     assert (p.returncode, err) == (130, "flowtrace: interrupted\n")
+
+
+def test_windows_share_one_batch_buffer_and_a_read_to_the_end_frees_it():
+    """Windows of one file read one after another reuse the batch buffer (a fresh one per
+    window cost its page faults); a read that ends with the file frees it."""
+    from flowtrace.capture.reader import CaptureFile
+
+    offsets = [s for s, _ in pcap_record_offsets(NODE.read_bytes())]
+    cut = offsets[len(offsets) // 2]
+    with CaptureFile(CaptureSource(name="cap", path=NODE)) as reader:
+        reader.window(start=offsets[0], stop=cut)
+        first = [len(b) for b in reader.batches()]
+        kept = reader._buffer
+        assert kept is not None and sum(first) == len(offsets) // 2
+        reader.window(start=cut, stop=None, frames_before=reader.frames)
+        seen = []
+        for batch in reader.batches():
+            seen.append(batch.data is kept)
+        assert seen and all(seen)
+        assert reader._buffer is None
+        assert reader.frames == len(offsets)
