@@ -393,3 +393,18 @@ def test_windows_share_one_batch_buffer_and_a_read_to_the_end_frees_it():
         assert seen and all(seen)
         assert reader._buffer is None
         assert reader.frames == len(offsets)
+
+
+def test_record_boundary_reads_further_when_a_chain_does_not_fit_its_first_read(tmp_path):
+    """Records of 9,000 bytes: sixteen in a row do not fit the first 64 KiB read, so the
+    search reads its whole span and still finds the next record."""
+    from flowtrace.capture.reader import CaptureFile
+
+    data = pcap([Rec(bytes([i % 251]) * 9000, frac=i) for i in range(80)])
+    path = tmp_path / "jumbo.pcap"
+    path.write_bytes(data)
+    offsets = [s for s, _ in pcap_record_offsets(data)]
+    with CaptureFile(CaptureSource(name="cap", path=path)) as reader:
+        assert isinstance(reader, PcapReader)
+        for near in (offsets[3] + 7, offsets[40] - 1, offsets[60] + 100):
+            assert reader.record_boundary(near) == next(o for o in offsets if o >= near)
