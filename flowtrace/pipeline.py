@@ -20,7 +20,6 @@ from flowtrace.decode.reading import (
     Pool,
     decode_into,
     file_sizes,
-    may_split,
     take_early_pool,
     workers_for,
 )
@@ -29,7 +28,7 @@ from flowtrace.decode.table import PacketTableBuilder, merge_parts
 from flowtrace.errors import CaptureWarning
 from flowtrace.flows import FlowSet
 from flowtrace.flows import build as build_flows
-from flowtrace.fork import Forked, worth_forking
+from flowtrace.fork import Forked, can_fork, worth_forking
 
 if TYPE_CHECKING:
     from flowtrace.analysis import Analysis
@@ -102,7 +101,7 @@ def read_sources(sources: Sequence[CaptureSource], *, workers: int | None = None
             def on_batch(reader: CaptureReader, before: int = sum(sizes[:i]), size: int = sizes[i]) -> None:
                 share = min(1.0, reader.consumed / reader.expected_size) if reader.expected_size else 0.0
                 progress("read", before + int(size * share), sum(sizes))
-        metas.append(decode_into(builder, code, source, on_batch, split=may_split(workers),
+        metas.append(decode_into(builder, code, source, on_batch, split=can_fork(workers),
                                  later_bytes=sum(sizes[i + 1:])))
     return builder.finish(), metas
 

@@ -28,7 +28,6 @@ import mmap
 import multiprocessing
 import os
 import signal
-import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -65,9 +64,10 @@ _FIRST_RECORD = 24
 
 
 def can_split(reader: CaptureReader) -> bool:
-    """Whether ``reader`` (freshly opened) is a pcap file worth decoding in two processes."""
-    return (isinstance(reader, PcapReader) and reader.compression is None and sys.platform == "linux"
-            and (reader.expected_size or 0) >= SPLIT_MIN_BYTES and (os.cpu_count() or 1) >= 2)
+    """Whether ``reader`` (freshly opened) is a pcap file worth decoding in two processes;
+    whether a second process may run at all is ``flowtrace.fork.can_fork``'s to say."""
+    return (isinstance(reader, PcapReader) and reader.compression is None
+            and (reader.expected_size or 0) >= SPLIT_MIN_BYTES)
 
 
 class _Claims:
@@ -122,7 +122,8 @@ def source_key(path: str | Path) -> tuple[str, int, int, int] | None:
 
 
 def start_early_split(source: CaptureSource) -> bool:
-    """Start the second process on ``source`` now if reading it would split it; whether it did.
+    """Start the second process on ``source`` now if reading it would split it (the caller
+    has asked ``can_fork``); whether it did.
 
     ``decode_halves`` adopts the split when it reads that file (same path, size, time).
     """

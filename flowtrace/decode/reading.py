@@ -52,12 +52,6 @@ def workers_for(sources: Sequence[CaptureSource], workers: int | None = None) ->
     return min(os.cpu_count() or 1, len(sources)) if size >= PARALLEL_MIN_BYTES else 1
 
 
-def may_split(workers: int | None = None) -> bool:
-    """Whether one large capture may be decoded by two processes (not when told one worker)."""
-    requested = requested_workers(workers)
-    return requested is None or requested > 1
-
-
 def file_sizes(sources: Sequence[CaptureSource]) -> list[int]:
     """Each source's file size in bytes (0 when it cannot be read)."""
     sizes = []
@@ -75,7 +69,8 @@ def decode_into(builder: PacketTableBuilder, code: int, source: CaptureSource,
     """Decode one capture into ``builder`` as capture ``code``; returns what the reader learned.
     ``on_batch(reader)`` is called after every batch (progress reporting). With ``split``, a
     large pcap file is decoded by two processes (see flowtrace.decode.halves);
-    ``later_bytes`` is the size of the captures decoded after this one."""
+    ``later_bytes`` is the size of the captures decoded after this one. The caller decides
+    whether a second process may run (``flowtrace.fork.can_fork``)."""
     with CaptureFile(source) as reader:
         if not (split and can_split(reader)):
             return _one_pass(builder, code, reader, on_batch, later_bytes)
