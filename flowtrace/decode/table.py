@@ -237,34 +237,31 @@ class PacketTableBuilder:
         capacity = max(self.capacity, self.size + total)
 
         def take(names: list[str]) -> None:
-            for name in names:
-                take_one(name)
-
-        def take_one(name: str) -> None:
             # Grown one column at a time, each just before its rows arrive and the other
             # builder's copy is released.
-            if self._cols[name].shape[0] < capacity:
-                self._cols[name] = _resize(self._cols[name], capacity, pages_set=True)
-            column = cols.pop(name)
-            a = self.size
-            for first, rows, frame_offset in spans:
-                src = column[first:first + rows]
-                dst = self._cols[name][a:a + rows]
-                if name in ADDRESS_COLUMNS:
-                    dst[:] = address_lut[_lut_index(src, address_lut.size)]
-                elif name == "interface":
-                    dst[:] = label_lut[np.clip(src, 0, label_lut.size - 1)]
-                elif name == "frame":
-                    np.add(src, np.uint32(frame_offset), out=dst)
-                elif name == "capture":
-                    dst[:] = capture
-                else:
-                    dst[:] = src
-                a += rows
-                del src, dst
-            del column
-            if release is not None:
-                release(name)
+            for name in names:
+                if self._cols[name].shape[0] < capacity:
+                    self._cols[name] = _resize(self._cols[name], capacity, pages_set=True)
+                column = cols.pop(name)
+                a = self.size
+                for first, rows, frame_offset in spans:
+                    src = column[first:first + rows]
+                    dst = self._cols[name][a:a + rows]
+                    if name in ADDRESS_COLUMNS:
+                        dst[:] = address_lut[_lut_index(src, address_lut.size)]
+                    elif name == "interface":
+                        dst[:] = label_lut[np.clip(src, 0, label_lut.size - 1)]
+                    elif name == "frame":
+                        np.add(src, np.uint32(frame_offset), out=dst)
+                    elif name == "capture":
+                        dst[:] = capture
+                    else:
+                        dst[:] = src
+                    a += rows
+                    del src, dst
+                del column
+                if release is not None:
+                    release(name)
 
         # Two threads share the columns (numpy copies without the GIL): one from the largest
         # down, the other from the smallest up, so that the two columns in flight at once
