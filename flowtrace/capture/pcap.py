@@ -91,13 +91,12 @@ class PcapReader(CaptureReader):
         # Most boundaries lie within the first records after ``near``: a small read first,
         # and the whole span only when no full chain starts in it (38 reads of 1 MiB each
         # cost a split read 15 ms before its second process could start).
-        small = min(span, 1 << 16)
-        data = self._peek(near, small + chain * (self.record_header + 1))
-        found = self._chain_start(data, small, chain, first_sec, sure=small < span)
-        if found is None and small < span:
-            data = self._peek(near, span + chain * (self.record_header + 1))
-            found = self._chain_start(data, span, chain, first_sec)
-        return None if found is None else near + found
+        for width in dict.fromkeys((min(span, 1 << 16), span)):
+            data = self._peek(near, width + chain * (self.record_header + 1))
+            found = self._chain_start(data, width, chain, first_sec, sure=width < span)
+            if found is not None:
+                return near + found
+        return None
 
     def _chain_start(self, data: bytes, span: int, chain: int, first_sec: int, *, sure: bool = False) -> int | None:
         """The first offset below ``span`` in ``data`` that starts ``chain`` plausible
