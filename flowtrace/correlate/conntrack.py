@@ -178,7 +178,6 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.Da
     key = key_np.tolist()
     idx = tcp_index(flags).tolist()
     transitions = TCP_TRANSITIONS.tolist()
-    tcp_timeout = limits.tcp
     out: list[dict[str, object]] = []
     # Per key a short Python walk over its few state-relevant events; pure ACK and data
     # packets in ESTABLISHED only refresh the timer, so they are skipped in bulk.
@@ -190,12 +189,10 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.Da
         entry = None
         for i in range(a, b):
             t = ts[i]
-            if entry is not None:
-                limit = tcp_timeout[entry["state"]] if is_tcp else limits.ns(p, 0, entry["stream"])
-                if idle[i] > limit:
-                    entry["ended"] = "expired"
-                    out.append(entry)
-                    entry = None
+            if entry is not None and idle[i] > limits.ns(p, entry["state"], entry["stream"]):
+                entry["ended"] = "expired"
+                out.append(entry)
+                entry = None
             d = 1 if reply[i] else 0
             if entry is None:
                 if is_tcp:
