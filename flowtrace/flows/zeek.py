@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from itertools import chain
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,13 +31,26 @@ _TRANSPORT = np.array([{6: "tcp", 17: "udp", 1: "icmp", 58: "icmp"}.get(p, "unkn
                       dtype=object)
 """Zeek's transport name of each IP protocol number."""
 
-# One row: every value is formatted by a single ``%`` over the whole log. A flow with a
-# zero duration prints duration, orig_bytes and resp_bytes unset; ``%.0s`` takes their
-# values and prints nothing.
-_HEAD = "%d.%06d\t%s\t%s\t%d\t%s\t%d\t%s\t-\t"
-_TAIL = "\t%s\t-\t-\t%d\t%s\t%d\t%d\t%d\t%d\t-\t%d\t%s\n"
-_ROW = _HEAD + "%d.%06d\t%d\t%d" + _TAIL
-_ROW_NO_DURATION = _HEAD + "-%.0s%.0s\t-%.0s\t-%.0s" + _TAIL
+LAYOUT: tuple[tuple[str, str], ...] = (
+    ("time", "ts_ns"), ("text", "uid"), ("text", "orig_h"), ("port", "orig_p"), ("text", "resp_h"),
+    ("port", "resp_p"), ("transport", "proto"), ("unset", ""), ("interval", "duration_ns"),
+    ("bytes", "orig_bytes"), ("bytes", "resp_bytes"), ("text", "conn_state"), ("unset", ""), ("unset", ""),
+    ("count", "missed_bytes"), ("text", "history"), ("count", "orig_pkts"), ("count", "orig_ip_bytes"),
+    ("count", "resp_pkts"), ("count", "resp_ip_bytes"), ("unset", ""), ("count", "proto"),
+    ("text", "community_id"),
+)
+"""Where each of FIELDS comes from, for both writers: (kind, flows column). Kinds: ``time``
+and ``interval`` (seconds with 6 decimals, truncated), ``count``, ``port`` (a count, never
+negative), ``transport`` (the protocol's name), ``text``, ``unset``; ``interval`` and
+``bytes`` (a count) are unset when the flow's duration is zero, as in Zeek."""
+
+# One row for the ``%`` writer: every value is formatted by a single ``%`` over the whole
+# log. Where the duration is zero ``%.0s`` takes a value and prints nothing.
+_PIECES = {"time": ("%d.%06d", "%d.%06d"), "interval": ("%d.%06d", "-%.0s%.0s"), "bytes": ("%d", "-%.0s"),
+           "count": ("%d", "%d"), "port": ("%d", "%d"), "transport": ("%s", "%s"), "text": ("%s", "%s"),
+           "unset": (UNSET, UNSET)}
+_ROW = "\t".join(_PIECES[kind][0] for kind, _ in LAYOUT) + "\n"
+_ROW_NO_DURATION = "\t".join(_PIECES[kind][1] for kind, _ in LAYOUT) + "\n"
 
 
 def _stamp(seconds: float | None) -> str:
@@ -93,26 +107,20 @@ def _rows(f: pd.DataFrame) -> str:
 
 def _rows_by_format(f: pd.DataFrame) -> str:
     """``_rows`` with Python's ``%`` formatting."""
-    proto = f["proto"].to_numpy().astype(np.int64)
-    us = f["ts_ns"].to_numpy() // 1000
-    dur = f["duration_ns"].to_numpy()
-    dus = dur // 1000
-    cols = [
-        (us // 1_000_000).tolist(), (us % 1_000_000).tolist(),
-        _texts(f["uid"]),
-        _texts(f["orig_h"]), np.maximum(f["orig_p"].to_numpy(), 0).tolist(),
-        _texts(f["resp_h"]), np.maximum(f["resp_p"].to_numpy(), 0).tolist(),
-        _TRANSPORT[proto & 255].tolist(),
-        (dus // 1_000_000).tolist(), (dus % 1_000_000).tolist(),
-        _ints(f["orig_bytes"]), _ints(f["resp_bytes"]),
-        _texts(f["conn_state"]),
-        _ints(f["missed_bytes"]),
-        _texts(f["history"]),
-        _ints(f["orig_pkts"]), _ints(f["orig_ip_bytes"]), _ints(f["resp_pkts"]), _ints(f["resp_ip_bytes"]),
-        proto.tolist(),
-        _texts(f["community_id"]),
-    ]
-    fmt = "".join([_ROW if ok else _ROW_NO_DURATION for ok in (dur > 0).tolist()])
+    cols: list[list[Any]] = []
+    for kind, name in LAYOUT:
+        if kind in ("time", "interval"):
+            us = f[name].to_numpy() // 1000
+            cols += [(us // 1_000_000).tolist(), (us % 1_000_000).tolist()]
+        elif kind == "text":
+            cols.append(_texts(f[name]))
+        elif kind == "transport":
+            cols.append(_TRANSPORT[f[name].to_numpy().astype(np.int64) & 255].tolist())
+        elif kind == "port":
+            cols.append(np.maximum(f[name].to_numpy(), 0).tolist())
+        elif kind != "unset":  # count, bytes
+            cols.append(_ints(f[name]))
+    fmt = "".join([_ROW if ok else _ROW_NO_DURATION for ok in (f["duration_ns"].to_numpy() > 0).tolist()])
     return fmt % tuple(chain.from_iterable(zip(*cols, strict=True)))
 
 

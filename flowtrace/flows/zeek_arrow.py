@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from flowtrace.flows.zeek import _TRANSPORT, UNSET
+from flowtrace.flows.zeek import _TRANSPORT, LAYOUT, UNSET
 
 _OPTIONS = pcsv.WriteOptions(include_header=False, delimiter="\t", quoting_style="none")
 
@@ -40,38 +40,25 @@ def _texts(col: pd.Series) -> pa.Array:
 
 def arrow_rows(f: pd.DataFrame) -> str:
     """The data lines of ``f`` (a non-empty flows table), as ``zeek._rows`` gives them."""
-    n = len(f)
-    proto = f["proto"].to_numpy().astype(np.int64)
-    dur = f["duration_ns"].to_numpy()
-    has_duration = pa.array(dur > 0)
-    unset = pa.array(np.full(n, UNSET, dtype=object), pa.string())
-
-    def ints(values: np.ndarray) -> pa.Array:
-        return pa.array(values.astype(np.int64))
-
-    def when_duration(values: pa.Array) -> pa.Array:
-        return pc.if_else(has_duration, pc.cast(values, pa.string()), pa.scalar(UNSET))
-
-    cols = [
-        _seconds(f["ts_ns"].to_numpy()),
-        _texts(f["uid"]),
-        _texts(f["orig_h"]), ints(np.maximum(f["orig_p"].to_numpy(), 0)),
-        _texts(f["resp_h"]), ints(np.maximum(f["resp_p"].to_numpy(), 0)),
-        pa.array(_TRANSPORT[proto & 255].tolist(), pa.string()),
-        unset,
-        when_duration(_seconds(dur)),
-        when_duration(ints(f["orig_bytes"].to_numpy())),
-        when_duration(ints(f["resp_bytes"].to_numpy())),
-        _texts(f["conn_state"]),
-        unset, unset,
-        ints(f["missed_bytes"].to_numpy()),
-        _texts(f["history"]),
-        ints(f["orig_pkts"].to_numpy()), ints(f["orig_ip_bytes"].to_numpy()),
-        ints(f["resp_pkts"].to_numpy()), ints(f["resp_ip_bytes"].to_numpy()),
-        unset,
-        pa.array(proto),
-        _texts(f["community_id"]),
-    ]
+    has_duration = pa.array(f["duration_ns"].to_numpy() > 0)
+    unset = pa.array(np.full(len(f), UNSET, dtype=object), pa.string())
+    cols = []
+    for kind, name in LAYOUT:
+        if kind == "unset":
+            cols.append(unset)
+            continue
+        if kind == "text":
+            col = _texts(f[name])
+        elif kind in ("time", "interval"):
+            col = _seconds(f[name].to_numpy())
+        elif kind == "transport":
+            col = pa.array(_TRANSPORT[f[name].to_numpy().astype(np.int64) & 255].tolist(), pa.string())
+        else:  # count, port, bytes
+            values = f[name].to_numpy()
+            col = pa.array((np.maximum(values, 0) if kind == "port" else values).astype(np.int64))
+        if kind in ("interval", "bytes"):
+            col = pc.if_else(has_duration, pc.cast(col, pa.string()), pa.scalar(UNSET))
+        cols.append(col)
     out = io.BytesIO()
     pcsv.write_csv(pa.table(cols, names=[f"c{i}" for i in range(len(cols))]), out, write_options=_OPTIONS)
     return out.getvalue().decode()
