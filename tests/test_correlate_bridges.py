@@ -57,7 +57,7 @@ def test_no_cuts_where_one_binding_carries_the_connection(scenario):
     # NAT and the client resets each answer: one attempt, four flows at the pod, one tuple.
     packets = read_packets(str(FIXTURES / scenario))
     fs = build_flows(packets)
-    assert bridge_splits(build_sightings(packets), fs.flow_id, fs.from_orig, packets).size == 0
+    assert bridge_splits(build_sightings(packets), fs.flow_id, fs.from_orig, packets)[0].size == 0
 
 
 def test_split_before_cuts_flows_there():
@@ -67,3 +67,24 @@ def test_split_before_cuts_flows_there():
     again = build_flows(packets, split_before=np.array([row]))
     assert len(again.flows) == len(fs.flows) + 1
     assert again.flow_id[row] != again.flow_id[0]
+
+
+def test_a_later_round_looks_only_at_the_suspects_and_finds_what_all_sightings_show():
+    packets = read_packets(str(COLLISION))
+    fs = build_flows(packets)
+    s = build_sightings(packets)
+    cuts, again = bridge_splits(s, fs.flow_id, fs.from_orig, packets)
+    assert cuts.size
+    assert 0 < len(again) < len(s)
+    # Whole groups: every sighting of a group that has one in ``again`` is in it.
+    in_again = np.isin(s.group, np.unique(again.group))
+    assert np.array_equal(np.sort(s.row[in_again]), np.sort(again.row))
+    # Made with the first cut only, the flows still hold the second bridge: the suspects
+    # alone show it as all sightings do.
+    assert cuts.size == 2
+    starts = assemble.flow_starts(fs.flow_id, packets["ts_ns"].to_numpy())
+    cut = build_flows(packets, split_before=np.union1d(cuts[:1], starts))
+    full, _ = bridge_splits(s, cut.flow_id, cut.from_orig, packets)
+    part, _ = bridge_splits(again, cut.flow_id, cut.from_orig, packets)
+    assert np.array_equal(full, cuts[1:])
+    assert np.array_equal(part, full)

@@ -87,8 +87,10 @@ def correlate(packets: pd.DataFrame, flow_id: np.ndarray, from_orig: np.ndarray,
             # The flows keep every start they had: a cut must only add one (a forced start
             # changes how the rules judge the packets after it, and could undo a later split).
             keep_starts = None
+            look = s
             for _ in range(BRIDGE_ROUNDS):
-                more = np.setdiff1d(bridge_splits(s, flow_id, from_orig, packets), cuts)
+                found, look = bridge_splits(look, flow_id, from_orig, packets)
+                more = np.setdiff1d(found, cuts)
                 if not more.size:
                     break
                 if keep_starts is None:

@@ -30,24 +30,33 @@ from flowtrace.correlate.signature import STRONG
 from flowtrace.hashing import GOLDEN
 
 
-def bridge_splits(s: Sightings, flow_id: np.ndarray, from_orig: np.ndarray, packets: pd.DataFrame) -> np.ndarray:
+def bridge_splits(s: Sightings, flow_id: np.ndarray, from_orig: np.ndarray,
+                  packets: pd.DataFrame) -> tuple[np.ndarray, Sightings]:
     """Packet rows before which a flow must be cut: where its packets start to link, at some
-    other observation point, to the next of several tuples that follow one another in time.
+    other observation point, to the next of several tuples that follow one another in time;
+    and the sightings worth a look after those cuts.
 
     ``flow_id`` is each packet's flow (-1: none) and ``from_orig`` whether its flow's
     originator sent it, aligned with ``packets`` rows. Only TCP
     sightings (strong signatures) are used; groups where one point sees the packet in two
-    flows are ambiguous and left out. Returns sorted unique int64 rows.
+    flows are ambiguous and left out. Returns sorted unique int64 rows, and the sightings
+    of every group that has one in a suspect connection (``_suspects``): cuts split flows of
+    suspect connections only, and splitting flows never joins connections, so the flows
+    built again with the cuts can hold another bridge only there.
     """
+    none = np.zeros(0, dtype=np.int64)
     tuple_key = _tuple_keys(packets, s.row)
     ts_all = packets["ts_ns"].to_numpy()
     flow = flow_id[s.row]
     keep = (flow >= 0) & (s.strength == STRONG)
     if not keep.any():
-        return np.zeros(0, dtype=np.int64)
+        return none, s.subset(keep)
     keep &= _suspects(s, flow_id, from_orig, flow, tuple_key)
     if not keep.any():
-        return np.zeros(0, dtype=np.int64)
+        return none, s.subset(keep)
+    in_suspect_group = np.zeros(int(s.group.max()) + 1, dtype=bool)
+    in_suspect_group[s.group[keep]] = True
+    again = s.subset(in_suspect_group[s.group])
     group, point, flow, ts, row = s.group[keep], s.point[keep].astype(np.int64), flow[keep], s.ts[keep], s.row[keep]
     tkey = tuple_key[keep]
     # One sighting per (group, point): the earliest. Points that see a packet in two flows
@@ -64,7 +73,7 @@ def bridge_splits(s: Sightings, flow_id: np.ndarray, from_orig: np.ndarray, pack
     size = np.diff(np.r_[start, group.size])
     multi = size > 1
     if not multi.any():
-        return np.zeros(0, dtype=np.int64)
+        return none, again
     k = np.repeat(size, size)  # group size of each sighting
     k_start = np.repeat(start, size)
     sel = k > 1
@@ -74,7 +83,7 @@ def bridge_splits(s: Sightings, flow_id: np.ndarray, from_orig: np.ndarray, pack
     pair = (point[i_idx] != point[j_idx]) & (flow[i_idx] != flow[j_idx])
     i_idx, j_idx = i_idx[pair], j_idx[pair]
     if not i_idx.size:
-        return np.zeros(0, dtype=np.int64)
+        return none, again
     # Per (flow, other point, partner tuple): the span of the partner flows there (their own
     # first to last packet, in that point's clock) and the flow's first packet linked to them.
     first_ts, last_ts, syn_start = _flow_spans(flow_id, ts_all, packets["tcp_flags"].to_numpy())
@@ -95,7 +104,7 @@ def bridge_splits(s: Sightings, flow_id: np.ndarray, from_orig: np.ndarray, pack
     f, q, tmin, tmax, rmin, opens = f[o], q[o], tmin[o], tmax[o], rmin[o], opens[o]
     same = (f[1:] == f[:-1]) & (q[1:] == q[:-1])
     if not same.any():
-        return np.zeros(0, dtype=np.int64)
+        return none, again
     # A later partner starts a segment when the earlier ones are done with: its first
     # link comes after the last link to every partner before it.
     key_start = np.r_[True, ~same]
@@ -108,7 +117,7 @@ def bridge_splits(s: Sightings, flow_id: np.ndarray, from_orig: np.ndarray, pack
     clean = np.ones(int(seg.max()) + 1, dtype=bool)
     clean[seg[overlaps]] = False
     cut = follows & clean[seg] & opens
-    return np.unique(rmin[cut]).astype(np.int64)
+    return np.unique(rmin[cut]).astype(np.int64), again
 
 
 def _suspects(s: Sightings, flow_id: np.ndarray, from_orig: np.ndarray, flow: np.ndarray,

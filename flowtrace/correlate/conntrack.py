@@ -178,73 +178,75 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.Da
     key = key_np.tolist()
     idx = tcp_index(flags).tolist()
     transitions = TCP_TRANSITIONS.tolist()
-    out: list[dict[str, object]] = []
-    # Per key a short Python walk over its few state-relevant events; pure ACK and data
-    # packets in ESTABLISHED only refresh the timer, so they are skipped in bulk.
+    # Idle limits by (state, stream) for each protocol present, asked of ``limits`` once.
     starts = np.flatnonzero(np.r_[True, key_np[1:] != key_np[:-1]])
     ends = np.r_[starts[1:], key_np.size]
     key_proto = proto[starts].tolist()
+    limit_of = {p: [[limits.ns(p, s, False), limits.ns(p, s, True)] for s in range(len(STATE_NAMES))]
+                for p in set(key_proto)}
+    out: list[tuple[int, int, int, int, int, bool, bool, bool, bool, str | None]] = []
+    # Per key a short Python walk over its few state-relevant events; pure ACK and data
+    # packets in ESTABLISHED only refresh the timer, so they are skipped in bulk. The
+    # entry being walked lives in local variables; ``alive`` says whether there is one.
     for a, b, p in zip(starts.tolist(), ends.tolist(), key_proto, strict=True):
-        is_tcp, udp = p == 6, p == 17
-        entry = None
+        is_tcp, udp, limit = p == 6, p == 17, limit_of[p]
+        k = key[a]
+        alive = recreated = seen_reply = assured = stream = False
+        created = last = state = created_state = 0
         for i in range(a, b):
             t = ts[i]
-            if entry is not None and idle[i] > limits.ns(p, entry["state"], entry["stream"]):
-                entry["ended"] = "expired"
-                out.append(entry)
-                entry = None
+            if alive and idle[i] > limit[state][stream]:
+                out.append((k, created, last, state, created_state, seen_reply, assured, stream, recreated,
+                            "expired"))
+                alive = False
             d = 1 if reply[i] else 0
-            if entry is None:
+            if not alive:
                 if is_tcp:
-                    new = transitions[0][idx[i]][S_NONE] if d == 0 else S_IV
-                    if new >= S_IV:
+                    state = transitions[0][idx[i]][S_NONE] if d == 0 else S_IV
+                    if state >= S_IV:
                         continue  # conntrack creates no entry for this packet
-                    entry = {"key": key[i], "created": t, "last": t, "state": new, "created_state": new,
-                             "seen_reply": False,
-                             "assured": False, "stream": False, "ended": None,
-                             "recreated": bool(out and out[-1]["key"] == key[i])}
                 else:
-                    entry = {"key": key[i], "created": t, "last": t, "state": 0, "created_state": 0,
-                             "seen_reply": False,
-                             "assured": False, "stream": False, "ended": None,
-                             "recreated": bool(out and out[-1]["key"] == key[i])}
+                    state = 0
+                alive, created, last, created_state = True, t, t, state
+                seen_reply = assured = stream = False
+                recreated = bool(out) and out[-1][0] == k
                 continue
             if is_tcp:
-                old = entry["state"]
+                old = state
                 new = transitions[d][idx[i]][old]
                 if d == 0 and idx[i] == I_SYN and old in (S_TW, S_CL):
                     # A SYN reopening a closed connection: the kernel kills the entry and the
                     # SYN creates a fresh one (another NEW event).
-                    entry["ended"] = "reopened"
-                    out.append(entry)
-                    entry = {"key": key[i], "created": t, "last": t, "state": S_SS, "created_state": S_SS,
-                             "seen_reply": False,
-                             "assured": False, "stream": False, "ended": None, "recreated": True}
+                    out.append((k, created, last, state, created_state, seen_reply, assured, stream, recreated,
+                                "reopened"))
+                    created, last, state, created_state = t, t, S_SS, S_SS
+                    seen_reply = assured = stream = False
+                    recreated = True
                     continue
                 if new == S_IV:
                     continue
-                if idx[i] == I_RST and not entry["seen_reply"]:
+                if idx[i] == I_RST and not seen_reply:
                     # Only a RST and no reply yet: the kernel deletes the entry at once.
-                    entry["ended"] = "reset"
-                    out.append(entry)
-                    entry = None
+                    out.append((k, created, last, state, created_state, seen_reply, assured, stream, recreated,
+                                "reset"))
+                    alive = False
                     continue
                 if new != S_IG:
-                    if (entry["seen_reply"] and not entry["assured"] and old in (S_SR, S_ES) and new == S_ES):
-                        entry["assured"] = True
-                    entry["state"] = new
+                    if seen_reply and not assured and old in (S_SR, S_ES) and new == S_ES:
+                        assured = True
+                    state = new
                 if d == 1:
-                    entry["seen_reply"] = True
-                entry["last"] = t
+                    seen_reply = True
+                last = t
             else:
                 if d == 1:
-                    entry["seen_reply"] = True
-                if entry["seen_reply"] and t - entry["created"] > UDP_STREAM_AFTER_S * 1_000_000_000:
-                    entry["stream"] = True
-                    entry["assured"] = entry["assured"] or udp
-                entry["last"] = t
-        if entry is not None:
-            out.append(entry)
+                    seen_reply = True
+                if seen_reply and t - created > UDP_STREAM_AFTER_S * 1_000_000_000:
+                    stream = True
+                    assured = assured or udp
+                last = t
+        if alive:
+            out.append((k, created, last, state, created_state, seen_reply, assured, stream, recreated, None))
     return pd.DataFrame(out, columns=["key", "created", "last", "state", "created_state", "seen_reply", "assured",
                                       "stream", "recreated", "ended"])
 

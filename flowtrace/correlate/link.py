@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from flowtrace.correlate.sightings import Sightings
 
@@ -58,42 +57,46 @@ def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def flow_edges(s: Sightings, flow_id: np.ndarray, from_orig: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Edges between flows that share a packet: (flow a, flow b, parity), and the number of
     ambiguous groups left out. ``parity`` is True when the packet is the originator's at one
-    flow and the responder's at the other."""
+    flow and the responder's at the other.
+
+    Edges are sorted by (a, b, parity), each once; ``a`` is the flow of the group's first
+    sighting (in ``s`` order), ``b`` the flow of another sighting of the group.
+    """
     flow = flow_id[s.row]
-    fo = from_orig[s.row]
     valid = flow >= 0
-    group, flow, fo, point = s.group[valid], flow[valid], fo[valid], s.point[valid]
-    if not group.size:
+    if not valid.any():
         e = np.zeros(0, dtype=np.int64)
         return e, e, np.zeros(0, dtype=bool), 0
-    # Ambiguous: one observation point sees two different flows carry "the same" packet.
-    # Distinct (group, point, flow) triples by hashing; a (group, point) that occurs in two
-    # of them marks its group. (Group ids and flow ids are below the number of sightings and
-    # points are few: the packed codes fit in 64 bits.)
+    # Sightings come sorted by group or nearly so (split_groups only renumbers inside a
+    # group): a stable sort of the group ids is a merge of short runs, and it keeps each
+    # group's first sighting first.
+    o = np.flatnonzero(valid)
+    o = o[np.argsort(s.group[o], kind="stable")]
+    group, flow, fo, point = s.group[o], flow[o], from_orig[s.row[o]], s.point[o].astype(np.int64)
     n = int(flow.max()) + 1
-    gp = pd.factorize(group * np.int64(int(point.max()) + 1) + point)[0].astype(np.int64)
-    triples = pd.unique(gp * np.int64(n) + flow)
-    two_flows = pd.Series(triples // n).duplicated().to_numpy()
-    bad_gp = np.zeros(int(gp.max()) + 1, dtype=bool)
-    bad_gp[triples[two_flows] // n] = True
-    bad = np.zeros(int(group.max()) + 1, dtype=bool)
-    bad[group[bad_gp[gp]]] = True
+    # Ambiguous: one observation point sees two different flows carry "the same" packet:
+    # two distinct (group, point, flow) keys with one (group, point).
+    points = int(point.max()) + 1
+    if (int(group[-1]) + 1) * points * n < 1 << 62:
+        key = np.sort((group * np.int64(points) + point) * np.int64(n) + flow, kind="stable")
+        kgp = key // n
+        bad_groups = kgp[1:][(kgp[1:] == kgp[:-1]) & (key[1:] != key[:-1])] // points
+    else:  # pragma: no cover - needs 10^13 sightings and flows
+        g, p, f = (x[np.lexsort((flow, point, group))] for x in (group, point, flow))
+        bad_groups = g[1:][(g[1:] == g[:-1]) & (p[1:] == p[:-1]) & (f[1:] != f[:-1])]
+    bad = np.zeros(int(group[-1]) + 1, dtype=bool)
+    bad[bad_groups] = True
     keep = ~bad[group]
     group, flow, fo = group[keep], flow[keep], fo[keep]
-    # Hub of each group: the flow of its first sighting. Codes number groups in order of
-    # first appearance, so a group's first sighting is where its code exceeds all before.
-    codes = pd.factorize(group)[0]
-    top = np.maximum.accumulate(codes)
-    firsts = np.flatnonzero(np.r_[True, codes[1:] > top[:-1]])
-    hub = firsts[codes]
+    # Hub of each group: the flow of its first sighting.
+    starts = np.r_[True, group[1:] != group[:-1]]
+    hub = np.flatnonzero(starts)[np.cumsum(starts) - 1]
     a, b = flow[hub], flow
-    parity = fo[hub] != fo
     differ = a != b
     if not differ.any():
         e = np.zeros(0, dtype=np.int64)
         return e, e, np.zeros(0, dtype=bool), int(bad.sum())
-    code = pd.unique((a[differ].astype(np.int64) * n + b[differ]) * 2 + parity[differ])
-    code.sort()
+    code = np.unique((a[differ].astype(np.int64) * n + b[differ]) * 2 + (fo[hub] != fo)[differ])
     return (code // 2) // n, (code // 2) % n, (code % 2).astype(bool), int(bad.sum())
 
 

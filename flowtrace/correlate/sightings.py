@@ -49,6 +49,12 @@ class Sightings:
     def __len__(self) -> int:
         return int(self.row.shape[0])
 
+    def subset(self, keep: np.ndarray) -> Sightings:
+        """The sightings where the bool mask ``keep`` is True, in the same order."""
+        return Sightings(row=self.row[keep], group=self.group[keep], capture=self.capture[keep], ts=self.ts[keep],
+                         ttl=self.ttl[keep], direction=self.direction[keep], strength=self.strength[keep],
+                         point=self.point[keep], capture_names=self.capture_names)
+
 
 def observed_directions(packets: pd.DataFrame) -> np.ndarray:
     """int8 DIR_* of every packet as its capture recorded it (SLL packet type, epb_flags)."""
