@@ -147,3 +147,8 @@ def test_icmp_entries_keep_the_icmp_timeout_after_a_reply():
     assert life["ended"].tolist()[0] == "expired"
     assert len(life) == 2
     assert len(_walk(times, proto=1, replies={1, 3}, limits=Limits.of({"icmp": 90}))) == 1
+
+
+def test_no_packet_creates_no_entry():
+    assert _walk([]).empty
+    assert list(_walk([]).columns)[:3] == ["key", "created", "last"]

@@ -123,15 +123,36 @@ def host_events(packets: pd.DataFrame, corr_sightings: pd.DataFrame, host_connec
     time order, from the connections' sightings at that capture. Only those that can change
     an entry are kept (see ``_relevant``; ``shortest_ns`` is the shortest idle timeout)."""
     st = corr_sightings
-    capture = packets["capture"].cat.codes.to_numpy()[st["row"].to_numpy()]
-    ev = pd.DataFrame({"capture": capture, "connection": st["connection"].to_numpy(),
-                       "group": st["group"].to_numpy(), "ts": st["ts"].to_numpy(),
-                       "direction": st["direction"].to_numpy(), "row": st["row"].to_numpy()})
-    ev = ev.merge(host_connections[["capture", "connection", "key", "proto"]], on=["capture", "connection"])
+    rows = st["row"].to_numpy()
+    capture = packets["capture"].cat.codes.to_numpy()[rows].astype(np.int64)
+    conn = st["connection"].to_numpy().astype(np.int64)
+    none = np.zeros(0, dtype=np.int64)
+    if not rows.size or host_connections.empty:
+        return _relevant(pd.DataFrame({"key": none, "ts": none, "row": none, "direction": none.astype(np.int8),
+                                       "group": none}), packets, shortest_ns)
+    # The host connection of each sighting, by its (capture, connection) packed in one integer.
+    width = np.int64(max(int(conn.max()), int(host_connections["connection"].max())) + 1)
+    host_key = host_connections["capture"].to_numpy().astype(np.int64) * width \
+        + host_connections["connection"].to_numpy()
+    by_key = np.argsort(host_key, kind="stable")
+    want = capture * width + conn
+    pos = np.minimum(np.searchsorted(host_key[by_key], want), by_key.size - 1)
+    host = by_key[pos]
     # ICMP errors about a connection travel with it but are RELATED, not part of the entry.
-    ev = ev[packets["proto"].to_numpy()[ev["row"].to_numpy()] == ev["proto"].to_numpy()]
-    ev = ev.sort_values(["key", "ts", "row"], kind="stable").drop_duplicates(["key", "group"])
-    return _relevant(ev.reset_index(drop=True), packets, shortest_ns)
+    hit = np.flatnonzero((host_key[host] == want)
+                         & (packets["proto"].to_numpy()[rows] == host_connections["proto"].to_numpy()[host]))
+    key = host_connections["key"].to_numpy()[host[hit]]
+    group = st["group"].to_numpy()[hit]
+    if not hit.size:
+        return host_events(packets, corr_sightings.iloc[:0], host_connections, shortest_ns=shortest_ns)
+    order = np.lexsort((rows[hit], st["ts"].to_numpy()[hit], key))
+    # One event per key and packet (sighting group): its earliest sighting there.
+    packed = key[order].astype(np.int64) * np.int64(int(group.max()) + 1) + group[order]
+    pick = hit[order[np.sort(np.unique(packed, return_index=True)[1])]]
+    ev = pd.DataFrame({"key": host_connections["key"].to_numpy()[host[pick]], "ts": st["ts"].to_numpy()[pick],
+                       "row": rows[pick], "direction": st["direction"].to_numpy()[pick],
+                       "group": st["group"].to_numpy()[pick]})
+    return _relevant(ev, packets, shortest_ns)
 
 
 def _relevant(ev: pd.DataFrame, packets: pd.DataFrame, shortest_ns: int) -> pd.DataFrame:
@@ -178,6 +199,10 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.Da
     key = key_np.tolist()
     idx = tcp_index(flags).tolist()
     transitions = TCP_TRANSITIONS.tolist()
+    columns = ["key", "created", "last", "state", "created_state", "seen_reply", "assured", "stream", "recreated",
+               "ended"]
+    if not key_np.size:
+        return pd.DataFrame({c: [] for c in columns})
     # Idle limits by (state, stream) for each protocol present, asked of ``limits`` once.
     starts = np.flatnonzero(np.r_[True, key_np[1:] != key_np[:-1]])
     ends = np.r_[starts[1:], key_np.size]
@@ -247,8 +272,7 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.Da
                 last = t
         if alive:
             out.append((k, created, last, state, created_state, seen_reply, assured, stream, recreated, None))
-    return pd.DataFrame(out, columns=["key", "created", "last", "state", "created_state", "seen_reply", "assured",
-                                      "stream", "recreated", "ended"])
+    return pd.DataFrame(out, columns=columns)
 
 
 _UNREPLIED = frozenset({"UNREPLIED"})
