@@ -7,6 +7,7 @@ HTML report reads the same fields.
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -177,10 +178,17 @@ class ConnectionView:
                     expand=True)
 
 
+_HopRow = namedtuple("_HopRow", ("src", "sport", "dst", "dport", "encap", "outer_src", "outer_dst", "vni",
+                                  "change_labels", "hop", "on_path", "capture", "interface", "ifindex",
+                                  "packet_direction", "changed_at", "latency_ns", "packets", "missing", "first_frame"))
+"""The hops columns a HopView is made of."""
+
+
 def _hop_views(h: pd.DataFrame, proto: int, names: KubeNames | None,
                at_hop: dict[tuple[str, int], list[Finding]], direction: str) -> Iterator[HopView]:
     prev: tuple[object, ...] | None = None
-    for r in h.itertuples(index=False):
+    # Only the columns shown, as lists: itertuples would convert every column of the table.
+    for r in map(_HopRow._make, zip(*(h[c].tolist() for c in _HopRow._fields), strict=True)):
         cur = (str(r.src), int(r.sport), str(r.dst), int(r.dport))
         same = prev is not None and cur == prev  # the tunnel, if any, is shown beside the tuple
         src_changed = prev is not None and cur[:2] != prev[:2]

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from flowtrace.analysis import Analysis
-from flowtrace.detect.finding import Finding, severity_rank
+from flowtrace.detect.finding import SEVERITIES, Finding, severity_rank
 
 NOISE_ICMP6_TYPES = (130, 131, 132, 133, 134, 135, 136, 137, 143)
 """MLD query/report/done, router solicitation/advertisement, neighbour solicitation/
@@ -36,9 +36,13 @@ MATTER_SEVERITY = "low"
 """The lowest finding severity that makes a connection matter."""
 
 
+_MATTERING = frozenset(SEVERITIES[severity_rank(MATTER_SEVERITY):])
+"""MATTER_SEVERITY and the severities above it (a report asks for every finding, many times)."""
+
+
 def matters(f: Finding) -> bool:
     """True for findings at or above MATTER_SEVERITY."""
-    return severity_rank(f.severity) >= severity_rank(MATTER_SEVERITY)
+    return f.severity in _MATTERING
 
 
 def findings_by_connection(findings: Sequence[Finding]) -> dict[int, list[Finding]]:
