@@ -88,3 +88,4 @@ def test_a_later_round_looks_only_at_the_suspects_and_finds_what_all_sightings_s
     part, _ = bridge_splits(again, cut.flow_id, cut.from_orig, packets)
     assert np.array_equal(full, cuts[1:])
     assert np.array_equal(part, full)
+

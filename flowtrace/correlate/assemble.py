@@ -304,7 +304,10 @@ def _nat_text(hops: pd.DataFrame, req: np.ndarray, pos: np.ndarray, n: int) -> n
 
 def _ep(addr: object, port: Any) -> str:
     a = str(addr)
-    p = int(port) if port is not None and not pd.isna(port) else -1
+    try:
+        p = int(port)
+    except (TypeError, ValueError):  # None, NaN, pd.NA: no port
+        p = -1
     if p < 0:
         return a
     return f"[{a}]:{p}" if ":" in a else f"{a}:{p}"

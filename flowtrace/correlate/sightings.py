@@ -45,6 +45,9 @@ class Sightings:
     the capture recorded no direction, the TTL too (see ``observation_points``)."""
     capture_names: list[str]
     """Capture names by code."""
+    time_order: np.ndarray | None = None
+    """Indices of the sightings sorted by (group, corrected time), where ``split_groups``
+    made the groups (it sorts them so); None otherwise."""
 
     def __len__(self) -> int:
         return int(self.row.shape[0])
@@ -143,7 +146,8 @@ def split_groups(s: Sightings, corrected_ts: np.ndarray, window_ns: int) -> Sigh
     group[order] = np.cumsum(new)
     _, dense = np.unique(group, return_inverse=True)
     return Sightings(group=dense.reshape(-1).astype(np.int64), row=s.row, capture=s.capture, ts=s.ts, ttl=s.ttl,
-                     direction=s.direction, strength=s.strength, point=s.point, capture_names=s.capture_names)
+                     direction=s.direction, strength=s.strength, point=s.point, capture_names=s.capture_names,
+                     time_order=order)
 
 
 def clean_groups(s: Sightings, max_span_ns: int = 100_000_000) -> np.ndarray:
