@@ -9,9 +9,10 @@ that work.
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
+
+from flowtrace.collector import relax
 
 READING_COMMANDS = frozenset({"info", "flows", "analyze", "conntrack", "trace", "export"})
 """Subcommands whose arguments are captures."""
@@ -51,7 +52,7 @@ def main() -> None:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     # A command runs once and exits: at the default threshold (700 allocations) the cyclic
     # collector runs ~180 times in a flows run (20 ms). Collections stay, a hundred times rarer.
-    gc.set_threshold(100_000, 20, 20)
+    relax()
     try:
         if len(args) > 1 and args[0] in READING_COMMANDS and not {"-h", "--help"} & set(args):
             from flowtrace.decode.early import start_early

@@ -16,6 +16,7 @@ import pandas as pd
 from flowtrace.capture.files import CaptureSource, expand_sources
 from flowtrace.capture.memory import pin_mmap_threshold
 from flowtrace.capture.reader import CaptureFile, CaptureMeta, CaptureReader
+from flowtrace.collector import fewer_collections
 from flowtrace.decode.reading import (
     Pool,
     decode_into,
@@ -157,6 +158,7 @@ TUNNEL_PORTS = (4789, 8472, 6081, 51820, 51821, 51871)
 """UDP ports of tunnels whose own (outer) conntrack entries flowtrace does not rebuild."""
 
 
+@fewer_collections()
 def analyze(captures: CaptureArg | Sequence[CaptureArg], *, manifest: CaptureArg | None = None,
             conntrack_dumps: Sequence[str] | None = None, reference: str | None = None,
             timeouts: Mapping[str, float] | None = None, ignore_checksums: bool = False,
