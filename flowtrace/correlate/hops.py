@@ -28,13 +28,13 @@ from flowtrace.correlate.sightings import DIR_IN, DIR_OUT, observed_directions
 _TUPLE = ("capture", "interface", "ifindex", "direction", "src", "dst", "sport", "dport")
 _DESCRIBE = ("capture", "interface", "ifindex", "direction", "src", "dst", "sport", "dport", "encap",
              "outer_src", "outer_dst", "vni", "proto", "ip_version")
-_SEEN = ["_src", "_sport", "_dst", "_dport"]
-"""Columns order_hops adds for the tuple seen at each hop (codes and ports)."""
 
 
-def hop_keys(packets: pd.DataFrame, flow_id: np.ndarray, pdir: np.ndarray, connection: np.ndarray) -> np.ndarray:
+def hop_keys(packets: pd.DataFrame, flow_id: np.ndarray, pdir: np.ndarray,
+             connection: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """int64 hop id of every packet row (-1 outside any flow): equal for packets of one
-    connection and direction seen at one observation point with one tuple.
+    connection and direction seen at one observation point with one tuple; and the number
+    of flows of each hop id.
 
     A flow is already one observation point and one tuple per direction, so the key is
     computed per (flow, direction) from its first packet and spread back to the packets.
@@ -42,7 +42,7 @@ def hop_keys(packets: pd.DataFrame, flow_id: np.ndarray, pdir: np.ndarray, conne
     out = np.full(len(packets), -1, dtype=np.int64)
     rows = np.flatnonzero(flow_id >= 0)
     if not rows.size:
-        return out
+        return out, np.zeros(0, dtype=np.int64)
     fd = flow_id[rows] * 2 + (pdir[rows] == 1)
     uniq, first, inverse = np.unique(fd, return_index=True, return_inverse=True)
     rep = rows[first]
@@ -53,13 +53,14 @@ def hop_keys(packets: pd.DataFrame, flow_id: np.ndarray, pdir: np.ndarray, conne
     frame = pd.DataFrame(cols)
     ids = frame.groupby(list(frame.columns), sort=False, observed=True, dropna=False).ngroup().to_numpy()
     out[rows] = ids[inverse.reshape(-1)]
-    return out
+    # The direction is part of the key: each (flow, direction) is one flow of its hop.
+    return out, np.bincount(ids)
 
 
 def build_hops(packets: pd.DataFrame, flow_id: np.ndarray, pdir: np.ndarray, cts: np.ndarray,
                links: Links, st: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     """The hops table and every packet's hop id (see module doc and schema HOPS)."""
-    hop_of = hop_keys(packets, flow_id, pdir, links.connection)
+    hop_of, flows_of_hop = hop_keys(packets, flow_id, pdir, links.connection)
     rows = np.flatnonzero(hop_of >= 0)
     hid = hop_of[rows]
     order = np.lexsort((cts[rows], hid))
@@ -68,8 +69,7 @@ def build_hops(packets: pd.DataFrame, flow_id: np.ndarray, pdir: np.ndarray, cts
     ends = np.r_[starts[1:], hid.size] - 1 if hid.size else starts
     flow = flow_id[rows]
     ts = cts[rows]
-    pairs = np.unique(hid * (int(flow.max()) + 1 if flow.size else 1) + flow) if flow.size else flow
-    n_flows = np.bincount(pairs // (int(flow.max()) + 1), minlength=starts.size) if flow.size else pairs
+    n_flows = flows_of_hop[hid[starts]]
     hops = pd.DataFrame({
         "hop_id": hid[starts],
         "connection": links.connection[flow[starts]] if flow.size else flow,
@@ -126,7 +126,8 @@ def _on_path(hops: pd.DataFrame, st: pd.DataFrame) -> tuple[np.ndarray, np.ndarr
     packet's TTL at each hop (-1 where it was not seen).
 
     The best-seen packet of a (connection, direction) is the sighting group with the most
-    sightings (the earliest among equals)."""
+    sightings (the earliest among equals). ``st`` is sorted by (group, time), as
+    ``sighting_table`` makes it, with a ``hop_id`` column."""
     n = len(hops)
     on = np.ones(n, dtype=bool)
     ttl = np.full(n, -1, dtype=np.int64)
@@ -134,27 +135,26 @@ def _on_path(hops: pd.DataFrame, st: pd.DataFrame) -> tuple[np.ndarray, np.ndarr
         return on, ttl
     g = st["group"].to_numpy()
     cd = st["connection"].to_numpy() * 2 + st["direction"].to_numpy().astype(np.int64)
-    ts = st["ts"].to_numpy()
-    size = np.bincount(g)
-    first_ts = np.full(size.size, np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(first_ts, g, ts)
+    # One run of rows per group, its earliest sighting first.
+    start = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    size = np.diff(np.r_[start, g.size])
+    gcd = cd[start]
     # Rank groups within their connection direction: most sightings, then earliest.
-    gid, gpos = np.unique(g, return_index=True)
-    gcd = cd[gpos]
-    order = np.lexsort((first_ts[gid], -size[gid], gcd))
+    order = np.lexsort((st["ts"].to_numpy()[start], -size, gcd))
     best = order[np.r_[True, gcd[order][1:] != gcd[order][:-1]]]
-    anchor_group = np.zeros(size.size, dtype=bool)
-    anchor_group[gid[best]] = True
-    in_anchor = anchor_group[g]
-    hop_ids = st["hop_id"].to_numpy()
-    anchored_cd = np.unique(gcd[best])
+    anchor = np.zeros(start.size, dtype=bool)
+    anchor[best] = True
+    in_anchor = np.repeat(anchor, size)
+    hop_ids = st["hop_id"].to_numpy()[in_anchor]
+    ids = hops["hop_id"].to_numpy()
+    width = int(max(ids.max(), hop_ids.max(initial=-1))) + 1
+    passed = np.zeros(width, dtype=bool)
+    passed[hop_ids] = True
     hops_cd = hops["connection"].to_numpy() * 2 + hops["direction"].to_numpy().astype(np.int64)
-    has_anchor = np.isin(hops_cd, anchored_cd)
-    on_ids = np.unique(hop_ids[in_anchor])
-    on = ~has_anchor | np.isin(hops["hop_id"].to_numpy(), on_ids)
-    at = pd.Series(st["ttl"].to_numpy()[in_anchor]).groupby(hop_ids[in_anchor]).max()
-    ttl = at.reindex(hops["hop_id"].to_numpy()).fillna(-1).to_numpy().astype(np.int64)
-    return on, ttl
+    on = ~np.isin(hops_cd, gcd[best]) | passed[ids]
+    at = np.full(width, -1, dtype=np.int64)
+    np.maximum.at(at, hop_ids, st["ttl"].to_numpy()[in_anchor].astype(np.int64))
+    return on, at[ids]
 
 
 def order_hops(hops: pd.DataFrame, capture_code: np.ndarray, guessed_dir: np.ndarray,
@@ -165,32 +165,58 @@ def order_hops(hops: pd.DataFrame, capture_code: np.ndarray, guessed_dir: np.nda
     the packet leaving its host comes first (a sender), one whose last hop has it arriving
     comes last (a receiver), anything else in between; units of equal rank by delay.
     ``tuples`` (one row of (src, sport, dst, dport) codes per hop) breaks ties of time.
+    Returns ``hops`` in that order with a new index and ``hop``, the position of each
+    within its connection and direction.
     """
-    h = hops.assign(_cap=capture_code, _dir=guessed_dir, **{t: tuples[:, i] for i, t in enumerate(_SEEN)})
-    unit = ["connection", "direction", "ttl", "_cap"]
-    h = h.sort_values([*unit, "delay_ns", "first_ts_ns", "first_row"], kind="stable")
-    first_dir = h.groupby(unit, sort=False)["_dir"].transform("first")
-    last_dir = h.groupby(unit, sort=False)["_dir"].transform("last")
-    h["_rank"] = np.where(first_dir.to_numpy() == DIR_OUT, 0, np.where(last_dir.to_numpy() == DIR_IN, 2, 1))
-    h["_unit_delay"] = h.groupby(unit, sort=False)["delay_ns"].transform("min")
-    h["_changed"] = _differs_from_origin(h)
+    if hops.empty:
+        return hops.assign(hop=np.zeros(0, dtype=np.int32))
+    conn = hops["connection"].to_numpy()
+    dirn = np.asarray(hops["direction"].to_numpy(), dtype=np.int64)
+    ttl = hops["ttl"].to_numpy().astype(np.int64)
+    cap = np.asarray(capture_code, dtype=np.int64)
+    delay = hops["delay_ns"].to_numpy()
+    first_ts = hops["first_ts_ns"].to_numpy()
+    first_row = hops["first_row"].to_numpy()
+    # Units (connection, direction, TTL, capture), each in order of delay, time and frame.
+    o = np.lexsort((first_row, first_ts, delay, cap, ttl, dirn, conn))
+    unit_start = _starts(conn[o], dirn[o], ttl[o], cap[o])
+    unit = np.cumsum(unit_start) - 1
+    heads = np.flatnonzero(unit_start)
+    tails = np.r_[heads[1:], o.size] - 1
+    g = np.asarray(guessed_dir)[o]
+    rank = np.where(g[heads] == DIR_OUT, 0, np.where(g[tails] == DIR_IN, 2, 1))[unit]
+    unit_delay = delay[o][heads][unit]
+    changed = _differs_from_origin(conn, dirn, ttl, first_ts, np.asarray(tuples))[o]
     # Equal timestamps inside one capture: a hop still carrying the tuple the packet started
     # with comes before one carrying a translated tuple (a translation happens once), then
     # frame order, the order the kernel handed the packet to the capture.
-    h = h.sort_values(["connection", "direction", "ttl", "_rank", "_unit_delay", "_cap", "delay_ns", "first_ts_ns",
-                       "_changed", "first_row"], ascending=[True, True, False, True, True, True, True, True, True, True],
-                      kind="stable")
-    h["hop"] = h.groupby(["connection", "direction"], sort=False).cumcount().astype(np.int32)
-    return h.drop(columns=["_cap", "_dir", "_rank", "_unit_delay", "_changed", *_SEEN]).reset_index(drop=True)
+    o = o[np.lexsort((first_row[o], changed, first_ts[o], delay[o], cap[o], unit_delay, rank, -ttl[o], dirn[o],
+                      conn[o]))]
+    out = hops.iloc[o].reset_index(drop=True)
+    pair_start = np.flatnonzero(_starts(conn[o], dirn[o]))
+    out["hop"] = (np.arange(o.size) - np.repeat(pair_start, np.diff(np.r_[pair_start, o.size]))).astype(np.int32)
+    return out
 
 
-def _differs_from_origin(h: pd.DataFrame) -> pd.Series:
-    """Per hop of ``h``: whether its tuple differs from the one of its direction's origin (the
-    hop of highest TTL, earliest first)."""
-    o = h.sort_values(["connection", "direction", "ttl", "first_ts_ns"], ascending=[True, True, False, True],
-                      kind="stable")
-    origin = o.groupby(["connection", "direction"], sort=False)[_SEEN].transform("first")
-    return (o[_SEEN] != origin).any(axis=1)
+def _starts(*keys: np.ndarray) -> np.ndarray:
+    """Where a run of equal key tuples starts in sorted ``keys``."""
+    start = np.zeros(keys[0].size, dtype=bool)
+    if start.size:
+        start[0] = True
+        for k in keys:
+            start[1:] |= k[1:] != k[:-1]
+    return start
+
+
+def _differs_from_origin(conn: np.ndarray, dirn: np.ndarray, ttl: np.ndarray, first_ts: np.ndarray,
+                         tuples: np.ndarray) -> np.ndarray:
+    """Per hop: whether its tuple (a row of ``tuples``) differs from the one of its
+    direction's origin (the hop of highest TTL, earliest first)."""
+    o = np.lexsort((first_ts, -ttl, dirn, conn))
+    start = _starts(conn[o], dirn[o])
+    origin = np.empty(o.size, dtype=np.int64)
+    origin[o] = o[np.flatnonzero(start)[np.cumsum(start) - 1]]
+    return (tuples != tuples[origin]).any(axis=1)
 
 
 def path_ranks(hops: pd.DataFrame) -> np.ndarray:

@@ -50,22 +50,3 @@ def sighting_table(s: Sightings, corrected_ts: np.ndarray, flow_id: np.ndarray, 
         "ttl": s.ttl[valid][order],
     })
 
-
-def order_hops(sightings: pd.DataFrame) -> pd.DataFrame:
-    """Hops per (connection, direction) in path order.
-
-    Columns: connection, direction, flow, hop (0 = most upstream), ttl (entry TTL of the
-    direction's packets there), delay_ns (median delay behind the first sighting),
-    first_ts_ns (corrected time of the first packet seen there), sightings.
-    """
-    if sightings.empty:
-        return pd.DataFrame(columns=["connection", "direction", "flow", "hop", "ttl", "delay_ns",
-                                     "first_ts_ns", "sightings"])
-    g = sightings.groupby(["connection", "direction", "flow"], sort=False, observed=True)
-    hops = g.agg(ttl=("ttl", "max"), delay_ns=("delay", "median"), first_ts_ns=("ts", "min"),
-                 sightings=("group", "size")).reset_index()
-    hops = hops.sort_values(["connection", "direction", "ttl", "delay_ns", "first_ts_ns"],
-                            ascending=[True, True, False, True, True], kind="stable")
-    hops["hop"] = hops.groupby(["connection", "direction"], sort=False).cumcount()
-    hops["delay_ns"] = hops["delay_ns"].round().astype(np.int64)
-    return hops.reset_index(drop=True)
