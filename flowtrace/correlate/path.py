@@ -1,10 +1,7 @@
-"""Ordering the observations of a connection along its path, for the request and the response.
-
-A hop is one flow (one observation point) carrying packets of one direction of the
-connection. Hops are ordered without trusting clocks where the packets say more: a
-higher TTL of the same packet is further upstream; at equal TTL (bridging, veth pairs,
-a capture on each end of one link) the clock-corrected delay since the packet was first
-seen decides, which within one capture is exact.
+"""Path directions and the sighting table: every sighting of a linked packet with its
+flow, connection, direction along the path (request or response) and delay behind the
+packet's first sighting, the input hop ordering and latencies read
+(``flowtrace.correlate.hops``).
 """
 
 from __future__ import annotations
