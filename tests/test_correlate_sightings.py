@@ -34,3 +34,23 @@ def test_the_sighting_table_reuses_the_order_split_groups_sorted_by(scenario):
     sorted_again = sighting_table(replace(split, time_order=None), ts, *args)
     assert 100 < len(reused) < len(split)
     assert reused.equals(sorted_again)
+
+
+@pytest.mark.parametrize("scenario", ["cross-node", "asymmetric-return", "cross-node-vxlan"])
+def test_inside_a_group_sightings_go_by_capture_time_and_frame_even_where_clocks_step_back(scenario):
+    from flowtrace.correlate.signature import NONE, packet_signatures
+
+    packets = read_packets(str(FIXTURES / scenario)).copy()
+    # Jitter of ±5 ms: each capture's clock now steps back here and there, as per-CPU
+    # stamps of a `-i any` capture do.
+    ts = packets["ts_ns"].to_numpy() + np.random.default_rng(7).integers(-5_000_000, 5_000_000, len(packets))
+    packets["ts_ns"] = ts
+    s = build_sightings(packets)
+    sig, strength = packet_signatures(packets)
+    keep = np.flatnonzero(strength != NONE)
+    group = np.unique(sig[keep], return_inverse=True)[1].reshape(-1)
+    capture = packets["capture"].cat.codes.to_numpy()[keep]
+    order = np.lexsort((packets["frame"].to_numpy()[keep], ts[keep], capture, group))
+    assert np.array_equal(s.row, keep[order])
+    assert np.array_equal(s.group, group[order])
+    assert np.array_equal(s.ts, ts[keep][order])

@@ -78,18 +78,30 @@ def build_sightings(packets: pd.DataFrame) -> Sightings:
                          ttl=np.zeros(0, np.int16), direction=np.zeros(0, np.int8),
                          strength=np.zeros(0, np.int8), point=np.zeros(0, np.int32),
                          capture_names=names)
-    group = pd.factorize(sig[keep], sort=True)[0]  # ids in signature order, as np.unique numbers them
-    capture = packets["capture"].cat.codes.to_numpy().astype(np.int32)[keep]
-    ts = packets["ts_ns"].to_numpy()[keep]
-    frame = packets["frame"].to_numpy()[keep]
-    order = np.lexsort((frame, ts, capture, group))
+    # Groups numbered in signature order (as np.unique numbers them); inside a group the
+    # stable sort leaves rows in table order, which is (capture, frame).
+    by_sig = np.argsort(sig[keep], kind="stable")
+    rows = keep[by_sig]
+    sorted_sig = sig[rows]
+    starts = np.r_[True, sorted_sig[1:] != sorted_sig[:-1]]
+    group = np.cumsum(starts) - 1
+    codes = packets["capture"].cat.codes.to_numpy().astype(np.int32)
+    ts_all = packets["ts_ns"].to_numpy()
+    capture, ts = codes[rows], ts_all[rows]
+    # (capture, ts, frame) is that order except where a capture's clock steps back (a kernel
+    # stamps ``-i any`` packets per CPU): those groups are sorted again.
+    back = ~starts[1:] & (capture[1:] == capture[:-1]) & (ts[1:] < ts[:-1])
+    if back.any():
+        at = np.flatnonzero(np.isin(group, group[1:][back]))
+        frame = packets["frame"].to_numpy()[rows[at]]
+        rows[at] = rows[at[np.lexsort((frame, ts[at], capture[at], group[at]))]]
+        capture, ts = codes[rows], ts_all[rows]
     direction = observed_directions(packets)
-    rows = keep[order]
     return Sightings(
         row=rows,
-        group=group[order].astype(np.int64),
-        capture=capture[order],
-        ts=ts[order],
+        group=group.astype(np.int64),
+        capture=capture,
+        ts=ts,
         ttl=packets["ttl"].to_numpy()[rows].astype(np.int16),
         direction=direction[rows],
         strength=strength[rows],
