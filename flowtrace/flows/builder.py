@@ -62,6 +62,9 @@ class _Basis:
     core: _Core
     parts: int
     """How many parts the rows were grouped in (group ids depend on it, see ``_main_core``)."""
+    grouping: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+    """Per part, its rows with their lower-endpoint flags and group ids (cuts do not change
+    them: a rebuild takes them from here)."""
 
 
 def build(packets: pd.DataFrame, *, timeouts: Mapping[str, float] | None = None,
@@ -112,7 +115,7 @@ def _build(packets: pd.DataFrame, tmo: dict[str, int], ignore_checksums: bool,
         & (p.quoted_proto >= 0) & (p.quoted_src >= 0) & (p.quoted_dst >= 0)
     main_rows = np.flatnonzero(ok & ~err)
     n_parts = basis.parts if basis is not None else 2 if worth_forking(main_rows.size) else 1
-    first = _main_core(p, main_rows, tmo, rank, forced, basis, n_parts)
+    first, grouping = _main_core(p, main_rows, tmo, rank, forced, basis, n_parts)
     err_rows = np.flatnonzero(err)
     att = icmp.attach(errors=p.error_frame(err_rows), flows=first.key_frame(), rank=rank)
     rest = err_rows[att.flow < 0]
@@ -156,52 +159,53 @@ def _build(packets: pd.DataFrame, tmo: dict[str, int], ignore_checksums: bool,
     flows = assemble(per_flow, packets=packets, addresses=p.addresses, outer_addresses=p.outer_addresses)
     return FlowSet(flows=flows, flow_id=flow_id, from_orig=from_orig, related=related,
                    basis=_Basis(packets=packets, timeouts=tmo, ignore_checksums=ignore_checksums,
-                                forced=forced, core=first, parts=n_parts))
+                                forced=forced, core=first, parts=n_parts, grouping=grouping))
 
 
 def _main_core(p: PacketColumns, rows: np.ndarray, tmo: dict[str, int], rank: np.ndarray,
-               forced: np.ndarray | None, basis: _Basis | None, n_parts: int) -> _Core:
+               forced: np.ndarray | None, basis: _Basis | None,
+               n_parts: int) -> tuple[_Core, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
     """The flows of ``rows`` (all packets but ICMP errors): the groups whose cuts changed
     since ``basis`` (all of them without one) are built; the others are taken from
     ``basis``. The rows are parted in ``n_parts`` (1 or 2) by their address pair and ports
     (all packets of a group fall in one part), each part grouped and built in its own
     thread when there are many packets; group ids interleave the parts' own, so a rebuild
-    must part as its basis did."""
-    parted = _parts(p, rows) if n_parts == 2 else [rows]
+    must part as its basis did. Returns the core and the grouping (see _Basis.grouping)."""
     spread = threaded_map if worth_forking(rows.size) else _serial_map
-    grouped: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    if basis is None:
+        parted = _parts(p, rows) if n_parts == 2 else [rows]
 
-    def group(k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        lower, gid = _group(p, parted[k], rank)
-        return parted[k], lower, gid * n_parts + k  # one numbering over the parts
+        def group_and_build(k: int) -> tuple[_Core, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+            lower, gid = _group(p, parted[k], rank)
+            grouped = (parted[k], lower, gid * n_parts + k)  # one numbering over the parts
+            return _Core(p, *grouped, tmo, forced), grouped
+
+        built = spread(group_and_build, range(n_parts))
+        return _Core.join([c for c, _ in built]), [g for _, g in built]
 
     def core(k: int) -> _Core:
-        r, lower, gid = group(k) if basis is None else grouped[k]
-        return _Core(p, r, lower, gid, tmo, forced)
+        return _Core(p, *picked[k], tmo, forced)
 
-    kept: list[_Core] = []
-    if basis is not None:
-        # A group keeps its flows when the cuts forced now include those forced before and
-        # fall where its flows started anyway: splitting is decided left to right, so
-        # forcing a start where one was decided changes nothing after it.
-        grouped = spread(group, range(n_parts))
-        n = len(p.ts)
-        before = basis.forced if basis.forced is not None else np.zeros(n, dtype=bool)
-        now = forced if forced is not None else np.zeros(n, dtype=bool)
-        started = np.zeros(n, dtype=bool)
-        started[basis.core.first_rows()] = True
-        changed = (now & ~started) | (before & ~now)
-        top = max((int(g.max()) for _, _, g in grouped if g.size), default=-1)
-        todo = np.zeros(max(top, int(basis.core.group.max(initial=-1))) + 1, dtype=bool)
-        for r, _, gid in grouped:
-            todo[gid[changed[r]]] = True
-        kept.append(basis.core.take(~todo[basis.core.group]))
-        picked = []
-        for r, lower, gid in grouped:
-            pick = todo[gid]
-            picked.append((r[pick], lower[pick], gid[pick]))
-        grouped = picked
-    return _Core.join(kept + spread(core, range(n_parts)))
+    # A group keeps its flows when the cuts forced now include those forced before and
+    # fall where its flows started anyway: splitting is decided left to right, so forcing a
+    # start where one was decided changes nothing after it.
+    grouped = basis.grouping
+    n = len(p.ts)
+    before = basis.forced if basis.forced is not None else np.zeros(n, dtype=bool)
+    now = forced if forced is not None else np.zeros(n, dtype=bool)
+    started = np.zeros(n, dtype=bool)
+    started[basis.core.first_rows()] = True
+    changed = (now & ~started) | (before & ~now)
+    top = max((int(g.max()) for _, _, g in grouped if g.size), default=-1)
+    todo = np.zeros(max(top, int(basis.core.group.max(initial=-1))) + 1, dtype=bool)
+    for r, _, gid in grouped:
+        todo[gid[changed[r]]] = True
+    kept = basis.core.take(~todo[basis.core.group])
+    picked = []
+    for r, lower, gid in grouped:
+        pick = todo[gid]
+        picked.append((r[pick], lower[pick], gid[pick]))
+    return _Core.join([kept, *spread(core, range(n_parts))]), grouped
 
 
 def _serial_map(fn: Callable[[int], R], items: Sequence[int]) -> list[R]:
