@@ -8,10 +8,49 @@ a hop only when its byte range is not covered by the segments seen there.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
 SEQ_SPACE = 1 << 32
+
+
+@dataclass(frozen=True, slots=True)
+class PathSightings:
+    """The earliest sighting of each packet (sighting group) at each on-path rank of its
+    direction, sorted by (group, rank)."""
+
+    group: np.ndarray
+    """int64 sighting group."""
+    rank: np.ndarray
+    """int64 position of the hop among the on-path hops of its direction (0: upstream)."""
+    at: np.ndarray
+    """int64 row of the sighting in the sighting table."""
+    rank_of: np.ndarray
+    """int64 on-path rank per hop id, -1 off the path."""
+
+
+def path_sightings(hops: pd.DataFrame, st: pd.DataFrame) -> PathSightings:
+    """PathSightings of ``st`` (the sighting table, sorted by (group, time), with
+    ``hop_id``) along ``hops`` (in path order, with ``on_path`` and ``hop_id``)."""
+    from flowtrace.correlate.hops import path_ranks
+
+    hop_ids = hops["hop_id"].to_numpy()
+    rank_of = np.full(int(hop_ids.max(initial=-1)) + 1, -1, dtype=np.int64)
+    rank_of[hop_ids] = path_ranks(hops)
+    rank = rank_of[st["hop_id"].to_numpy()] if len(st) else np.zeros(0, dtype=np.int64)
+    keep = np.flatnonzero(rank >= 0)
+    g, r = st["group"].to_numpy()[keep], rank[keep]
+    # Stable sorts keep each (group, rank)'s earliest sighting first; with ranks below
+    # 4096 both fit one key, nearly sorted already (st is sorted by group).
+    if not r.size or r.max() < 4096:
+        order = np.argsort(g * 4096 + r, kind="stable")
+    else:  # pragma: no cover - a path of 4,096 hops
+        order = np.lexsort((r, g))
+    g, r = g[order], r[order]
+    first = np.r_[True, (g[1:] != g[:-1]) | (r[1:] != r[:-1])] if g.size else np.zeros(0, dtype=bool)
+    return PathSightings(group=g[first], rank=r[first], at=keep[order[first]], rank_of=rank_of)
 
 
 def _merged_intervals(flow: np.ndarray, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -46,22 +85,20 @@ def covered(query_flow: np.ndarray, q_start: np.ndarray, q_end: np.ndarray,
     return ok & (mf[pos] == query_flow) & (ms[pos] <= q_start) & (me[pos] >= q_end)
 
 
-def missing_between_hops(packets: pd.DataFrame, hops: pd.DataFrame, st: pd.DataFrame) -> np.ndarray:
+def missing_between_hops(packets: pd.DataFrame, hops: pd.DataFrame, st: pd.DataFrame,
+                         ps: PathSightings | None = None) -> np.ndarray:
     """int32 per hop row: packets the previous on-path hop (same connection and direction)
     saw that this hop did not see (TCP data: bytes not covered); 0 off the path.
 
     ``hops`` must be in path order with ``on_path`` and ``hop_id``; ``st`` is the sighting
-    table with ``hop_id``.
+    table with ``hop_id``; ``ps`` their PathSightings, when already made.
     """
-    from flowtrace.correlate.hops import path_ranks
-
     out = np.zeros(len(hops), dtype=np.int32)
     if st.empty or hops.empty:
         return out
+    ps = ps or path_sightings(hops, st)
     hop_ids = hops["hop_id"].to_numpy()
-    ranks = path_ranks(hops)
-    rank_of = np.full(int(hop_ids.max()) + 1, -1, dtype=np.int64)
-    rank_of[hop_ids] = ranks
+    ranks = ps.rank_of[hop_ids]
     # The hop id at each (connection, direction, rank), and the last rank of each path.
     conn_dir = hops["connection"].to_numpy() * 2 + np.asarray(hops["direction"].to_numpy(), dtype=np.int64)
     on = ranks >= 0
@@ -70,16 +107,9 @@ def missing_between_hops(packets: pd.DataFrame, hops: pd.DataFrame, st: pd.DataF
     sort = np.argsort(path_key)
     path_key, path_hop = path_key[sort], path_hop[sort]
     sid = st["hop_id"].to_numpy()
-    rank = rank_of[sid]
-    keep = rank >= 0
-    g = st["group"].to_numpy()[keep]
-    r = rank[keep]
-    rows = st["row"].to_numpy()[keep]
-    cd = (st["connection"].to_numpy()[keep] * 2 + st["direction"].to_numpy()[keep].astype(np.int64))
-    order = np.lexsort((r, g))
-    g, r, rows, cd = g[order], r[order], rows[order], cd[order]
-    first = np.r_[True, (g[1:] != g[:-1]) | (r[1:] != r[:-1])]
-    g, r, rows, cd = g[first], r[first], rows[first], cd[first]
+    g, r = ps.group, ps.rank
+    rows = st["row"].to_numpy()[ps.at]
+    cd = st["connection"].to_numpy()[ps.at] * 2 + st["direction"].to_numpy()[ps.at].astype(np.int64)
     # (g, r) present and (g, r + 1) absent, with rank r + 1 existing on that path.
     followed = np.r_[(g[1:] == g[:-1]) & (r[1:] == r[:-1] + 1), False]
     want = cd * (1 << 20) + r + 1
@@ -96,8 +126,9 @@ def missing_between_hops(packets: pd.DataFrame, hops: pd.DataFrame, st: pd.DataF
     data = (proto[rows_c] == 6) & (plen[rows_c] > 0)
     if data.any():
         seq = packets["seq"].to_numpy().astype(np.int64)
-        ref_hop = sid[keep]
-        ref_rows = st["row"].to_numpy()[keep]
+        on_path = ps.rank_of[sid] >= 0
+        ref_hop = sid[on_path]
+        ref_rows = st["row"].to_numpy()[on_path]
         use = np.isin(ref_hop, np.unique(next_hop[data])) & (proto[ref_rows] == 6) & (plen[ref_rows] > 0)
         ref_hop, ref_rows = ref_hop[use], ref_rows[use]
         # Sequence numbers relative to half the space below one of the hop's own (NAT

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from flowtrace.correlate.coverage import missing_between_hops
+from flowtrace.correlate.coverage import PathSightings, missing_between_hops, path_sightings
 from flowtrace.correlate.link import Links
 from flowtrace.correlate.nat import change_labels, change_mask
 from flowtrace.correlate.path import DIRECTIONS
@@ -109,8 +109,9 @@ def build_hops(packets: pd.DataFrame, flow_id: np.ndarray, pdir: np.ndarray, cts
         hops["packet_direction" if col == "direction" else col] = values
     hops["first_frame"] = packets["frame"].to_numpy()[r]
     _changes(hops)
-    _latencies(hops, st)
-    hops["missing"] = missing_between_hops(packets, hops, st)
+    ps = path_sightings(hops, st) if not st.empty else None
+    _latencies(hops, st, ps)
+    hops["missing"] = missing_between_hops(packets, hops, st, ps)
     direction = hops["direction"].to_numpy()
     # Few distinct (changes, direction) pairs: label each once.
     key = hops["changes"].to_numpy().astype(np.int64) * 2 + direction
@@ -277,24 +278,15 @@ def _changes(hops: pd.DataFrame) -> None:
         hops["changed_at"] = at
 
 
-def _latencies(hops: pd.DataFrame, st: pd.DataFrame) -> None:
+def _latencies(hops: pd.DataFrame, st: pd.DataFrame, ps: PathSightings | None) -> None:
     """latency_ns of each on-path hop: the median, over packets seen at both, of the time
     from the previous on-path hop to this one (corrected clocks). Hops sharing no packet
-    with the previous one keep the difference of their median delays."""
-    if st.empty:
+    with the previous one keep the difference of their median delays. ``ps`` are the
+    PathSightings of ``st`` (None when it is empty)."""
+    if st.empty or ps is None:
         return
-    rank_of = np.full(int(hops["hop_id"].max()) + 1, -1, dtype=np.int64)
-    rank_of[hops["hop_id"].to_numpy()] = path_ranks(hops)
-    hop_id = st["hop_id"].to_numpy()
-    rank = rank_of[hop_id]
-    keep = rank >= 0
-    g, r, t, h = st["group"].to_numpy()[keep], rank[keep], st["ts"].to_numpy()[keep], hop_id[keep]
-    # st is sorted by (group, time): a stable sort on (group, rank) keeps each pair's
-    # earliest sighting first.
-    order = np.argsort(g * 4096 + np.minimum(r, 4095), kind="stable")
-    g, r, t, h = g[order], r[order], t[order], h[order]
-    first = np.r_[True, (g[1:] != g[:-1]) | (r[1:] != r[:-1])]
-    g, r, t, h = g[first], r[first], t[first], h[first]
+    g, r = ps.group, ps.rank
+    t, h = st["ts"].to_numpy()[ps.at], st["hop_id"].to_numpy()[ps.at]
     nxt = np.flatnonzero((g[1:] == g[:-1]) & (r[1:] == r[:-1] + 1)) + 1
     if not nxt.size:
         return
