@@ -29,6 +29,7 @@ from flowtrace.decode.table import PacketTableBuilder, merge_parts
 from flowtrace.errors import CaptureWarning
 from flowtrace.flows import FlowSet
 from flowtrace.flows import build as build_flows
+from flowtrace.flows.alloc import heap_temporaries
 from flowtrace.fork import Forked, can_fork, worth_forking
 
 if TYPE_CHECKING:
@@ -198,9 +199,10 @@ def analyze(captures: CaptureArg | Sequence[CaptureArg], *, manifest: CaptureArg
                          previous=fs)
         return fs.flow_id, fs.from_orig, fs.flows
 
-    corr = correlate(packets, fs.flow_id, fs.from_orig, flows=fs.flows,
-                     reference=reference or man.reference, same_clock=man.same_clock, resplit=resplit,
-                     **({"window_ns": window_ns} if window_ns else {}))
+    with heap_temporaries():
+        corr = correlate(packets, fs.flow_id, fs.from_orig, flows=fs.flows,
+                         reference=reference or man.reference, same_clock=man.same_clock, resplit=resplit,
+                         **({"window_ns": window_ns} if window_ns else {}))
     multi = {s.capture for s in summaries if s.sll2_ifindexes or len(s.interfaces) > 1}
     roles = infer_roles(corr.hops, multi)
     roles.update({name: info.role for name, info in man.captures.items() if info.role})
