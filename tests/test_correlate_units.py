@@ -152,3 +152,24 @@ def test_icmp_entries_keep_the_icmp_timeout_after_a_reply():
 def test_no_packet_creates_no_entry():
     assert _walk([]).empty
     assert list(_walk([]).columns)[:3] == ["key", "created", "last"]
+
+
+def test_flow_edges_leave_out_groups_where_one_point_shows_two_flows():
+    from flowtrace.correlate.link import flow_edges
+    from flowtrace.correlate.sightings import Sightings
+
+    def sightings(group, point):
+        n = len(group)
+        z = np.zeros(n, dtype=np.int64)
+        return Sightings(row=np.arange(n), group=np.asarray(group, dtype=np.int64), capture=z.astype(np.int32),
+                         ts=z, ttl=z.astype(np.int16), direction=z.astype(np.int8), strength=z.astype(np.int8) + 2,
+                         point=np.asarray(point, dtype=np.int32), capture_names=["a"])
+
+    flow_id = np.array([0, 1, 2, 3])
+    from_orig = np.array([True, True, False, True])
+    # Group 0: point 0 sees flows 0 and 1 (ambiguous); group 1: flows 2 and 3 at two points.
+    a, b, parity, ambiguous = flow_edges(sightings([0, 0, 1, 1], [0, 0, 0, 1]), flow_id, from_orig)
+    assert (a.tolist(), b.tolist(), parity.tolist(), ambiguous) == ([2], [3], [True], 1)
+    # Every group ambiguous: no edge at all.
+    a, b, parity, ambiguous = flow_edges(sightings([0, 0], [0, 0]), flow_id[:2], from_orig[:2])
+    assert (a.size, b.size, parity.size, ambiguous) == (0, 0, 0, 1)

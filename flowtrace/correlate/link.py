@@ -89,7 +89,7 @@ def flow_edges(s: Sightings, flow_id: np.ndarray, from_orig: np.ndarray) -> tupl
     keep = ~bad[group]
     group, flow, fo = group[keep], flow[keep], fo[keep]
     # Hub of each group: the flow of its first sighting.
-    starts = np.r_[True, group[1:] != group[:-1]]
+    starts = np.r_[True, group[1:] != group[:-1]] if group.size else np.zeros(0, dtype=bool)
     hub = np.flatnonzero(starts)[np.cumsum(starts) - 1]
     a, b = flow[hub], flow
     differ = a != b
