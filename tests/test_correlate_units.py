@@ -173,3 +173,20 @@ def test_flow_edges_leave_out_groups_where_one_point_shows_two_flows():
     # Every group ambiguous: no edge at all.
     a, b, parity, ambiguous = flow_edges(sightings([0, 0], [0, 0]), flow_id[:2], from_orig[:2])
     assert (a.size, b.size, parity.size, ambiguous) == (0, 0, 0, 1)
+
+
+def test_host_events_of_sightings_no_host_holds_are_none():
+    import pandas as pd
+
+    from flowtrace.correlate.conntrack import host_events
+
+    packets = pd.DataFrame({"capture": pd.Categorical(["node1", "node1"]), "proto": np.array([6, 6], dtype=np.uint8),
+                            "tcp_flags": np.array([2, 18], dtype=np.uint16)})
+    st = pd.DataFrame({"row": np.array([0, 1]), "connection": np.array([7, 7]), "group": np.array([0, 1]),
+                       "ts": np.array([10, 20]), "direction": np.array([0, 1], dtype=np.int8)})
+    hosts = pd.DataFrame({"capture": [0], "connection": [7], "key": [0], "proto": [6]})
+    ev = host_events(packets, st, hosts)
+    assert ev["row"].tolist() == [0, 1] and ev["idle"].tolist() == [0, 10]
+    for other in (hosts.assign(connection=[8]), hosts.assign(proto=[17]), hosts.iloc[:0]):
+        ev = host_events(packets, st, other)
+        assert ev.empty and {"key", "ts", "row", "direction", "idle"} <= set(ev.columns)

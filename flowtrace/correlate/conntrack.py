@@ -126,10 +126,8 @@ def host_events(packets: pd.DataFrame, corr_sightings: pd.DataFrame, host_connec
     rows = st["row"].to_numpy()
     capture = packets["capture"].cat.codes.to_numpy()[rows].astype(np.int64)
     conn = st["connection"].to_numpy().astype(np.int64)
-    none = np.zeros(0, dtype=np.int64)
     if not rows.size or host_connections.empty:
-        return _relevant(pd.DataFrame({"key": none, "ts": none, "row": none, "direction": none.astype(np.int8),
-                                       "group": none}), packets, shortest_ns)
+        return _no_events()
     # The host connection of each sighting, by its (capture, connection) packed in one integer.
     width = np.int64(max(int(conn.max()), int(host_connections["connection"].max())) + 1)
     host_key = host_connections["capture"].to_numpy().astype(np.int64) * width \
@@ -141,10 +139,10 @@ def host_events(packets: pd.DataFrame, corr_sightings: pd.DataFrame, host_connec
     # ICMP errors about a connection travel with it but are RELATED, not part of the entry.
     hit = np.flatnonzero((host_key[host] == want)
                          & (packets["proto"].to_numpy()[rows] == host_connections["proto"].to_numpy()[host]))
+    if not hit.size:
+        return _no_events()
     key = host_connections["key"].to_numpy()[host[hit]]
     group = st["group"].to_numpy()[hit]
-    if not hit.size:
-        return host_events(packets, corr_sightings.iloc[:0], host_connections, shortest_ns=shortest_ns)
     order = np.lexsort((rows[hit], st["ts"].to_numpy()[hit], key))
     # One event per key and packet (sighting group): its earliest sighting there.
     packed = key[order].astype(np.int64) * np.int64(int(group.max()) + 1) + group[order]
@@ -153,6 +151,13 @@ def host_events(packets: pd.DataFrame, corr_sightings: pd.DataFrame, host_connec
                        "row": rows[pick], "direction": st["direction"].to_numpy()[pick],
                        "group": st["group"].to_numpy()[pick]})
     return _relevant(ev, packets, shortest_ns)
+
+
+def _no_events() -> pd.DataFrame:
+    """host_events' table without a row."""
+    none = np.zeros(0, dtype=np.int64)
+    return pd.DataFrame({"key": none, "ts": none, "row": none, "direction": none.astype(np.int8), "group": none,
+                         "idle": none})
 
 
 def _relevant(ev: pd.DataFrame, packets: pd.DataFrame, shortest_ns: int) -> pd.DataFrame:
