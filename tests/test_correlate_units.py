@@ -190,3 +190,49 @@ def test_host_events_of_sightings_no_host_holds_are_none():
     for other in (hosts.assign(connection=[8]), hosts.assign(proto=[17]), hosts.iloc[:0]):
         ev = host_events(packets, st, other)
         assert ev.empty and {"key", "ts", "row", "direction", "idle"} <= set(ev.columns)
+
+
+def _order_hops_by_pandas(hops, capture_code, guessed_dir, tuples):
+    """The pandas formulation order_hops was first written in: the oracle for its numpy one."""
+
+    from flowtrace.correlate.sightings import DIR_IN, DIR_OUT
+
+    seen = ["_src", "_sport", "_dst", "_dport"]
+    h = hops.assign(_cap=capture_code, _dir=guessed_dir, **{t: tuples[:, i] for i, t in enumerate(seen)})
+    unit = ["connection", "direction", "ttl", "_cap"]
+    h = h.sort_values([*unit, "delay_ns", "first_ts_ns", "first_row"], kind="stable")
+    first_dir = h.groupby(unit, sort=False)["_dir"].transform("first")
+    last_dir = h.groupby(unit, sort=False)["_dir"].transform("last")
+    h["_rank"] = np.where(first_dir.to_numpy() == DIR_OUT, 0, np.where(last_dir.to_numpy() == DIR_IN, 2, 1))
+    h["_unit_delay"] = h.groupby(unit, sort=False)["delay_ns"].transform("min")
+    o = h.sort_values(["connection", "direction", "ttl", "first_ts_ns"], ascending=[True, True, False, True],
+                      kind="stable")
+    origin = o.groupby(["connection", "direction"], sort=False)[seen].transform("first")
+    h["_changed"] = (o[seen] != origin).any(axis=1)
+    h = h.sort_values(["connection", "direction", "ttl", "_rank", "_unit_delay", "_cap", "delay_ns", "first_ts_ns",
+                       "_changed", "first_row"], ascending=[True, True, False, True, True, True, True, True, True, True],
+                      kind="stable")
+    h["hop"] = h.groupby(["connection", "direction"], sort=False).cumcount().astype(np.int32)
+    return h.drop(columns=["_cap", "_dir", "_rank", "_unit_delay", "_changed", *seen]).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_order_hops_sorts_as_its_pandas_formulation_ties_included(seed):
+    import pandas as pd
+
+    from flowtrace.correlate.hops import order_hops
+
+    rng = np.random.default_rng(seed)
+    n = 400
+    # Few distinct values everywhere: ties of TTL, time and delay inside and across units.
+    hops = pd.DataFrame({"connection": rng.integers(0, 8, n), "direction": rng.integers(0, 2, n),
+                         "ttl": rng.integers(60, 64, n), "delay_ns": rng.integers(0, 4, n) * 1000,
+                         "first_ts_ns": rng.integers(0, 3, n) * 1000, "first_row": rng.permutation(n),
+                         "hop_id": np.arange(n)})
+    capture_code = rng.integers(0, 4, n)
+    guessed_dir = rng.integers(0, 3, n).astype(np.int8)
+    tuples = rng.integers(0, 2, (n, 4))
+    got = order_hops(hops, capture_code, guessed_dir, tuples)
+    want = _order_hops_by_pandas(hops, capture_code, guessed_dir, tuples)
+    assert got["hop_id"].tolist() == want["hop_id"].tolist()
+    assert got["hop"].tolist() == want["hop"].tolist()

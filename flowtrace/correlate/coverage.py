@@ -96,7 +96,7 @@ def missing_between_hops(packets: pd.DataFrame, hops: pd.DataFrame, st: pd.DataF
     out = np.zeros(len(hops), dtype=np.int32)
     if st.empty or hops.empty:
         return out
-    ps = ps or path_sightings(hops, st)
+    ps = ps if ps is not None else path_sightings(hops, st)
     hop_ids = hops["hop_id"].to_numpy()
     ranks = ps.rank_of[hop_ids]
     # The hop id at each (connection, direction, rank), and the last rank of each path.

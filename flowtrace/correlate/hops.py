@@ -187,7 +187,8 @@ def order_hops(hops: pd.DataFrame, capture_code: np.ndarray, guessed_dir: np.nda
     g = np.asarray(guessed_dir)[o]
     rank = np.where(g[heads] == DIR_OUT, 0, np.where(g[tails] == DIR_IN, 2, 1))[unit]
     unit_delay = delay[o][heads][unit]
-    changed = _differs_from_origin(conn, dirn, ttl, first_ts, np.asarray(tuples))[o]
+    # Ties of TTL and time fall back to the order above, as in the sort below.
+    changed = _differs_from_origin(conn[o], dirn[o], ttl[o], first_ts[o], np.asarray(tuples)[o])
     # Equal timestamps inside one capture: a hop still carrying the tuple the packet started
     # with comes before one carrying a translated tuple (a translation happens once), then
     # frame order, the order the kernel handed the packet to the capture.
