@@ -236,3 +236,97 @@ def test_order_hops_sorts_as_its_pandas_formulation_ties_included(seed):
     want = _order_hops_by_pandas(hops, capture_code, guessed_dir, tuples)
     assert got["hop_id"].tolist() == want["hop_id"].tolist()
     assert got["hop"].tolist() == want["hop"].tolist()
+
+
+def _flow_edges_by_hashing(group, point, flow, fo):
+    """The hash-table formulation flow_edges was first written in: the oracle for its sorts."""
+    import pandas as pd
+
+    n = int(flow.max()) + 1
+    gp = pd.factorize(group * np.int64(int(point.max()) + 1) + point)[0].astype(np.int64)
+    triples = pd.unique(gp * np.int64(n) + flow)
+    two_flows = pd.Series(triples // n).duplicated().to_numpy()
+    bad_gp = np.zeros(int(gp.max()) + 1, dtype=bool)
+    bad_gp[triples[two_flows] // n] = True
+    bad = np.zeros(int(group.max()) + 1, dtype=bool)
+    bad[group[bad_gp[gp]]] = True
+    keep = ~bad[group]
+    group, flow, fo = group[keep], flow[keep], fo[keep]
+    codes = pd.factorize(group)[0]
+    top = np.maximum.accumulate(codes)
+    hub = np.flatnonzero(np.r_[True, codes[1:] > top[:-1]])[codes]
+    a, b = flow[hub], flow
+    differ = a != b
+    code = np.unique((a[differ].astype(np.int64) * n + b[differ]) * 2 + (fo[hub] != fo)[differ])
+    return (code // 2) // n, (code // 2) % n, (code % 2).astype(bool), int(bad.sum())
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_flow_edges_match_their_hashing_formulation(seed):
+    from flowtrace.correlate.link import flow_edges
+    from flowtrace.correlate.sightings import Sightings
+
+    rng = np.random.default_rng(seed)
+    n = 3000
+    # Groups nearly sorted, as split_groups leaves them (renumbered inside a group), some
+    # sightings outside any flow, and points that see two flows of one group.
+    group = np.sort(rng.integers(0, 800, n))
+    group = np.where(rng.random(n) < 0.1, np.maximum(group - 1, 0), group)
+    z = np.zeros(n, dtype=np.int64)
+    s = Sightings(row=np.arange(n), group=group, capture=z.astype(np.int32), ts=z, ttl=z.astype(np.int16),
+                  direction=z.astype(np.int8), strength=z.astype(np.int8) + 2,
+                  point=rng.integers(0, 6, n).astype(np.int32), capture_names=["a"])
+    flow_id = np.where(rng.random(n) < 0.05, -1, rng.integers(0, 300, n))
+    from_orig = rng.random(n) < 0.5
+    got = flow_edges(s, flow_id, from_orig)
+    valid = flow_id >= 0
+    want = _flow_edges_by_hashing(group[valid], s.point[valid].astype(np.int64), flow_id[valid], from_orig[valid])
+    assert got[3] == want[3] > 0
+    for g, w in zip(got[:3], want[:3], strict=True):
+        assert np.array_equal(g, w)
+
+
+def _on_path_by_grouping(hops, st):
+    """The grouping formulation _on_path was first written in: the oracle for its runs."""
+    import pandas as pd
+
+    g = st["group"].to_numpy()
+    cd = st["connection"].to_numpy() * 2 + st["direction"].to_numpy().astype(np.int64)
+    size = np.bincount(g)
+    first_ts = np.full(size.size, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first_ts, g, st["ts"].to_numpy())
+    gid, gpos = np.unique(g, return_index=True)
+    gcd = cd[gpos]
+    order = np.lexsort((first_ts[gid], -size[gid], gcd))
+    best = order[np.r_[True, gcd[order][1:] != gcd[order][:-1]]]
+    anchor_group = np.zeros(size.size, dtype=bool)
+    anchor_group[gid[best]] = True
+    in_anchor = anchor_group[g]
+    hop_ids = st["hop_id"].to_numpy()
+    hops_cd = hops["connection"].to_numpy() * 2 + hops["direction"].to_numpy().astype(np.int64)
+    on = ~np.isin(hops_cd, np.unique(gcd[best])) | np.isin(hops["hop_id"].to_numpy(), np.unique(hop_ids[in_anchor]))
+    at = pd.Series(st["ttl"].to_numpy()[in_anchor]).groupby(hop_ids[in_anchor]).max()
+    return on, at.reindex(hops["hop_id"].to_numpy()).fillna(-1).to_numpy().astype(np.int64)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_on_path_matches_its_grouping_formulation(seed):
+    import pandas as pd
+
+    from flowtrace.correlate.hops import _on_path
+
+    rng = np.random.default_rng(seed)
+    n_hops, n = 120, 2000
+    hops = pd.DataFrame({"hop_id": np.arange(n_hops), "connection": rng.integers(0, 15, n_hops),
+                         "direction": rng.integers(0, 2, n_hops)})
+    hop = rng.integers(0, n_hops - 10, n)  # the last ten hops never seen
+    group = rng.integers(0, 400, n)
+    # Sightings of a group share a connection and direction, as the table's do.
+    conn_of_group, dir_of_group = rng.integers(0, 15, 400), rng.integers(0, 2, 400)
+    st = pd.DataFrame({"group": group, "connection": conn_of_group[group], "direction": dir_of_group[group],
+                       "ts": rng.integers(0, 50, n), "hop_id": hop, "ttl": rng.integers(50, 64, n)})
+    st = st.sort_values(["group", "ts"], kind="stable").reset_index(drop=True)
+    got_on, got_ttl = _on_path(hops, st)
+    want_on, want_ttl = _on_path_by_grouping(hops, st)
+    assert np.array_equal(got_on, want_on) and not got_on.all()
+    assert np.array_equal(got_ttl, want_ttl) and (got_ttl == -1).any()
