@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from flowtrace.capture.files import CaptureSource, expand_sources
-from flowtrace.capture.memory import pin_mmap_threshold
+from flowtrace.capture.memory import heap_temporaries, pin_mmap_threshold
 from flowtrace.capture.reader import CaptureFile, CaptureMeta, CaptureReader
 from flowtrace.collector import fewer_collections
 from flowtrace.decode.reading import (
@@ -29,7 +29,6 @@ from flowtrace.decode.table import PacketTableBuilder, merge_parts
 from flowtrace.errors import CaptureWarning
 from flowtrace.flows import FlowSet
 from flowtrace.flows import build as build_flows
-from flowtrace.flows.alloc import heap_temporaries
 from flowtrace.fork import Forked, can_fork, worth_forking
 
 if TYPE_CHECKING:

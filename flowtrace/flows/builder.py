@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 
+from flowtrace.capture.memory import heap_temporaries
 from flowtrace.flows import assign, history, icmp, state, tcp
-from flowtrace.flows.alloc import heap_temporaries
 from flowtrace.flows.columns import PacketColumns, i64
 from flowtrace.flows.community_id import community_ids
 from flowtrace.flows.key import address_ranks, canonical, flow_ports, icmp_is

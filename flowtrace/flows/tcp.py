@@ -158,7 +158,8 @@ def analyze(*, n_flows: int, flow: np.ndarray, flow_start: np.ndarray, from_orig
     start[peer[quiet]] = ak[first_ack[ok][quiet]].astype(np.uint32) - np.uint32(1)
 
     # Unwrapped sequence numbers relative to the start. (Large temporaries are deleted as
-    # soon as they are done with: their memory serves the next ones, see flows.alloc.)
+    # soon as they are done with: their memory serves the next ones, see
+    # capture.memory.heap_temporaries.)
     rel = _unwrap(sq, bidx, blen, start[bep])
     del sq
     end = rel + (ln + f_syn + f_fin - np.where(f_rst, ln, 0))

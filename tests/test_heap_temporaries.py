@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flowtrace.flows import alloc
+from flowtrace.capture import memory
 
 
 class _FakeLibc:
@@ -22,22 +22,23 @@ class _FakeLibc:
 @pytest.fixture
 def libc(monkeypatch):
     fake = _FakeLibc()
-    monkeypatch.setattr(alloc, "glibc", lambda: fake)
+    monkeypatch.setattr(memory, "glibc", lambda: fake)
     return fake
 
 
 def test_nested_blocks_change_the_thresholds_once(libc):
-    with alloc.heap_temporaries():
+    with memory.heap_temporaries():
         raised = list(libc.calls)
-        with alloc.heap_temporaries():
+        with memory.heap_temporaries():
             pass
         assert libc.calls == raised  # the inner block leaves them raised
     assert len(raised) == 2
-    assert libc.calls[2:] == [(alloc._M_MMAP_THRESHOLD, alloc._PINNED), (alloc._M_TRIM_THRESHOLD, alloc._PINNED)]
+    assert libc.calls[2:] == [(memory._M_MMAP_THRESHOLD, memory.PINNED_BYTES),
+                              (memory._M_TRIM_THRESHOLD, memory.PINNED_BYTES)]
 
 
 def test_an_error_inside_still_restores_the_thresholds_and_propagates(libc):
-    with pytest.raises(ValueError), alloc.heap_temporaries():
+    with pytest.raises(ValueError), memory.heap_temporaries():
         raise ValueError("x")
-    assert libc.calls[-1] == (alloc._M_TRIM_THRESHOLD, alloc._PINNED)
-    assert alloc._depth == 0
+    assert libc.calls[-1] == (memory._M_TRIM_THRESHOLD, memory.PINNED_BYTES)
+    assert memory._depth == 0
