@@ -57,16 +57,17 @@ def worth_forking(rows: int, workers: int | None = None) -> bool:
     return rows >= MIN_ROWS and can_fork(workers)
 
 
-def threaded_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+def threaded_map(fn: Callable[[T], R], items: Sequence[T], *, parallel: bool = True) -> list[R]:
     """``[fn(item) for item in items]``: ``items[0]`` in this thread, each other item in a
-    thread of its own at the same time.
+    thread of its own at the same time; all in this thread without ``parallel`` (callers
+    pass ``worth_forking(rows)``: threads do not pay for small work).
 
     For work that spends its time in numpy over large arrays, which releases the GIL: the
     threads share memory, so nothing is copied and no page is faulted twice (after a fork
     every page either process writes is copied first, which costs flow building more than
     the second process saves). An exception in a thread is raised here.
     """
-    if len(items) < 2:
+    if len(items) < 2 or not parallel:
         return [fn(item) for item in items]
     from concurrent.futures import ThreadPoolExecutor
 

@@ -161,3 +161,12 @@ def test_one_worker_means_no_fork(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLOWTRACE_WORKERS", "many")
     assert fork.requested_workers() == 1
     assert fork.requested_workers(3) == 3
+
+
+def test_threaded_map_without_parallel_stays_in_this_thread() -> None:
+    import threading
+
+    here = threading.get_ident()
+    out = fork.threaded_map(lambda k: (k * 10, threading.get_ident()), [1, 2, 3], parallel=False)
+    assert [v for v, _ in out] == [10, 20, 30]
+    assert {t for _, t in out} == {here}

@@ -32,9 +32,10 @@ def test_forked_analysis_equals_one_process(scenario: str, monkeypatch: pytest.M
 
     threaded: list[int] = []
 
-    def counting_threads(fn, items):  # type: ignore[no-untyped-def]
-        threaded.append(len(items))
-        return fork.threaded_map(fn, items)
+    def counting_threads(fn, items, *, parallel=True):  # type: ignore[no-untyped-def]
+        if parallel:
+            threaded.append(len(items))
+        return fork.threaded_map(fn, items, parallel=parallel)
 
     monkeypatch.setattr(fork, "MIN_ROWS", 0)
     monkeypatch.setattr(fork, "_spawn", counting_spawn)

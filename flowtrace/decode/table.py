@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -24,6 +24,8 @@ from flowtrace.schema import DECODE_STATUSES, DIRECTIONS, ENCAPSULATIONS, PACKET
 
 if TYPE_CHECKING:
     import pandas as pd
+
+T = TypeVar("T")
 
 ADDRESS_COLUMNS = ("src", "dst", "outer_src", "outer_dst", "quoted_src", "quoted_dst")
 
@@ -263,12 +265,8 @@ class PacketTableBuilder:
                 if release is not None:
                     release(name)
 
-        # Two threads share the columns (numpy copies without the GIL): one from the largest
-        # down, the other from the smallest up, so that the two columns in flight at once
-        # (copied here, not yet released there) are rarely both large.
-        names = sorted(cols, key=lambda n: -cols[n].dtype.itemsize)
         with _small_pages():
-            threaded_map(take, [names[0::2], names[1::2][::-1]])
+            _two_threads(take, list(cols), lambda n: cols[n].dtype.itemsize)
         self.capacity = capacity
         self.size += total
 
@@ -335,14 +333,18 @@ def merge_parts(parts: list[dict[str, Any]], captures: list[str]) -> pd.DataFram
             del pieces
             data[col.name] = vocab.column(col.name, col.dtype, arr)
 
-    # Two threads share the columns (numpy copies without the GIL), one from the widest
-    # down, the other from the narrowest up, as ``append`` does.
-    by_width = sorted(PACKETS.columns, key=lambda c: -parts[0]["cols"][c.name].dtype.itemsize)
-    if worth_forking(total):
-        threaded_map(merge, [by_width[0::2], by_width[1::2][::-1]])
-    else:
-        merge(by_width)
+    _two_threads(merge, list(PACKETS.columns), lambda c: parts[0]["cols"][c.name].dtype.itemsize,
+                 parallel=worth_forking(total))
     return pd.DataFrame({c.name: data[c.name] for c in PACKETS.columns}, copy=False)
+
+
+def _two_threads(work: Callable[[list[T]], None], columns: list[T], width: Callable[[T], int], *,
+                 parallel: bool = True) -> None:
+    """``work`` over ``columns`` shared by two threads (numpy copies without the GIL): one
+    takes them from the widest down, the other from the narrowest up, so that the two
+    columns in flight at once (copied, not yet released) are rarely both wide."""
+    ordered = sorted(columns, key=lambda c: -width(c))
+    threaded_map(work, [ordered[0::2], ordered[1::2][::-1]], parallel=parallel)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,9 +10,9 @@ assemble the declared table (``table``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,8 +26,6 @@ from flowtrace.flows.table import assemble
 from flowtrace.flows.timeouts import resolve_timeouts
 from flowtrace.fork import threaded_map, worth_forking
 from flowtrace.schema import DIRECTIONS, PACKETS
-
-R = TypeVar("R")
 
 _IN, _OUT, _UNKNOWN = (DIRECTIONS.index(d) for d in ("in", "out", "unknown"))
 
@@ -171,7 +169,7 @@ def _main_core(p: PacketColumns, rows: np.ndarray, tmo: dict[str, int], rank: np
     (all packets of a group fall in one part), each part grouped and built in its own
     thread when there are many packets; group ids interleave the parts' own, so a rebuild
     must part as its basis did. Returns the core and the grouping (see _Basis.grouping)."""
-    spread = threaded_map if worth_forking(rows.size) else _serial_map
+    threads = worth_forking(rows.size)
     if basis is None:
         parted = _parts(p, rows) if n_parts == 2 else [rows]
 
@@ -180,7 +178,7 @@ def _main_core(p: PacketColumns, rows: np.ndarray, tmo: dict[str, int], rank: np
             grouped = (parted[k], lower, gid * n_parts + k)  # one numbering over the parts
             return _Core(p, *grouped, tmo, forced), grouped
 
-        built = spread(group_and_build, range(n_parts))
+        built = threaded_map(group_and_build, range(n_parts), parallel=threads)
         return _Core.join([c for c, _ in built]), [g for _, g in built]
 
     def core(k: int) -> _Core:
@@ -205,11 +203,7 @@ def _main_core(p: PacketColumns, rows: np.ndarray, tmo: dict[str, int], rank: np
     for r, lower, gid in grouped:
         pick = todo[gid]
         picked.append((r[pick], lower[pick], gid[pick]))
-    return _Core.join([kept, *spread(core, range(n_parts))]), grouped
-
-
-def _serial_map(fn: Callable[[int], R], items: Sequence[int]) -> list[R]:
-    return [fn(k) for k in items]
+    return _Core.join([kept, *threaded_map(core, range(n_parts), parallel=threads)]), grouped
 
 
 def _parts(p: PacketColumns, rows: np.ndarray) -> list[np.ndarray]:
