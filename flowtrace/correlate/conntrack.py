@@ -143,13 +143,14 @@ def host_events(packets: pd.DataFrame, corr_sightings: pd.DataFrame, host_connec
         return _no_events()
     key = host_connections["key"].to_numpy()[host[hit]]
     group = st["group"].to_numpy()[hit]
-    order = np.lexsort((rows[hit], st["ts"].to_numpy()[hit], key))
+    ts = st["ts"].to_numpy()[hit]
+    order = np.lexsort((rows[hit], ts, key))
+    key, group, ts, hit = key[order], group[order], ts[order], hit[order]
     # One event per key and packet (sighting group): its earliest sighting there.
-    packed = key[order].astype(np.int64) * np.int64(int(group.max()) + 1) + group[order]
-    pick = hit[order[np.sort(np.unique(packed, return_index=True)[1])]]
-    ev = pd.DataFrame({"key": host_connections["key"].to_numpy()[host[pick]], "ts": st["ts"].to_numpy()[pick],
-                       "row": rows[pick], "direction": st["direction"].to_numpy()[pick],
-                       "group": st["group"].to_numpy()[pick]})
+    packed = key.astype(np.int64) * np.int64(int(group.max()) + 1) + group
+    first = np.sort(np.unique(packed, return_index=True)[1])
+    ev = pd.DataFrame({"key": key[first], "ts": ts[first], "row": rows[hit[first]],
+                       "direction": st["direction"].to_numpy()[hit[first]], "group": group[first]})
     return _relevant(ev, packets, shortest_ns)
 
 
