@@ -107,7 +107,6 @@ def flows(
     from flowtrace.flows.select import FlowFilter
     from flowtrace.flows.zeek import conn_log
     from flowtrace.pipeline import flow_set
-    from flowtrace.report.flows import flows_csv, flows_json, render_flows
 
     try:
         if json_out + csv_out + zeek_out > 1:
@@ -116,9 +115,14 @@ def flows(
         selection = FlowFilter.parse(hosts=host or [], ports=port or [], protos=proto or [], captures=capture or [])
         packets, built = flow_set([str(p) for p in captures], timeouts=timeouts, ignore_checksums=ignore_checksums)
         _LEFT_FOR_EXIT.append((packets, built))
-        table = selection.apply(built.flows)
     except FlowtraceError as e:
         raise _fail(e) from None
+    if zeek_out and selection.keeps_all:  # from the arrays: no pandas to load
+        sys.stdout.write(conn_log(built.table))
+        return
+    from flowtrace.report.flows import flows_csv, flows_json, render_flows
+
+    table = selection.apply(built.flows)
     if json_out:
         sys.stdout.write(flows_json(table) + "\n")
     elif csv_out:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from os import PathLike
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeGuard
 
 import numpy as np
-import pandas as pd
 
 from flowtrace.capture.files import CaptureSource, expand_sources
 from flowtrace.capture.memory import heap_temporaries, pin_mmap_threshold
@@ -24,15 +24,17 @@ from flowtrace.decode.reading import (
     take_early_pool,
     workers_for,
 )
-from flowtrace.decode.summary import CaptureSummary, summarize
-from flowtrace.decode.table import PacketTableBuilder, merge_parts
+from flowtrace.decode.table import PacketArrays, PacketTableBuilder, merge_parts
 from flowtrace.errors import CaptureWarning
 from flowtrace.flows import FlowSet
 from flowtrace.flows import build as build_flows
 from flowtrace.fork import Forked, can_fork, worth_forking
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from flowtrace.analysis import Analysis
+    from flowtrace.decode.summary import CaptureSummary
     from flowtrace.detect.finding import Finding
 
 log = logging.getLogger("flowtrace")
@@ -56,6 +58,17 @@ def _as_list(captures: CaptureArg | Sequence[CaptureArg]) -> list[str]:
 def read_sources(sources: Sequence[CaptureSource], *, workers: int | None = None,
                  progress: Progress | None = None) -> tuple[pd.DataFrame, list[CaptureMeta]]:
     """Read and decode ``sources`` into one packets table; also return each capture's metadata.
+
+    ``read_arrays`` with the table made a DataFrame.
+    """
+    arrays, metas = read_arrays(sources, workers=workers, progress=progress)
+    return arrays.frame(), metas
+
+
+def read_arrays(sources: Sequence[CaptureSource], *, workers: int | None = None,
+                progress: Progress | None = None) -> tuple[PacketArrays, list[CaptureMeta]]:
+    """Read and decode ``sources`` into one packets table as arrays (``PacketArrays``, no
+    pandas); also return each capture's metadata.
 
     Several large captures are decoded in parallel worker processes (``workers``; default:
     one per core when the input exceeds PARALLEL_MIN_BYTES); otherwise each large
@@ -104,7 +117,7 @@ def read_sources(sources: Sequence[CaptureSource], *, workers: int | None = None
                 progress("read", before + int(size * share), sum(sizes))
         metas.append(decode_into(builder, code, source, on_batch, split=can_fork(workers),
                                  later_bytes=sum(sizes[i + 1:])))
-    return builder.finish(), metas
+    return builder.finish_arrays(), metas
 
 
 def read_packets(captures: CaptureArg | Sequence[CaptureArg]) -> pd.DataFrame:
@@ -120,6 +133,8 @@ def read_packets(captures: CaptureArg | Sequence[CaptureArg]) -> pd.DataFrame:
 
 def inspect_captures(captures: CaptureArg | Sequence[CaptureArg]) -> list[CaptureSummary]:
     """Describe each capture: format, interfaces, counts per status/protocol (``flowtrace info``)."""
+    from flowtrace.decode.summary import summarize
+
     sources = expand_sources(_as_list(captures))
     summaries = []
     for source in sources:
@@ -128,21 +143,35 @@ def inspect_captures(captures: CaptureArg | Sequence[CaptureArg]) -> list[Captur
     return summaries
 
 
-def flow_set(source: pd.DataFrame | CaptureArg | Sequence[CaptureArg], *,
+def _is_frame(source: object) -> TypeGuard[pd.DataFrame]:
+    """Whether ``source`` is a DataFrame. One exists only once pandas is loaded: this does
+    not load it."""
+    pd = sys.modules.get("pandas")
+    return pd is not None and isinstance(source, pd.DataFrame)
+
+
+def flow_set(source: pd.DataFrame | PacketArrays | CaptureArg | Sequence[CaptureArg], *,
              timeouts: Mapping[str, float] | None = None,
-             ignore_checksums: bool = False) -> tuple[pd.DataFrame, FlowSet]:
+             ignore_checksums: bool = False) -> tuple[pd.DataFrame | PacketArrays, FlowSet]:
     """The packets table of ``source`` and its FlowSet (flows, and each packet's flow and side).
 
-    ``source`` is a packets table or what ``read_packets`` takes. ``timeouts`` overrides
-    conntrack's idle timeouts (seconds, keys of ``flowtrace.flows.CONNTRACK_TIMEOUTS``);
-    ``ignore_checksums`` leaves bad-checksum letters out of histories (``zeek -C``).
-    Raises CaptureError for unreadable captures and InputError for a bad timeout.
+    ``source`` is a packets table (a DataFrame or PacketArrays) or what ``read_packets``
+    takes; captures are read into PacketArrays, and pandas is loaded only when the flows
+    table is asked for as a DataFrame (``FlowSet.flows``) or the captures need it (ICMP
+    errors, IP fragments). ``timeouts`` overrides conntrack's idle timeouts (seconds, keys
+    of ``flowtrace.flows.CONNTRACK_TIMEOUTS``); ``ignore_checksums`` leaves bad-checksum
+    letters out of histories (``zeek -C``). Raises CaptureError for unreadable captures
+    and InputError for a bad timeout.
     """
-    packets = source if isinstance(source, pd.DataFrame) else read_packets(source)
+    packets: pd.DataFrame | PacketArrays
+    if isinstance(source, PacketArrays) or _is_frame(source):
+        packets = source
+    else:
+        packets, _ = read_arrays(expand_sources(_as_list(source)))
     return packets, build_flows(packets, timeouts=timeouts, ignore_checksums=ignore_checksums)
 
 
-def flows(source: pd.DataFrame | CaptureArg | Sequence[CaptureArg], *,
+def flows(source: pd.DataFrame | PacketArrays | CaptureArg | Sequence[CaptureArg], *,
           timeouts: Mapping[str, float] | None = None, ignore_checksums: bool = False) -> pd.DataFrame:
     """The flows table (see docs/flows.md): one row per connection per observation point.
 
@@ -179,6 +208,7 @@ def analyze(captures: CaptureArg | Sequence[CaptureArg], *, manifest: CaptureArg
     from flowtrace.correlate.assemble import correlate
     from flowtrace.correlate.conntrack import rebuild_tables
     from flowtrace.correlate.roles import infer_roles
+    from flowtrace.decode.summary import summarize
 
     args = _as_list(captures)
     sources = expand_sources(args)

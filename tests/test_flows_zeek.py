@@ -116,35 +116,66 @@ def test_matches_zeek_baselines(trace, options, expected):
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
 
 
-def test_arrow_and_format_writers_write_the_same_lines():
-    pytest.importorskip("pyarrow")
-    from flowtrace.flows import zeek
-    from flowtrace.flows.zeek_arrow import arrow_rows
+def _oracle_rows(flows) -> list[str]:
+    """conn.log data lines formatted row by row with Python's % (the writer's reference)."""
+    def text(v) -> str:
+        return str(v) if isinstance(v, str) and v else "-"
 
-    scenarios = ["many-connections", "dns", "mtu-blackhole", "no-endpoints", "cross-node-vxlan"]
-    flows = flowtrace.flows([f"{s}-{p.stem}={p}" for s in scenarios for p in sorted((FIXTURES / s).glob("*.pcap*"))])
+    def seconds(ns: int) -> str:
+        us = ns // 1000
+        return f"{us // 1_000_000}.{us % 1_000_000:06d}"
+
+    names = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp"}
+    out = []
+    for r in flows.itertuples(index=False):
+        timed = r.duration_ns > 0
+        fields = [seconds(r.ts_ns), text(r.uid), text(r.orig_h), str(max(r.orig_p, 0)), text(r.resp_h),
+                  str(max(r.resp_p, 0)), names.get(r.proto & 255, "unknown_transport"), "-",
+                  seconds(r.duration_ns) if timed else "-", str(r.orig_bytes) if timed else "-",
+                  str(r.resp_bytes) if timed else "-", text(r.conn_state), "-", "-", str(r.missed_bytes),
+                  text(r.history), str(r.orig_pkts), str(r.orig_ip_bytes), str(r.resp_pkts), str(r.resp_ip_bytes),
+                  "-", str(r.proto), text(r.community_id)]
+        out.append("\t".join(fields))
+    return out
+
+
+def test_writer_matches_a_row_by_row_oracle_from_the_table_and_from_its_arrays():
+    from flowtrace.flows import zeek
+    from flowtrace.pipeline import flow_set
+
+    scenarios = ["many-connections", "dns", "mtu-blackhole", "no-endpoints", "cross-node-vxlan", "ipv6"]
+    captures = [f"{s}-{p.stem}={p}" for s in scenarios for p in sorted((FIXTURES / s).glob("*.pcap*"))]
+    _, built = flow_set(captures)
+    flows = built.flows
     assert (flows["duration_ns"] == 0).any() and (flows["duration_ns"] > 0).any()
     assert set(flows["proto"]) >= {6, 17, 58}
-    arrow, by_format = arrow_rows(flows).splitlines(), zeek._rows_by_format(flows).splitlines()
-    assert len(arrow) == len(by_format) == len(flows)
-    assert [i for i, (a, b) in enumerate(zip(arrow, by_format, strict=True)) if a != b] == []
+    expected = _oracle_rows(flows)
+    from_frame, from_arrays = zeek._rows(flows).splitlines(), zeek._rows(built.table).splitlines()
+    assert len(from_frame) == len(flows)
+    assert [i for i, (a, b) in enumerate(zip(from_frame, expected, strict=True)) if a != b] == []
+    assert from_arrays == from_frame
 
 
-def test_a_text_arrow_will_not_write_unquoted_falls_back_to_format():
-    pytest.importorskip("pyarrow")
+def test_writer_writes_unset_fields_and_odd_texts_as_they_are():
     from flowtrace.flows import zeek
 
     flows = build(Tcp().handshake().table()).flows.copy()
     flows["history"] = ["S\th"] * len(flows)
-    assert zeek._rows(flows) == zeek._rows_by_format(flows)
-    assert "S\th" in zeek._rows(flows)
+    flows["community_id"] = [""] * len(flows)
+    flows["duration_ns"] = 0
+    flows["orig_p"] = -1
+    rows = zeek._rows(flows)
+    assert rows.splitlines() == _oracle_rows(flows)
+    assert "S\th" in rows and rows.endswith("\t-\n")
 
 
-def test_without_pyarrow_the_format_writer_is_used(monkeypatch):
+def test_conn_log_from_the_command_loads_neither_pandas_nor_pyarrow():
+    import subprocess
     import sys
 
-    from flowtrace.flows import zeek
-
-    flows = flowtrace.flows(str(FIXTURES / "dns"))
-    monkeypatch.setitem(sys.modules, "flowtrace.flows.zeek_arrow", None)  # import fails
-    assert zeek._rows(flows) == zeek._rows_by_format(flows)
+    run = subprocess.run([sys.executable, "-X", "importtime", "-m", "flowtrace", "flows", "--zeek",
+                          str(FIXTURES / "many-connections")], capture_output=True, text=True, check=True)
+    imported = {line.rsplit("|", 1)[-1].strip() for line in run.stderr.splitlines() if line.startswith("import time:")}
+    assert "numpy" in imported and "flowtrace.flows.lines" in imported
+    assert not imported & {"pandas", "pyarrow"}
+    assert run.stdout.startswith("#separator") and run.stdout.count("\n") > 100

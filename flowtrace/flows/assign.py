@@ -9,7 +9,6 @@ contiguous block and per-flow values come from ``np.*.reduceat`` over block star
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from flowtrace.flows.timeouts import CONNTRACK_TIMEOUTS
 
@@ -54,21 +53,78 @@ def point_direction(group: np.ndarray, direction: np.ndarray, lower: np.ndarray)
 
 
 def factorize_rows(columns: list[np.ndarray]) -> np.ndarray:
-    """Dense int64 ids of the distinct rows of ``columns`` (equal-length non-negative int arrays)."""
+    """Dense int64 ids (0..n-1, in no particular order) of the distinct rows of ``columns``
+    (equal-length integer arrays)."""
     ids: np.ndarray | None = None
     for col in columns:
         if ids is not None and col.size and col.min() == col.max():
             continue  # a constant column does not split anything
-        codes, uniques = pd.factorize(col, sort=False)
-        codes = codes.astype(np.int64)
+        codes, distinct = dense_ids(col)
         if ids is None:
             ids = codes
         else:
-            ids, _ = pd.factorize(ids * np.int64(len(uniques)) + codes, sort=False)
-            ids = ids.astype(np.int64)
+            ids, _ = dense_ids(ids * np.int64(distinct) + codes)
     if ids is None:
         raise ValueError("no key columns")
     return ids
+
+
+LOOKUP_RANGE = 1 << 22
+"""Values spanning fewer than this many integers are numbered through a lookup table."""
+_FIBONACCI = np.uint64(0x9E3779B97F4A7C15)
+
+
+def dense_ids(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """(Per value of ``values``, an integer array, the int64 id of its distinct value; the
+    number of distinct values k), ids 0..k-1 in no particular order.
+
+    The distinct values come from numpy's hash table (``np.unique(sorted=False)``); each
+    value finds its id through a lookup table when they span few integers, else through
+    an open-addressing table of at least four slots per distinct value, probed for all
+    values at once (Fibonacci hashing, linear probing: a round per extra probe, for the
+    few values whose slot another value took first). A sort would cost ten times more.
+    """
+    n = values.size
+    if not n:
+        return np.zeros(0, dtype=np.int64), 0
+    lo, hi = int(values.min()), int(values.max())
+    if hi - lo < LOOKUP_RANGE:
+        seen = np.zeros(hi - lo + 1, dtype=bool)
+        seen[values - lo] = True
+        lut = np.cumsum(seen, dtype=np.int64) - 1
+        return lut[values - lo], int(lut[-1]) + 1
+    try:
+        distinct = np.unique(values, sorted=False)
+    except TypeError:  # numpy before 2.3 sorts
+        distinct = np.unique(values)
+    k = distinct.size
+    bits = max(int(4 * k - 1).bit_length(), 3)
+    mask = (1 << bits) - 1
+    shift = np.uint64(64 - bits)
+
+    def home(v: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore"):
+            return ((v.astype(np.int64).view(np.uint64) * _FIBONACCI) >> shift).astype(np.intp)
+
+    table = np.full(mask + 1, -1, dtype=np.int64)
+    slot = home(distinct)
+    pending = np.arange(k)
+    while pending.size:  # insert: each distinct value takes the first free slot from its home
+        at = slot[pending]
+        free = table[at] < 0
+        table[at[free]] = pending[free]  # several on one free slot: one of them gets it
+        pending = pending[table[slot[pending]] != pending]
+        slot[pending] = (slot[pending] + 1) & mask
+    at = home(values)
+    ids = table[at]
+    wrong = np.flatnonzero(distinct[ids] != values)  # every slot on a value's probe path is taken
+    while wrong.size:
+        at[wrong] = (at[wrong] + 1) & mask
+        found = table[at[wrong]]
+        hit = distinct[found] == values[wrong]
+        ids[wrong[hit]] = found[hit]
+        wrong = wrong[~hit]
+    return ids, k
 
 
 def sort_order(group: np.ndarray, ts: np.ndarray) -> np.ndarray:

@@ -12,20 +12,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from flowtrace.capture.memory import heap_temporaries
+from flowtrace.decode.table import PacketArrays
 from flowtrace.flows import assign, history, icmp, state, tcp
 from flowtrace.flows.columns import PacketColumns, i64
 from flowtrace.flows.community_id import community_ids
 from flowtrace.flows.key import address_ranks, canonical, flow_ports, icmp_is
-from flowtrace.flows.table import assemble
+from flowtrace.flows.table import FlowColumns, assemble
 from flowtrace.flows.timeouts import resolve_timeouts
 from flowtrace.fork import threaded_map, worth_forking
 from flowtrace.schema import DIRECTIONS, PACKETS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _IN, _OUT, _UNKNOWN = (DIRECTIONS.index(d) for d in ("in", "out", "unknown"))
 
@@ -34,8 +37,8 @@ _IN, _OUT, _UNKNOWN = (DIRECTIONS.index(d) for d in ("in", "out", "unknown"))
 class FlowSet:
     """The flows of a packets table and how its packets map onto them."""
 
-    flows: pd.DataFrame
-    """The flows table (``flowtrace.schema.FLOWS``), ``flow_id`` equal to the row position."""
+    table: FlowColumns
+    """The flows table as arrays; ``flows`` is the same as a DataFrame."""
     flow_id: np.ndarray
     """Per packet row (aligned with the packets table): its flow, -1 when it belongs to none
     (not IP, not decoded far enough, no transport tuple)."""
@@ -47,13 +50,22 @@ class FlowSet:
     not counted in the flow's packets and bytes."""
     basis: _Basis | None = field(default=None, repr=False, compare=False)
     """What ``build(previous=...)`` reuses: the per-flow work before numbering."""
+    _frame: list[pd.DataFrame] = field(default_factory=list, init=False, repr=False, compare=False)
+
+    @property
+    def flows(self) -> pd.DataFrame:
+        """The flows table (``flowtrace.schema.FLOWS``), ``flow_id`` equal to the row
+        position: ``table`` as a DataFrame, made on first use (pandas is loaded then)."""
+        if not self._frame:
+            self._frame.append(self.table.frame())
+        return self._frame[0]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Basis:
     """The inputs and the main core of one build, kept for rebuilding with more cuts."""
 
-    packets: pd.DataFrame
+    packets: pd.DataFrame | PacketArrays
     timeouts: dict[str, int]
     ignore_checksums: bool
     forced: np.ndarray | None
@@ -65,10 +77,12 @@ class _Basis:
     them: a rebuild takes them from here)."""
 
 
-def build(packets: pd.DataFrame, *, timeouts: Mapping[str, float] | None = None,
+def build(packets: pd.DataFrame | PacketArrays, *, timeouts: Mapping[str, float] | None = None,
           ignore_checksums: bool = False, split_before: np.ndarray | None = None,
           previous: FlowSet | None = None) -> FlowSet:
-    """Build the flows of ``packets`` (a packets table, ``flowtrace.schema.PACKETS``).
+    """Build the flows of ``packets`` (a packets table, ``flowtrace.schema.PACKETS``, as a
+    DataFrame or as the PacketArrays it is made from: then pandas is not loaded unless the
+    packets hold ICMP errors or IP fragments, or ``flows`` is read).
 
     ``timeouts`` overrides conntrack's idle timeouts in seconds (keys of
     ``flowtrace.flows.CONNTRACK_TIMEOUTS``). ``ignore_checksums`` leaves the bad-checksum
@@ -86,7 +100,7 @@ def build(packets: pd.DataFrame, *, timeouts: Mapping[str, float] | None = None,
     taking the groups of one part of the packets.
     """
     tmo = resolve_timeouts(timeouts)
-    missing = [c for c in PACKETS.names if c not in packets.columns]
+    missing = [c for c in PACKETS.names if c not in packets.columns]  # a dict's keys or the frame's columns
     if missing:
         raise KeyError(f"not a packets table, missing columns: {', '.join(missing)}")
     forced = None
@@ -101,7 +115,7 @@ def build(packets: pd.DataFrame, *, timeouts: Mapping[str, float] | None = None,
         return _build(packets, tmo, ignore_checksums, forced, basis)
 
 
-def _build(packets: pd.DataFrame, tmo: dict[str, int], ignore_checksums: bool,
+def _build(packets: pd.DataFrame | PacketArrays, tmo: dict[str, int], ignore_checksums: bool,
            forced: np.ndarray | None = None, basis: _Basis | None = None) -> FlowSet:
     n = len(packets)
     p = PacketColumns(packets)
@@ -115,7 +129,10 @@ def _build(packets: pd.DataFrame, tmo: dict[str, int], ignore_checksums: bool,
     n_parts = basis.parts if basis is not None else 2 if worth_forking(main_rows.size) else 1
     first, grouping = _main_core(p, main_rows, tmo, rank, forced, basis, n_parts)
     err_rows = np.flatnonzero(err)
-    att = icmp.attach(errors=p.error_frame(err_rows), flows=first.key_frame(), rank=rank)
+    if err_rows.size and first.n_flows:
+        att = icmp.attach(errors=p.error_frame(err_rows), flows=first.key_frame(), rank=rank)
+    else:
+        att = icmp.Attachment(np.full(err_rows.size, -1, dtype=np.int64), np.zeros(err_rows.size, dtype=bool))
     rest = err_rows[att.flow < 0]
     second = _Core(p, rest, *_group(p, rest, rank), tmo, forced)
 
@@ -154,8 +171,9 @@ def _build(packets: pd.DataFrame, tmo: dict[str, int], ignore_checksums: bool,
         proto=per_flow["proto"].astype(np.int64), addr_a=per_flow["orig_h"], port_a=per_flow["orig_p"],
         addr_b=per_flow["resp_h"], port_b=per_flow["resp_p"], one_way=per_flow["one_way"],
         rank=rank, packed=packed)
-    flows = assemble(per_flow, packets=packets, addresses=p.addresses, outer_addresses=p.outer_addresses)
-    return FlowSet(flows=flows, flow_id=flow_id, from_orig=from_orig, related=related,
+    flows = assemble(per_flow, captures=p.captures, interfaces=p.interfaces, addresses=p.addresses,
+                     outer_addresses=p.outer_addresses)
+    return FlowSet(table=flows, flow_id=flow_id, from_orig=from_orig, related=related,
                    basis=_Basis(packets=packets, timeouts=tmo, ignore_checksums=ignore_checksums,
                                 forced=forced, core=first, parts=n_parts, grouping=grouping))
 
@@ -447,6 +465,8 @@ class _Core:
 
     def key_frame(self) -> pd.DataFrame:
         """Per flow, the observation point and tuple keys ``icmp.attach`` matches on."""
+        import pandas as pd  # only for captures with ICMP errors
+
         pf = self.per_flow
         return pd.DataFrame({
             "capture": pf["capture"], "interface": pf["interface"], "ifindex": pf["ifindex"],

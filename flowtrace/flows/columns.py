@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
+import numpy as np
+
+from flowtrace.decode.table import PacketArrays
 from flowtrace.flows import icmp
 from flowtrace.schema import DECODE_STATUSES
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _OK_STATUS = (DECODE_STATUSES.index("ok"), DECODE_STATUSES.index("truncated"))
 _IP_FRAGMENT = 0x04
@@ -27,6 +32,8 @@ class PacketColumns:
 
     addresses: list[str]
     outer_addresses: list[str]
+    captures: list[str]
+    interfaces: list[str]
     src: np.ndarray
     dst: np.ndarray
     quoted_src: np.ndarray
@@ -67,20 +74,20 @@ class PacketColumns:
     checksum: np.ndarray
     frag_tail: np.ndarray
 
-    def __init__(self, df: pd.DataFrame) -> None:
-        def codes(name: str) -> np.ndarray:
-            # The categorical codes themselves (int8 to int32, -1 missing), not a widened
-            # copy: callers widen what they compute with.
-            return df[name].cat.codes.to_numpy()
-
-        self.addresses: list[str] = [str(a) for a in df["src"].cat.categories]
+    def __init__(self, packets: pd.DataFrame | PacketArrays) -> None:
+        """The columns of ``packets``, a packets table as a DataFrame or as PacketArrays."""
+        table = _Table(packets)
+        codes = table.codes
+        self.addresses: list[str] = table.categories("src")
         self.src = codes("src")
-        self.dst = self._recode(df["dst"], self.addresses)
-        self.quoted_src = self._recode(df["quoted_src"], self.addresses)
-        self.quoted_dst = self._recode(df["quoted_dst"], self.addresses)
-        self.outer_addresses: list[str] = [str(a) for a in df["outer_src"].cat.categories]
+        self.dst = self._recode(table, "dst", self.addresses)
+        self.quoted_src = self._recode(table, "quoted_src", self.addresses)
+        self.quoted_dst = self._recode(table, "quoted_dst", self.addresses)
+        self.outer_addresses: list[str] = table.categories("outer_src")
         self.outer_src = codes("outer_src")
-        self.outer_dst = self._recode(df["outer_dst"], self.outer_addresses)
+        self.outer_dst = self._recode(table, "outer_dst", self.outer_addresses)
+        self.captures: list[str] = table.categories("capture")
+        self.interfaces: list[str] = table.categories("interface")
         self.capture = codes("capture")
         self.interface = codes("interface")
         self.direction = codes("direction")
@@ -90,19 +97,19 @@ class PacketColumns:
         for name in ("frame", "ifindex", "vni", "ip_version", "proto", "sport", "dport", "ip_id", "ttl",
                      "ip_len", "ip_flags", "frag_offset", "seq", "ack", "window", "tcp_opts", "tsval",
                      "icmp_type", "icmp_code", "icmp_id", "quoted_proto", "quoted_sport", "quoted_dport"):
-            setattr(self, name, df[name].to_numpy())
-        self.ts = df["ts_ns"].to_numpy()
-        self.flags = df["tcp_flags"].to_numpy()
-        self.payload = df["payload_len"].to_numpy()
-        self.checksum = df["l4_checksum"].to_numpy()
-        self.frag_tail = np.zeros(len(df), dtype=bool)
+            setattr(self, name, table.values(name))
+        self.ts = table.values("ts_ns")
+        self.flags = table.values("tcp_flags")
+        self.payload = table.values("payload_len")
+        self.checksum = table.values("l4_checksum")
+        self.frag_tail = np.zeros(len(packets), dtype=bool)
         self._resolve_fragments()
 
     @staticmethod
-    def _recode(col: pd.Series, categories: list[str]) -> np.ndarray:
-        """Codes of ``col`` in ``categories`` (the decoder shares one address list; be safe)."""
-        own = [str(a) for a in col.cat.categories]
-        codes = col.cat.codes.to_numpy()
+    def _recode(table: _Table, name: str, categories: list[str]) -> np.ndarray:
+        """Codes of column ``name`` in ``categories`` (the decoder shares one address list; be safe)."""
+        own = table.categories(name)
+        codes = table.codes(name)
         if own == categories:
             return codes
         lookup = {a: i for i, a in enumerate(categories)}
@@ -110,8 +117,8 @@ class PacketColumns:
         for a in extra:
             lookup[a] = len(categories)
             categories.append(a)
-        table = np.array([lookup[a] for a in own] + [-1], dtype=np.int64)
-        return table[codes]
+        translate = np.array([lookup[a] for a in own] + [-1], dtype=np.int64)
+        return translate[codes]
 
     def _resolve_fragments(self) -> None:
         """Give non-first fragments the ports of their first fragment (same capture, addresses,
@@ -119,6 +126,8 @@ class PacketColumns:
         tail = (self.frag_offset > 0) & (self.sport < 0)
         if not tail.any():
             return
+        import pandas as pd  # only for captures with fragments
+
         head = (self.frag_offset == 0) & ((self.ip_flags & _IP_FRAGMENT) != 0) & (self.sport >= 0)
         cols = ("capture", "src", "dst", "proto", "ip_id")
         h = pd.DataFrame({c: getattr(self, c)[head] for c in cols} | {"row": np.flatnonzero(head)})
@@ -145,6 +154,8 @@ class PacketColumns:
 
     def error_frame(self, rows: np.ndarray) -> pd.DataFrame:
         """The ICMP error rows as ``icmp.attach`` wants them."""
+        import pandas as pd  # only for captures with ICMP errors
+
         return pd.DataFrame({
             "ts": self.ts[rows], "capture": self.capture[rows], "interface": self.interface[rows],
             "ifindex": self.ifindex[rows], "direction": self.direction[rows], "encap": self.encap[rows],
@@ -152,3 +163,29 @@ class PacketColumns:
             "quoted_proto": self.quoted_proto[rows], "quoted_sport": self.quoted_sport[rows],
             "quoted_dport": self.quoted_dport[rows],
         })
+
+
+class _Table:
+    """Column access common to a packets DataFrame and PacketArrays: the numpy arrays
+    themselves (views, not copies)."""
+
+    __slots__ = ("_packets",)
+
+    def __init__(self, packets: pd.DataFrame | PacketArrays) -> None:
+        self._packets = packets
+
+    def codes(self, name: str) -> np.ndarray:
+        """Code column ``name``'s codes, in the categorical's own narrow integer type (-1
+        missing); callers widen what they compute with."""
+        p = self._packets
+        return p.columns[name] if isinstance(p, PacketArrays) else p[name].cat.codes.to_numpy()
+
+    def categories(self, name: str) -> list[str]:
+        """Code column ``name``'s categories as texts."""
+        p = self._packets
+        return p.categories(name) if isinstance(p, PacketArrays) else [str(a) for a in p[name].cat.categories]
+
+    def values(self, name: str) -> np.ndarray:
+        """Value column ``name``."""
+        p = self._packets
+        return p.columns[name] if isinstance(p, PacketArrays) else p[name].to_numpy()

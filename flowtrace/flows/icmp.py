@@ -12,13 +12,15 @@ matches are returned for the caller to turn into ICMP flows of their own, as Zee
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-import pandas as pd
 
 from flowtrace.flows.assign import lower_direction
 from flowtrace.flows.key import ICMP, ICMPV6, canonical
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MATCH_AFTER_NS = 60_000_000_000
 """How long after a flow's last packet an error quoting it is still attached to it."""
@@ -47,6 +49,8 @@ def attach(*, errors: pd.DataFrame, flows: pd.DataFrame, rank: np.ndarray) -> At
     columns (lower/higher address ids and ports, ``ld`` the lower side's direction),
     ``first_ts``, ``last_ts``. ``rank`` orders address ids (``key.address_ranks``).
     """
+    import pandas as pd  # loaded only for captures with ICMP errors
+
     n = len(errors)
     flow = np.full(n, -1, dtype=np.int64)
     qlower = np.zeros(n, dtype=bool)

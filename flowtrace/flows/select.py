@@ -5,11 +5,14 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from flowtrace.errors import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PROTOCOLS = {"tcp": (6,), "udp": (17,), "icmp": (1, 58), "icmp6": (58,), "icmpv6": (58,), "sctp": (132,)}
 """Protocol names ``--proto`` accepts (besides numbers)."""
@@ -59,9 +62,14 @@ class FlowFilter:
                 raise InputError("", f"--proto {name!r} is not a protocol number or one of {known}")
         return cls(hosts=tuple(nets), ports=tuple(port_list), protos=tuple(proto_list), captures=tuple(captures))
 
+    @property
+    def keeps_all(self) -> bool:
+        """Whether every flow passes (no criterion given)."""
+        return not (self.hosts or self.ports or self.protos or self.captures)
+
     def apply(self, flows: pd.DataFrame) -> pd.DataFrame:
         """The rows of ``flows`` that pass (``flow_id`` kept as it was)."""
-        if not (self.hosts or self.ports or self.protos or self.captures):
+        if self.keeps_all:
             return flows
         keep = np.ones(len(flows), dtype=bool)
         if self.hosts:

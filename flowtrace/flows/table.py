@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from flowtrace.hashing import GOLDEN, splitmix64
 from flowtrace.schema import CONN_STATES, DIRECTIONS, ENCAPSULATIONS, FLOWS, SENDERS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _B62 = np.frombuffer(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", dtype=np.uint8)
 
@@ -66,42 +70,69 @@ def uids(*, capture: np.ndarray, interface: np.ndarray, ifindex: np.ndarray, dir
     return np.ascontiguousarray(digits).view("S18").ravel().astype(str).astype(object)
 
 
-def assemble(pf: dict, *, packets: pd.DataFrame, addresses: Sequence[str],
-             outer_addresses: Sequence[str]) -> pd.DataFrame:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FlowColumns:
+    """The flows table as numpy arrays, before it is a DataFrame: ``columns`` holds every
+    column of ``flowtrace.schema.FLOWS`` in order, values in their declared dtype, text
+    columns as object arrays of str, and categorical columns as int64 codes into their
+    ``categories``. ``frame()`` makes the DataFrame; the conn.log writer reads either."""
+
+    columns: dict[str, np.ndarray]
+    categories: dict[str, list[str]]
+    rows: int
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def texts(self, name: str) -> list[str]:
+        """Text or categorical column ``name`` as a list of str (a missing code: "")."""
+        values = self.columns[name]
+        if name in self.categories:
+            return np.array([*self.categories[name], ""], dtype=object)[values].tolist()
+        return values.tolist()
+
+    def frame(self) -> pd.DataFrame:
+        """The flows table as a DataFrame on these arrays (``FLOWS.empty()`` without rows)."""
+        import pandas as pd
+
+        if not self.rows:
+            return FLOWS.empty()
+        out: dict[str, object] = {}
+        for name, values in self.columns.items():
+            if name in self.categories:
+                dtype = pd.CategoricalDtype(self.categories[name])
+                out[name] = pd.Categorical.from_codes(values, dtype=dtype, validate=False)
+            elif values.dtype == object:
+                # a Series of dtype object, so that pandas does not infer its string dtype
+                out[name] = pd.Series(values, dtype=object, copy=False)
+            else:
+                out[name] = values
+        return pd.DataFrame(out, copy=False)
+
+
+def assemble(pf: dict, *, captures: Sequence[str], interfaces: Sequence[str], addresses: Sequence[str],
+             outer_addresses: Sequence[str]) -> FlowColumns:
     """The flows table from per-flow arrays ``pf`` (codes into the packets' categories).
 
-    ``addresses`` are the categories ``orig_h``/``resp_h`` codes refer to, and
-    ``outer_addresses`` those of ``outer_orig_h``/``outer_resp_h``.
+    ``captures``, ``interfaces`` and ``addresses`` are the categories the ``capture``,
+    ``interface`` and ``orig_h``/``resp_h`` codes refer to, ``outer_addresses`` those of
+    ``outer_orig_h``/``outer_resp_h``.
     """
     n = len(pf["ts_ns"])
     if not n:
-        return FLOWS.empty()
-    captures = [str(c) for c in packets["capture"].cat.categories]
-    interfaces = [str(c) for c in packets["interface"].cat.categories]
-    addr_dtype = pd.CategoricalDtype(list(addresses))
-    outer_dtype = pd.CategoricalDtype(list(outer_addresses))
-
-    def cat(codes: np.ndarray, dtype: pd.CategoricalDtype) -> pd.Categorical:
-        return pd.Categorical.from_codes(np.asarray(codes, dtype=np.int64), dtype=dtype, validate=False)
-
-    cap_dtype = pd.CategoricalDtype(captures)
-    if_dtype = pd.CategoricalDtype(interfaces)
-    cols: dict[str, object] = {
-        "flow_id": np.arange(n, dtype=np.int64),
-        "capture": cat(pf["capture"], cap_dtype),
-        "interface": cat(pf["interface"], if_dtype),
-        "ifindex": pf["ifindex"],
-        "orig_direction": cat(pf["orig_direction"], pd.CategoricalDtype(list(DIRECTIONS))),
-        "encap": cat(pf["encap"], pd.CategoricalDtype(list(ENCAPSULATIONS))),
-        "outer_orig_h": cat(pf["outer_orig_h"], outer_dtype),
-        "outer_resp_h": cat(pf["outer_resp_h"], outer_dtype),
-        "orig_h": cat(pf["orig_h"], addr_dtype),
-        "resp_h": cat(pf["resp_h"], addr_dtype),
-        "conn_state": cat(pf["conn_state"], pd.CategoricalDtype(list(CONN_STATES))),
-        "fin_sender": cat(pf["fin_sender"], pd.CategoricalDtype(list(SENDERS))),
-        "rst_sender": cat(pf["rst_sender"], pd.CategoricalDtype(list(SENDERS))),
-        "history": np.asarray(pf["history"], dtype=object),
+        return FlowColumns(columns={c.name: np.zeros(0, dtype=object if c.dtype == "str" else np.int64
+                                                     if c.dtype == "category" else c.dtype)
+                                    for c in FLOWS.columns}, categories={}, rows=0)
+    captures, interfaces = [str(c) for c in captures], [str(c) for c in interfaces]
+    categories = {
+        "capture": captures, "interface": interfaces, "orig_direction": list(DIRECTIONS),
+        "encap": list(ENCAPSULATIONS), "outer_orig_h": list(outer_addresses), "outer_resp_h": list(outer_addresses),
+        "orig_h": list(addresses), "resp_h": list(addresses), "conn_state": list(CONN_STATES),
+        "fin_sender": list(SENDERS), "rst_sender": list(SENDERS),
     }
+    cols: dict[str, object] = {"flow_id": np.arange(n, dtype=np.int64), "history": pf["history"]}
+    for name in categories:
+        cols[name] = np.asarray(pf[name], dtype=np.int64)
     for c in FLOWS.columns:
         if c.name not in cols and c.name != "uid":
             cols[c.name] = pf[c.name]
@@ -110,14 +141,13 @@ def assemble(pf: dict, *, packets: pd.DataFrame, addresses: Sequence[str],
         proto=pf["proto"], orig_h=pf["orig_h"], orig_p=pf["orig_p"], resp_h=pf["resp_h"], resp_p=pf["resp_p"],
         ts_ns=pf["ts_ns"], icmp_id=pf["icmp_id"], vni=pf["vni"], captures=captures, interfaces=interfaces,
         addresses=addresses)
-    out: dict[str, object] = {}
+    out: dict[str, np.ndarray] = {}
     for c in FLOWS.columns:
         v = cols[c.name]
         if c.dtype == "str":
-            # a Series of dtype object, so that pandas does not infer its string dtype
-            out[c.name] = pd.Series(np.asarray(v, dtype=object), dtype=object, copy=False)
+            out[c.name] = np.asarray(v, dtype=object)
         elif c.dtype == "category":
-            out[c.name] = v
+            out[c.name] = np.asarray(v)
         else:
             out[c.name] = np.asarray(v).astype(c.dtype, copy=False)
-    return pd.DataFrame(out, copy=False)
+    return FlowColumns(columns=out, categories=categories, rows=n)
