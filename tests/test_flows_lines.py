@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flowtrace.flows.lines import Lines
+from flowtrace.flows.lines import PARALLEL_ROWS, Lines
 
 
 @pytest.mark.parametrize("seed", range(20))
 def test_random_pieces_match_python_formatting(seed):
     rng = np.random.default_rng(seed)
-    n = int(rng.integers(1, 300))
+    # few rows: one thread lays them out; many: two, half each
+    n = int(rng.integers(1, 300)) if seed % 2 else int(rng.integers(PARALLEL_ROWS, 3 * PARALLEL_ROWS))
     big = rng.integers(-(2**62), 2**62, n)
     small = rng.integers(-12, 12, n)
     ints = np.where(rng.random(n) < 0.5, big // 10 ** rng.integers(0, 19, n), small)
