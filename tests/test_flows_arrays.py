@@ -121,3 +121,20 @@ def test_a_capture_without_packets(write_capture):
     assert len(packets) == 0 and len(built.table) == 0
     assert list(built.flows.columns) == FLOWS.names and len(built.flows) == 0
     assert conn_log(built.table).count("\n") == 9  # header lines and #close only
+
+
+def test_point_direction_equals_the_bitwise_or_formulation():
+    from flowtrace.flows.assign import lower_direction, point_direction
+
+    rng = np.random.default_rng(5)
+    for _ in range(100):
+        n = int(rng.integers(1, 2000))
+        group = rng.integers(0, int(rng.integers(1, 40)), n)
+        direction = rng.integers(0, 3, n).astype(np.int8)
+        lower = rng.random(n) < 0.5
+        expected = lower_direction(direction, lower)
+        seen = np.zeros(int(group.max()) + 1, dtype=np.int64)
+        np.bitwise_or.at(seen, group, np.int64(1) << (lower.astype(np.int64) * 3 + direction.astype(np.int64)))
+        one_way = (seen == 0b001_001) | (seen == 0b010_010)
+        expected[one_way[group]] = 2
+        assert np.array_equal(point_direction(group, direction, lower), expected)

@@ -44,8 +44,9 @@ def point_direction(group: np.ndarray, direction: np.ndarray, lower: np.ndarray)
     ld = lower_direction(direction, lower)
     if not group.size:
         return ld
-    seen = np.zeros(int(group.max()) + 1, dtype=np.int64)
-    np.bitwise_or.at(seen, group, np.int64(1) << (lower.astype(np.int64) * 3 + direction.astype(np.int64)))
+    # Which of the six (sender, direction) pairs each group has, as bits: 1 << (lower * 3 + direction).
+    pair = group * np.int64(6) + lower.astype(np.int64) * 3 + direction.astype(np.int64)
+    seen = (np.bincount(pair, minlength=(int(group.max()) + 1) * 6).reshape(-1, 6) > 0) @ (1 << np.arange(6))
     one_way = (seen == 0b001_001) | (seen == 0b010_010)  # both senders, all in / all out
     if one_way.any():
         ld[one_way[group]] = 2
