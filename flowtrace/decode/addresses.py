@@ -54,7 +54,8 @@ class AddressBook:
         # New addresses: intern the distinct ones, then refresh the sorted lookup.
         uniq, inverse = np.unique(addrs, return_inverse=True)
         lut = np.fromiter((self._code((4, int(a))) for a in uniq.tolist()), dtype=np.int32, count=uniq.size)
-        merged = np.union1d(keys, uniq)
+        merged = np.sort(np.concatenate([keys.astype(uniq.dtype), uniq]))  # not union1d: it loads numpy.ma
+        merged = merged[np.append(True, merged[1:] != merged[:-1])]
         self._v4_codes = np.fromiter((self._codes[(4, int(a))] for a in merged.tolist()), dtype=np.int32,
                                      count=merged.size)
         self._v4_keys = merged.astype(np.uint32)
