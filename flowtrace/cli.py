@@ -104,21 +104,28 @@ def flows(
     limit: Annotated[int, typer.Option("--limit", min=0, help="Table only: show at most N flows (0: all; a terminal table of many thousands is slow to draw).")] = 1000,
 ) -> None:
     """List connections per observation point (capture, interface, direction) with Zeek's conn_state and history."""
+    from flowtrace.capture.memory import heap_temporaries
+    from flowtrace.flows import build
     from flowtrace.flows.select import FlowFilter
     from flowtrace.flows.zeek import conn_log
-    from flowtrace.pipeline import flow_set
+    from flowtrace.pipeline import packets_of
 
     try:
         if json_out + csv_out + zeek_out > 1:
             raise InputError("", "choose one of --json, --csv, --zeek")
         timeouts = _timeouts(timeout, kube_proxy_timeouts)
         selection = FlowFilter.parse(hosts=host or [], ports=port or [], protos=proto or [], captures=capture or [])
-        packets, built = flow_set([str(p) for p in captures], timeouts=timeouts, ignore_checksums=ignore_checksums)
+        packets = packets_of([str(p) for p in captures])
+        # The conn.log is laid out in the heap the flows were built in (fresh pages would
+        # fault); from the arrays, without pandas.
+        with heap_temporaries():
+            built = build(packets, timeouts=timeouts, ignore_checksums=ignore_checksums)
+            text = conn_log(built.table) if zeek_out and selection.keeps_all else None
         _LEFT_FOR_EXIT.append((packets, built))
     except FlowtraceError as e:
         raise _fail(e) from None
-    if zeek_out and selection.keeps_all:  # from the arrays: no pandas to load
-        sys.stdout.write(conn_log(built.table))
+    if text is not None:
+        sys.stdout.write(text)
         return
     from flowtrace.report.flows import flows_csv, flows_json, render_flows
 

@@ -150,24 +150,29 @@ def _is_frame(source: object) -> TypeGuard[pd.DataFrame]:
     return pd is not None and isinstance(source, pd.DataFrame)
 
 
+def packets_of(source: pd.DataFrame | PacketArrays | CaptureArg | Sequence[CaptureArg]) -> pd.DataFrame | PacketArrays:
+    """The packets table of ``source``: ``source`` itself when it is one (a DataFrame or
+    PacketArrays), else what ``read_packets`` takes read into PacketArrays (no pandas).
+    Raises CaptureError for unreadable captures."""
+    if isinstance(source, PacketArrays) or _is_frame(source):
+        return source
+    return read_arrays(expand_sources(_as_list(source)))[0]
+
+
 def flow_set(source: pd.DataFrame | PacketArrays | CaptureArg | Sequence[CaptureArg], *,
              timeouts: Mapping[str, float] | None = None,
              ignore_checksums: bool = False) -> tuple[pd.DataFrame | PacketArrays, FlowSet]:
-    """The packets table of ``source`` and its FlowSet (flows, and each packet's flow and side).
+    """The packets table of ``source`` (``packets_of``) and its FlowSet (flows, and each
+    packet's flow and side).
 
-    ``source`` is a packets table (a DataFrame or PacketArrays) or what ``read_packets``
-    takes; captures are read into PacketArrays, and pandas is loaded only when the flows
-    table is asked for as a DataFrame (``FlowSet.flows``) or the captures need it (ICMP
-    errors, IP fragments). ``timeouts`` overrides conntrack's idle timeouts (seconds, keys
-    of ``flowtrace.flows.CONNTRACK_TIMEOUTS``); ``ignore_checksums`` leaves bad-checksum
+    pandas is loaded only when the flows table is asked for as a DataFrame
+    (``FlowSet.flows``) or the captures need it (ICMP errors, IP fragments).
+    ``timeouts`` overrides conntrack's idle timeouts (seconds, keys of
+    ``flowtrace.flows.CONNTRACK_TIMEOUTS``); ``ignore_checksums`` leaves bad-checksum
     letters out of histories (``zeek -C``). Raises CaptureError for unreadable captures
     and InputError for a bad timeout.
     """
-    packets: pd.DataFrame | PacketArrays
-    if isinstance(source, PacketArrays) or _is_frame(source):
-        packets = source
-    else:
-        packets, _ = read_arrays(expand_sources(_as_list(source)))
+    packets = packets_of(source)
     return packets, build_flows(packets, timeouts=timeouts, ignore_checksums=ignore_checksums)
 
 
