@@ -84,13 +84,6 @@ class FlowColumns:
     def __len__(self) -> int:
         return self.rows
 
-    def texts(self, name: str) -> list[str]:
-        """Text or categorical column ``name`` as a list of str (a missing code: "")."""
-        values = self.columns[name]
-        if name in self.categories:
-            return np.array([*self.categories[name], ""], dtype=object)[values].tolist()
-        return values.tolist()
-
     def frame(self) -> pd.DataFrame:
         """The flows table as a DataFrame on these arrays (``FLOWS.empty()`` without rows)."""
         import pandas as pd
