@@ -109,6 +109,7 @@ def flows(
     from flowtrace.flows.select import FlowFilter
     from flowtrace.flows.zeek import conn_log
     from flowtrace.pipeline import packets_of
+    from flowtrace.report.flows import flows_csv
 
     try:
         if json_out + csv_out + zeek_out > 1:
@@ -116,18 +117,22 @@ def flows(
         timeouts = _timeouts(timeout, kube_proxy_timeouts)
         selection = FlowFilter.parse(hosts=host or [], ports=port or [], protos=proto or [], captures=capture or [])
         packets = packets_of([str(p) for p in captures])
-        # The conn.log is laid out in the heap the flows were built in (fresh pages would
-        # fault); from the arrays, without pandas.
+        # A conn.log or CSV of all flows is laid out in the heap the flows were built in
+        # (fresh pages would fault); from the arrays, without pandas.
         with heap_temporaries():
             built = build(packets, timeouts=timeouts, ignore_checksums=ignore_checksums)
-            text = conn_log(built.table) if zeek_out and selection.keeps_all else None
+            text = None
+            if selection.keeps_all and zeek_out:
+                text = conn_log(built.table)
+            elif selection.keeps_all and csv_out:
+                text = flows_csv(built.table)
         _LEFT_FOR_EXIT.append((packets, built))
     except FlowtraceError as e:
         raise _fail(e) from None
     if text is not None:
         sys.stdout.write(text)
         return
-    from flowtrace.report.flows import flows_csv, flows_json, render_flows
+    from flowtrace.report.flows import flows_json, render_flows
 
     table = selection.apply(built.flows)
     if json_out:
