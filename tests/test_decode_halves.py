@@ -408,3 +408,28 @@ def test_record_boundary_reads_further_when_a_chain_does_not_fit_its_first_read(
         assert isinstance(reader, PcapReader)
         for near in (offsets[3] + 7, offsets[40] - 1, offsets[60] + 100):
             assert reader.record_boundary(near) == next(o for o in offsets if o >= near)
+
+
+def test_a_child_whose_parent_ended_before_it_asked_to_die_with_it_ends_at_once():
+    # PR_SET_PDEATHSIG after the parent is gone sends nothing: the child checks who its
+    # parent is now (the race the early child lost under load in CI once).
+    import os
+
+    from flowtrace.decode.halves import die_with_parent
+
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            die_with_parent(os.getppid() + 1_000_000)  # not its parent: as if it had ended
+        finally:
+            os._exit(3)  # reached only if die_with_parent returned
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            die_with_parent(os.getppid())  # its parent, alive: it goes on
+        finally:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 3

@@ -296,7 +296,7 @@ def _child(source: CaptureSource, bounds: list[int], claims: _Claims, maps: dict
     segments: list[tuple[int, int, int, int]] = []
     try:
         if os.getpid() != parent:
-            die_with_parent()
+            die_with_parent(parent)
         pin_mmap_threshold()
         cols = _columns(maps, rows)
         builder = PacketTableBuilder.on_columns(cols)
@@ -321,7 +321,16 @@ def _child(source: CaptureSource, bounds: list[int], claims: _Claims, maps: dict
         return {"segments": [], "error": f"{type(e).__name__}: {e}"}
 
 
-def die_with_parent() -> None:
-    """Ask Linux to kill this process when its parent ends (early work never adopted)."""
+def die_with_parent(parent: int | None = None) -> None:
+    """Ask Linux to kill this process when its parent ends (early work never adopted).
+
+    ``parent`` is the pid that started this process (default: multiprocessing's parent).
+    A parent that ended before the request took effect sends no signal: then this
+    process ends here."""
     with contextlib.suppress(Exception):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if parent is None:
+        started_by = multiprocessing.parent_process()
+        parent = started_by.pid if started_by is not None else None
+    if parent is not None and os.getppid() != parent:
+        os._exit(0)
