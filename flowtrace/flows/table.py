@@ -103,6 +103,19 @@ class FlowColumns:
         return pd.DataFrame(out, copy=False)
 
 
+def column_parts(flows: pd.DataFrame | FlowColumns, name: str) -> tuple[np.ndarray, list[str] | None]:
+    """Column ``name`` of a flows table or its FlowColumns, as the writers read it: (its
+    codes, -1 missing, and its categories' texts) for a categorical, (its values, None)
+    otherwise."""
+    if isinstance(flows, FlowColumns):
+        cats = flows.categories.get(name)
+        return flows.columns[name], cats
+    col = flows[name]
+    if col.dtype.name == "category":
+        return col.cat.codes.to_numpy(), [str(c) for c in col.cat.categories]
+    return col.to_numpy(), None
+
+
 def assemble(pf: dict, *, captures: Sequence[str], interfaces: Sequence[str], addresses: Sequence[str],
              outer_addresses: Sequence[str]) -> FlowColumns:
     """The flows table from per-flow arrays ``pf`` (codes into the packets' categories).

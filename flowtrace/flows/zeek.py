@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from flowtrace.flows.lines import Lines
-from flowtrace.flows.table import FlowColumns
+from flowtrace.flows.table import FlowColumns, column_parts
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,27 +54,18 @@ def _stamp(seconds: float | None) -> str:
 def _text_column(lines: Lines, f: pd.DataFrame | FlowColumns, name: str) -> None:
     """Text or categorical column ``name`` of ``f`` onto ``lines``, unset (``-``) where
     missing or empty."""
-    if isinstance(f, FlowColumns):
-        if name in f.categories:
-            _code_column(lines, f.columns[name], f.categories[name])
-        else:  # every value a str
-            lines.texts(f.columns[name].tolist(), empty=UNSET)
-        return
-    col = f[name]
-    if col.dtype.name == "category":
-        _code_column(lines, col.cat.codes.to_numpy(), [str(c) for c in col.cat.categories])
+    values, cats = column_parts(f, name)
+    if cats is not None:
+        lines.codes(np.where(values < 0, len(cats), values), [c or UNSET for c in cats] + [UNSET])
+    elif isinstance(f, FlowColumns):  # every value a str
+        lines.texts(values.tolist(), empty=UNSET)
     else:
-        lines.texts([v if isinstance(v, str) and v else UNSET for v in col.tolist()])
-
-
-def _code_column(lines: Lines, codes: np.ndarray, categories: list[str]) -> None:
-    """A categorical column (codes, -1 missing) onto ``lines``, unset where missing or empty."""
-    lines.codes(np.where(codes < 0, len(categories), codes), [c or UNSET for c in categories] + [UNSET])
+        lines.texts([v if isinstance(v, str) and v else UNSET for v in values.tolist()])
 
 
 def _values(f: pd.DataFrame | FlowColumns, name: str) -> np.ndarray:
     """Value column ``name`` of ``f``."""
-    return f.columns[name] if isinstance(f, FlowColumns) else f[name].to_numpy()
+    return column_parts(f, name)[0]
 
 
 def conn_log(flows: pd.DataFrame | FlowColumns, *, open_time: float | None = None,

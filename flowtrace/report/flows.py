@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from flowtrace.flows.lines import Lines
-from flowtrace.flows.table import FlowColumns
+from flowtrace.flows.table import FlowColumns, column_parts
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -154,22 +154,11 @@ def _csv_texts(values: Sequence[object]) -> list[str]:
 
 
 def _csv_column(lines: Lines, flows: pd.DataFrame | FlowColumns, name: str) -> None:
-    """Column ``name`` of ``flows`` onto ``lines`` as csv fields."""
-    if isinstance(flows, FlowColumns):
-        values = flows.columns[name]
-        cats = flows.categories.get(name)
-        if cats is not None:
-            lines.codes(np.where(values < 0, len(cats), values), _csv_texts([*cats, ""]))
-            return
-    else:
-        col = flows[name]
-        if col.dtype.name == "category":
-            codes = col.cat.codes.to_numpy().astype(np.int64)
-            cats = [str(c) for c in col.cat.categories]
-            lines.codes(np.where(codes < 0, len(cats), codes), _csv_texts([*cats, ""]))
-            return
-        values = col.to_numpy()
-    if values.dtype == bool:
+    """Column ``name`` of ``flows`` onto ``lines`` as csv fields (a missing category: empty)."""
+    values, cats = column_parts(flows, name)
+    if cats is not None:
+        lines.codes(values, _csv_texts(cats))
+    elif values.dtype == bool:
         lines.codes(values.astype(np.int64), ["False", "True"])
     elif values.dtype.kind in "iu":
         lines.integers(values)
