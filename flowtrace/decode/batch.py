@@ -46,8 +46,9 @@ def decode_batch(batch: RecordBatch, interfaces: Sequence[Interface], book: Addr
     parts = []
     # The interfaces' link types, not np.unique of the frames' (which loads numpy.ma, 8 ms,
     # in every decoding process).
-    for lt in sorted(set(link_of.tolist())) if len(interfaces) else [0]:
-        rows = np.flatnonzero(frame_link == lt) if len(link_of) > 1 else np.arange(len(batch))
+    link_types = sorted(set(link_of.tolist())) or [0]
+    for lt in link_types:
+        rows = np.flatnonzero(frame_link == lt) if len(link_types) > 1 else np.arange(len(batch))
         if not rows.size:
             continue
         if lt in linktypes.FALLBACK:
