@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from flowtrace.cli import app
 from flowtrace.errors import LabError
-from flowtrace.lab import check_environment, kubeproxy, list_scenarios, skew, traffic
+from flowtrace.lab import check_environment, kubeproxy, list_scenarios, skew, traffic, truth
 from flowtrace.lab.conntrack import parse_line
 from flowtrace.lab.kubeproxy import Endpoint, ProxyOptions, Service, ServicePort
 from flowtrace.lab.pcapread import read_packets
@@ -75,6 +75,38 @@ def test_parse_conntrack_lines_from_formats_md() -> None:
     assert ev is not None and ev.event == "NEW" and ev.ts_ns == 1_700_000_000_000_005_000
     assert ev.state is None and ev.flags == ["UNREPLIED"] and ev.dnat and not ev.snat
     assert parse_line("conntrack v1.4.7 (conntrack-tools): 3 flow events have been shown.") is None
+
+
+def test_truth_follows_an_entry_recreated_with_another_snat_port() -> None:
+    """node1 re-created a connection's entry with a new SNAT port after a RST killed the first
+    (a SNAT port landing on a pod's TIME_WAIT socket): node2's entry for the new port is the
+    connection's too, not traffic outside the captured connections."""
+    node1 = [
+        "[1795888358.186200]\t    [NEW] ipv4     2 tcp      6 120 SYN_SENT src=198.51.100.10 dst=203.0.113.10 "
+        "sport=40086 dport=80 [UNREPLIED] src=10.244.2.7 dst=10.0.1.11 sport=8080 dport=42879",
+        "[1795888358.197367]\t    [NEW] ipv4     2 tcp      6 120 SYN_SENT src=198.51.100.10 dst=203.0.113.10 "
+        "sport=40086 dport=80 [UNREPLIED] src=10.244.2.7 dst=10.0.1.11 sport=8080 dport=56381",
+    ]
+    node2 = [
+        "[1795888358.112141]\t    [NEW] ipv4     2 tcp      6 120 SYN_SENT src=10.0.1.11 dst=10.244.2.7 "
+        "sport=42879 dport=8080 [UNREPLIED] src=10.244.2.7 dst=10.0.1.11 sport=8080 dport=42879",
+        "[1795888358.186183]\t    [NEW] ipv4     2 tcp      6 120 SYN_SENT src=10.0.1.11 dst=10.244.2.7 "
+        "sport=42879 dport=8080 [UNREPLIED] src=10.244.2.7 dst=10.0.1.11 sport=8080 dport=42879",
+        "[1795888358.197345]\t    [NEW] ipv4     2 tcp      6 120 SYN_SENT src=10.0.1.11 dst=10.244.2.7 "
+        "sport=56381 dport=8080 [UNREPLIED] src=10.244.2.7 dst=10.0.1.11 sport=8080 dport=56381",
+    ]
+    news: dict = {}
+    for node, lines in (("node1", node1), ("node2", node2)):
+        for i, line in enumerate(lines, 1):
+            e = parse_line(line, i)
+            assert e is not None
+            news.setdefault(e.orig_tuple(), []).append((node, e))
+    client = ("tcp", "198.51.100.10", 40086, "203.0.113.10", 80)
+    start = 1795888358186079481
+    chain = truth._chain(client, news, start - 1_000_000, 1795888358212716708 + 1_000_000_000)
+    assert [(n, e.line_no) for n, e in chain] == [("node1", 1), ("node1", 2), ("node2", 2), ("node2", 3)]
+    # The path's translations are the first entry's on each node.
+    assert truth._stages(client, chain)[1:] == [("tcp", "10.0.1.11", 42879, "10.244.2.7", 8080)] * 2
 
 
 # -- clock skew ----------------------------------------------------------------------------

@@ -106,21 +106,28 @@ def _pname(num: int) -> str:
     return {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}.get(num, str(num))
 
 
-def _chain(client: Tuple5, news: dict[Tuple5, list[tuple[str, ct.CtEntry]]], lo: int, hi: int) -> list[tuple[str, ct.CtEntry]]:
-    chain: list[tuple[str, ct.CtEntry]] = []
-    cur, used = client, set()
-    while True:
-        cands = [(n, e) for n, e in news.get(cur, []) if n not in used and e.ts_ns is not None
-                 and lo - 10_000_000 <= e.ts_ns <= hi]
-        if not cands:
-            return chain
-        node, entry = min(cands, key=lambda c: abs((c[1].ts_ns or 0) - lo))
-        chain.append((node, entry))
-        # The same connection may re-create its entry on a node (e.g. a SYN retransmitted
-        # after an RST closed it): keep those too, after the one that drives the chain.
-        chain += [(n, e) for n, e in cands if n == node and e is not entry]
-        used.add(node)
-        cur = (entry.proto, entry.reply["dst"], int(entry.reply["dport"]), entry.reply["src"], int(entry.reply["sport"]))
+def _chain(client: Tuple5, news: dict[Tuple5, list[tuple[str, ct.CtEntry]]], lo: int, hi: int,
+           used: frozenset[str] = frozenset()) -> list[tuple[str, ct.CtEntry]]:
+    """The NEW events of one client connection, node by node from the client's tuple: on
+    each node the event closest to the connection's start, then the node's re-creations of
+    it (e.g. a SYN retransmitted after an RST killed the entry, with another SNAT port),
+    then, for each of them in turn, the events its translated packets created further on."""
+    cands = [(n, e) for n, e in news.get(client, []) if n not in used and e.ts_ns is not None
+             and lo - 10_000_000 <= e.ts_ns <= hi]
+    if not cands:
+        return []
+    node, entry = min(cands, key=lambda c: abs((c[1].ts_ns or 0) - lo))
+    here = [entry] + [e for n, e in cands if n == node and e is not entry]
+    chain = [(node, e) for e in here]
+    after = list(dict.fromkeys(_reply_tuple(e) for e in here))
+    for t in after:
+        chain += [c for c in _chain(t, news, lo, hi, used | {node}) if all(c[1] is not e for _, e in chain)]
+    return chain
+
+
+def _reply_tuple(e: ct.CtEntry) -> Tuple5:
+    """The tuple a packet of ``e``'s original direction leaves its node with."""
+    return (e.proto, e.reply["dst"], int(e.reply["dport"]), e.reply["src"], int(e.reply["sport"]))
 
 
 def _stages(client: Tuple5, chain: list[tuple[str, ct.CtEntry]]) -> list[Tuple5]:
@@ -129,7 +136,7 @@ def _stages(client: Tuple5, chain: list[tuple[str, ct.CtEntry]]) -> list[Tuple5]
         if node in seen:
             continue
         seen.add(node)
-        stages.append((e.proto, e.reply["dst"], int(e.reply["dport"]), e.reply["src"], int(e.reply["sport"])))
+        stages.append(_reply_tuple(e))
     return stages
 
 
