@@ -18,7 +18,9 @@ Malformed *packets* are never errors: they get a ``decode_status`` in the packet
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 
 class FlowtraceError(Exception):
@@ -40,6 +42,10 @@ class CaptureError(FlowtraceError):
         self.offset = offset
         where = f" at byte {offset}" if offset is not None else ""
         super().__init__(f"{self.path}: {reason}{where}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Errors raised in a forked child travel back pickled (flowtrace.fork).
+        return partial(type(self), offset=self.offset), (self.path, self.reason)
 
 
 class CaptureOpenError(CaptureError):
@@ -65,6 +71,9 @@ class InputError(FlowtraceError):
         where = f" (line {line})" if line is not None else ""
         prefix = f"{self.path}: " if self.path else ""
         super().__init__(f"{prefix}{reason}{where}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return partial(type(self), line=self.line), (self.path, self.reason)
 
 
 class LabError(FlowtraceError):

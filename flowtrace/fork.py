@@ -84,7 +84,7 @@ class Forked(Generic[R]):
     it. With ``fork`` false, or without a second process (``can_fork()`` false),
     ``work()`` runs in ``result()``. An exception raised in the child is raised by
     ``result()``; a child that dies without an answer (killed, out of memory) has its work
-    done in ``result()`` instead.
+    done in ``result()`` instead, as is one whose answer cannot be unpickled.
     """
 
     def __init__(self, work: Callable[[], R], *, fork: bool = True) -> None:
@@ -139,9 +139,12 @@ def _collect(pid: int, fd: int, work: Callable[[], R]) -> R:
     with os.fdopen(fd, "rb") as f:
         data = f.read()
     _reap(pid)
-    if not data:
+    try:
+        ok, value, said = pickle.loads(data)
+    except Exception:
+        # No answer (the child was killed, or ran out of memory), or one that cannot be
+        # read back (an exception that does not unpickle): the work is done here instead.
         return work()
-    ok, value, said = pickle.loads(data)
     for message, category in said:
         warnings.warn(message, category, stacklevel=3)
     if not ok:

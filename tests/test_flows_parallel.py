@@ -14,6 +14,7 @@ import pytest
 import flowtrace
 from flowtrace import fork
 from flowtrace.correlate.assemble import flow_starts
+from flowtrace.errors import CaptureFormatError, InputError
 from flowtrace.flows import FlowSet, build, builder
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
@@ -152,6 +153,43 @@ def test_forked_computes_here_what_a_dead_child_did_not_send() -> None:
         return 10
 
     assert fork.Forked(work).result() == 10
+
+
+class _TwoArguments(Exception):
+    """Pickles (as its message) but does not unpickle: __init__ wants two arguments."""
+
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__(f"{a} and {b}")
+
+
+@needs_fork
+def test_forked_computes_here_what_does_not_unpickle() -> None:
+    parent = os.getpid()
+
+    def work() -> int:
+        if os.getpid() != parent:
+            raise _TwoArguments(1, 2)
+        return 10
+
+    assert fork.Forked(work).result() == 10
+
+
+@needs_fork
+@pytest.mark.parametrize("error", [InputError(Path("node1.conntrack.txt"), "not a conntrack line", line=7),
+                                   InputError("", "bad --timeout"),
+                                   CaptureFormatError("a.pcap", "bad magic", offset=24)],
+                         ids=["input-line", "input-no-path", "capture-offset"])
+def test_forked_raises_flowtraces_own_errors_as_raised(error: Exception) -> None:
+    parent = os.getpid()
+
+    def work() -> int:
+        if os.getpid() != parent:
+            raise error
+        return 0  # what the parent would compute if the child's error did not load back
+
+    with pytest.raises(type(error)) as raised:
+        fork.Forked(work).result()
+    assert str(raised.value) == str(error) and vars(raised.value) == vars(error)
 
 
 def test_one_worker_means_no_fork(monkeypatch: pytest.MonkeyPatch) -> None:

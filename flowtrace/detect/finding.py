@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from flowtrace.pickling import by_field_values
+
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 """Severities in increasing order; ``--fail-on`` compares by this order."""
 
@@ -14,6 +16,7 @@ def severity_rank(severity: str) -> int:
     return SEVERITIES.index(severity)
 
 
+@by_field_values
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Evidence:
     """Packets that prove a finding: frames of one capture."""
@@ -30,6 +33,7 @@ class Evidence:
         return {"capture": self.capture, "frames": list(self.frames), "note": self.note}
 
 
+@by_field_values
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Finding:
     """One anomaly found in the captures."""
