@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from flowtrace.context.conntrack import ConntrackEntry, Tuple
+from flowtrace.context.conntrack import ConntrackEntry, make_entry, make_tuple
 from flowtrace.correlate.path import REQUEST
 from flowtrace.flows.timeouts import resolve_timeouts
 
@@ -338,7 +338,9 @@ def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.Data
         return []
     names = [str(c) for c in packets["capture"].cat.categories]
     code = {n: i for i, n in enumerate(names)}
-    span = span.assign(capture_code=[code[c] for c in span["capture"]], key=np.arange(len(span)),
+    hop_capture = first["capture"].cat
+    packet_code = np.array([code[str(c)] for c in hop_capture.categories], dtype=np.int64)
+    span = span.assign(capture_code=packet_code[hop_capture.codes.to_numpy()], key=np.arange(len(span)),
                        proto=first["proto"].to_numpy())
     hosts = span.rename(columns={"capture": "capture_name"}).rename(columns={"capture_code": "capture"})
     ev = host_events(packets, sightings, hosts, shortest_ns=limits.shortest)
@@ -362,14 +364,14 @@ def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.Data
         proto = proto_names.get(proto_num, "unknown")
         family = "ipv6" if int(f_ver[k]) == 6 else "ipv4"
         if proto_num in (6, 17, 132):
-            orig = Tuple(src=str(f_src[k]), dst=str(f_dst[k]), sport=int(f_sport[k]), dport=int(f_dport[k]))
-            rep = Tuple(src=str(l_dst[k]), dst=str(l_src[k]), sport=int(l_dport[k]), dport=int(l_sport[k]))
+            orig = make_tuple(src=str(f_src[k]), dst=str(f_dst[k]), sport=int(f_sport[k]), dport=int(f_dport[k]))
+            rep = make_tuple(src=str(l_dst[k]), dst=str(l_src[k]), sport=int(l_dport[k]), dport=int(l_sport[k]))
         else:
             row = int(f_row[k])
             itype = int(icmp_type[row])
-            orig = Tuple(src=str(f_src[k]), dst=str(f_dst[k]), icmp_type=itype, icmp_code=int(icmp_code[row]),
+            orig = make_tuple(src=str(f_src[k]), dst=str(f_dst[k]), icmp_type=itype, icmp_code=int(icmp_code[row]),
                          icmp_id=int(icmp_id[row]))
-            rep = Tuple(src=str(l_dst[k]), dst=str(l_src[k]), icmp_type=ICMP_REPLY_TYPE.get(itype, itype),
+            rep = make_tuple(src=str(l_dst[k]), dst=str(l_src[k]), icmp_type=ICMP_REPLY_TYPE.get(itype, itype),
                         icmp_code=0, icmp_id=int(icmp_id[int(l_row[k])]))
         state = STATE_NAMES[int(state_i)] if proto_num == 6 else None
         limit_ns = limits.ns(proto_num, int(state_i), bool(stream))
@@ -382,14 +384,14 @@ def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.Data
             flags.add("UNREPLIED")
         if assured:
             flags.add("ASSURED")
-        entry = ConntrackEntry(family=family, proto=proto, orig=orig, reply=rep, timeout_s=left, state=state,
+        entry = make_entry(family=family, proto=proto, orig=orig, reply=rep, timeout_s=left, state=state,
                                flags=frozenset(flags), node=node)
         ended = ended_how if isinstance(ended_how, str) else None
         if ended is None and read_at - int(last_ns) > limit_ns:
             ended = "expired"
         first_state = STATE_NAMES[int(created_state)] if proto_num == 6 else None
         first_timeout = limits.ns(proto_num, int(created_state), False) // 1_000_000_000
-        created = ConntrackEntry(family=family, proto=proto, orig=orig, reply=rep, timeout_s=first_timeout,
+        created = make_entry(family=family, proto=proto, orig=orig, reply=rep, timeout_s=first_timeout,
                                  state=first_state, flags=_UNREPLIED, node=node)
         out.append(RebuiltEntry(entry=entry, node=node, connection=int(h_conn[k]), created_ns=int(created_ns),
                                 last_ns=int(last_ns), recreated=bool(recreated), created=created, ended=ended))

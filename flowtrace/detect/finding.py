@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowtrace.pickling import by_field_values
+from flowtrace.frozen import by_field_values
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 """Severities in increasing order; ``--fail-on`` compares by this order."""

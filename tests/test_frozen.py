@@ -1,5 +1,5 @@
-"""Frozen value objects pickled by their field values (flowtrace.pickling): what loads back
-is equal to what went in, field by field, without running __init__ again."""
+"""Frozen value objects made and pickled in bulk (flowtrace.frozen): what ``maker`` makes and
+what loads back equal what the dataclass itself makes, field by field."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from dataclasses import dataclass, fields
 
 import pytest
 
+from flowtrace.context.conntrack import ConntrackEntry, Tuple, make_entry, make_tuple
 from flowtrace.detect.finding import Evidence, Finding
-from flowtrace.pickling import by_field_values
+from flowtrace.frozen import by_field_values, maker
 
 
 @by_field_values
@@ -75,3 +76,49 @@ def test_loading_does_not_run_init_again() -> None:
     made.clear()
     pickle.loads(data)
     assert made == []
+
+
+_TUPLE = {"src": "10.0.0.1", "dst": "10.0.0.2", "sport": 40000, "dport": 80}
+_ENTRIES = [
+    {"family": "ipv4", "proto": "tcp", "orig": Tuple(**_TUPLE), "reply": Tuple(src="10.0.0.2", dst="10.0.0.1")},
+    {"family": "ipv6", "proto": "udp", "orig": Tuple(src="fd00::1", dst="fd00::2"), "reply": Tuple(src="a", dst="b"),
+     "timeout_s": 29, "state": None, "flags": frozenset({"UNREPLIED"}), "mark": 7, "use": 2, "zone": 3,
+     "event": "NEW", "ts_ns": 1_700_000_000_000_005_000, "node": "node1", "counters": ((1, 60), (0, 0)),
+     "extra": {"id": "42"}, "line": 12},
+]
+
+
+@pytest.mark.parametrize("values", _ENTRIES, ids=["defaults", "every-field"])
+def test_maker_makes_what_the_dataclass_makes(values: dict) -> None:
+    made, want = make_entry(**values), ConntrackEntry(**values)
+    assert type(made) is ConntrackEntry and made == want and repr(made) == repr(want)
+    for f in fields(ConntrackEntry):  # extra and line are left out of ==
+        assert getattr(made, f.name) == getattr(want, f.name), f.name
+    assert hash(made) == hash(want)
+    assert make_tuple(**_TUPLE) == Tuple(**_TUPLE) and repr(make_tuple(src="a", dst="b")) == repr(Tuple(src="a", dst="b"))
+
+
+def test_maker_gives_each_object_its_own_default_container() -> None:
+    a, b = (make_entry(**_ENTRIES[0]) for _ in range(2))
+    assert a.extra == {} and a.extra is not b.extra
+
+
+def test_maker_takes_the_dataclass_keywords_only() -> None:
+    with pytest.raises(TypeError):
+        make_tuple(src="a")  # dst is required
+    with pytest.raises(TypeError):
+        make_tuple(src="a", dst="b", port=1)
+    with pytest.raises(TypeError):
+        make_tuple("a", "b")
+    made = make_tuple(src="a", dst="b")
+    with pytest.raises(AttributeError):
+        made.src = "c"  # type: ignore[misc]
+
+
+def test_maker_of_a_class_with_a_required_field_after_a_defaulted_one() -> None:
+    @dataclass(frozen=True, slots=True, kw_only=True)
+    class Later:
+        first: int = 1
+        second: str
+
+    assert maker(Later)(second="x") == Later(second="x")
