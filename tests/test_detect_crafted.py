@@ -610,3 +610,54 @@ def test_a_node_talking_to_itself_is_no_drop_and_no_silence(tmp_path, address):
     w.send(tcp(address, 54026, address, 2381, "A", 1001, 5001, ip_id=2), T0 + 40_000, lo)
     w.see("node1", udp(NODE1, 123, "10.0.0.123", 123, b"ntp", ip_id=10), T0 + SECOND, ifindex=2, out=True)
     assert codes(analyze(w.write(tmp_path)), above_info=True) == set()
+
+
+# ----------------------------------------------------------------------------- connection_reset
+
+
+def _timewait_world(*, second_port: int, gap_ns: int) -> World:
+    """Client port 40000 -> SNAT port 5000 -> web-1, closed with FINs; ``gap_ns`` later a
+    connection from ``second_port`` gets SNAT port 5000 again. web-1 still holds the first in
+    TIME_WAIT: it answers the SYN with a challenge ACK (the old connection's numbers), the
+    client resets, and its retransmission a second later gets port 5001 and succeeds."""
+    w = World().node("node1", "node2")
+    t = handshake(w, T0, 40000, 5000, 1000, 7000)
+    fwd, back = client_to_pod(5000), pod_to_client(40000)
+    w.send(tcp(CLIENT, 40000, LB, 80, "FA", 1001, 7001, ip_id=12), t, fwd)
+    w.send(tcp(POD, 8080, NODE1, 5000, "FA", 7001, 1002, ip_id=0), t + 200_000, back)
+    w.send(tcp(CLIENT, 40000, LB, 80, "A", 1002, 7002, ip_id=13), t + 400_000, fwd)
+    t2 = t + 400_000 + gap_ns
+    fwd2, back2 = client_to_pod(5000), pod_to_client(second_port)
+    w.send(tcp(CLIENT, second_port, LB, 80, "S", 90000, ip_id=20), t2, fwd2)
+    w.send(tcp(POD, 8080, NODE1, 5000, "A", 7002, 1002, ip_id=0), t2 + 200_000, back2)  # challenge ACK
+    w.send(tcp(CLIENT, second_port, LB, 80, "R", 1002, ip_id=21), t2 + 400_000, fwd2)
+    handshake(w, t2 + SECOND, second_port, 5001, 90000, 30000)
+    return w
+
+
+@pytest.mark.parametrize("second_port", [40001, 40000], ids=["snat-port-reused", "client-port-reused"])
+def test_a_reset_names_the_connection_the_server_still_held(tmp_path, second_port):
+    a = analyze(_timewait_world(second_port=second_port, gap_ns=300_000_000).write(tmp_path))
+    (f,) = only(a, "connection_reset")
+    held = f.details["previous_connection"]
+    first = a.connections.set_index("connection").loc[held]
+    assert (int(first["client_sport"]), int(first["server_sport"])) == (40000, 5000)
+    assert f.connection != held and f.details["server_tuple"] == "10.0.1.11:5000 -> 10.244.2.7:8080"
+    assert 299_000_000 < f.details["previous_ended_ns_before"] < 301_000_000
+    assert f"web-1 still held connection {held} on the same tuple 10.0.1.11:5000 -> 10.244.2.7:8080, " \
+           "which ended 300 ms before" in f.message
+    if second_port == 40001:
+        assert f"connection {held} came from 198.51.100.10:40000: the SNAT gave" in f.message
+        assert f.causes[0].startswith("the node's SNAT gave a new connection a port")
+    else:
+        assert "came from the same client port: the client reused it" in f.message
+        assert f.causes[0].startswith("the client reused its source port")
+    ends = [e for e in f.evidence if e.note == f"the end of connection {held} on the same tuple"]
+    assert [e.capture for e in ends] == ["web-1"] and len(ends[0].frames) == 2
+
+
+def test_a_reset_long_after_the_tuple_was_last_used_names_no_connection(tmp_path):
+    a = analyze(_timewait_world(second_port=40001, gap_ns=200 * SECOND).write(tmp_path))
+    (f,) = only(a, "connection_reset")
+    assert "previous_connection" not in f.details
+    assert "it still held an older connection on the same tuple" in f.message

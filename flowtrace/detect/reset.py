@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
 from flowtrace.detect.base import Needs
 from flowtrace.detect.context import Context
-from flowtrace.detect.evidence import endpoint
-from flowtrace.detect.finding import Finding
+from flowtrace.detect.evidence import endpoint, seconds
+from flowtrace.detect.finding import Evidence, Finding
 
 SEQ_SPACE = 1 << 32
+HELD_NS = 120_000_000_000
+"""How long after a connection ended its server-side tuple may still be held (conntrack's
+TIME_WAIT is 120 s, a Linux socket's 60 s): an earlier connection on the tuple that ended
+longer ago is not named as the one the server still held."""
 
 
 class ConnectionReset:
@@ -52,6 +58,7 @@ class ConnectionReset:
         mm = ctx.mismatched_replies
         odd = set(mm["connection"].tolist()) if len(mm) else set()
         group = a.packet_group
+        holders = previous_holders(c) if challenged else {}
         out = []
         for row in cand.itertuples(index=False):
             cid = int(row.connection)
@@ -65,6 +72,9 @@ class ConnectionReset:
             label = ctx.connection_label(cid)
             evidence_rows = sightings
             causes: tuple[str, ...]
+            extra: tuple[Evidence, ...] = ()
+            details: dict[str, Any] = {"sender": "client" if by_client else "server", "first_seen": origin,
+                                       "service": endpoint(row.client_dst, row.client_dport)}
             if str(row.status) == "rejected":
                 target = f" {endpoint(row.server_dst, row.server_dport)}" if row.dnat else ""
                 msg = (f"The SYN of {label} was answered with RST (first seen at {origin}): the endpoint{target} "
@@ -72,14 +82,21 @@ class ConnectionReset:
                 causes = ("the server process is not listening on the target port (wrong targetPort, crashed app)",
                           "a firewall rule answering with a TCP reset")
             elif by_client and cid in challenged:
-                msg = (f"{label} was reset by the client because the server side answered its SYN with an ACK for "
-                       f"another connection (RST first seen at {origin}): it still held an older connection on the "
-                       "same tuple, and the client had to retry.")
-                causes = ("the tuple was reused while the server side still held the previous connection (TIME_WAIT): "
-                          "a SNAT port reused too early (MASQUERADE --random-fully) or a client reusing ports quickly",
-                          "IPVS or conntrack reusing an entry of a closed connection")
                 challenge = acks[odd_ack & (ack_conn == cid)]
                 evidence_rows = np.r_[challenge[:4], sightings]
+                held = holders.get(cid)
+                if held is not None and int(row.start_ts_ns) - int(ctx.connections.loc[held, "end_ts_ns"]) > HELD_NS:
+                    held = None
+                if held is None:
+                    msg = (f"{label} was reset by the client because the server side answered its SYN with an ACK "
+                           f"for another connection (RST first seen at {origin}): it still held an older connection "
+                           "on the same tuple, and the client had to retry.")
+                    causes = _REUSED
+                else:
+                    msg, causes, more = _held_tuple(ctx, row, held, origin)
+                    details.update(more)
+                    extra = ctx.evidence(_last_rows(ctx, held, str(row.server_capture)),
+                                         f"the end of connection {held} on the same tuple")
             else:
                 side = "the client" if by_client else "the server side"
                 after = (" right after a reply from an unexpected address (see missing_nat_reversal)"
@@ -93,7 +110,69 @@ class ConnectionReset:
                 code=self.code, severity=self.severity, connection=cid,
                 direction="request" if by_client else "response",
                 hop=int(ctx.hop.pos[a.packet_hop[first]]),
-                message=msg, evidence=ctx.evidence(evidence_rows, "the RST (and what it answered)"), causes=causes,
-                details={"sender": "client" if by_client else "server", "first_seen": origin,
-                         "service": endpoint(row.client_dst, row.client_dport)}))
+                message=msg, evidence=ctx.evidence(evidence_rows, "the RST (and what it answered)") + extra,
+                causes=causes, details=details))
         return out
+
+
+_REUSED = ("the tuple was reused while the server side still held the previous connection (TIME_WAIT): "
+           "a SNAT port reused too early (MASQUERADE --random-fully) or a client reusing ports quickly",
+           "IPVS or conntrack reusing an entry of a closed connection")
+_SNAT_REUSED = ("the node's SNAT gave a new connection a port whose previous connection the server still held in "
+                "TIME_WAIT (MASQUERADE --random-fully picks among all ports; many connections from one node to one "
+                "endpoint make it likely)",
+                "IPVS or conntrack reusing an entry of a closed connection")
+_CLIENT_REUSED = ("the client reused its source port before the server's TIME_WAIT (60 s on Linux) ended",
+                  "IPVS or conntrack reusing an entry of a closed connection")
+
+_SERVER_TUPLE = ["proto", "server_capture", "server_src", "server_sport", "server_dst", "server_dport"]
+
+
+def previous_holders(connections: pd.DataFrame) -> dict[int, int]:
+    """For each connection, the connection that last had its server-side tuple (as the server
+    saw it) before it started, where one did: connection -> that earlier connection."""
+    c = connections[connections["server_capture"].notna().to_numpy()]
+    if len(c) < 2:
+        return {}
+    key = c[_SERVER_TUPLE].astype(str).groupby(_SERVER_TUPLE, sort=False).ngroup().to_numpy()
+    start = c["start_ts_ns"].to_numpy()
+    conn = c["connection"].to_numpy()
+    order = np.lexsort((conn, start, key))
+    key, conn = key[order], conn[order]
+    same = np.flatnonzero(key[1:] == key[:-1]) + 1
+    return dict(zip(conn[same].tolist(), conn[same - 1].tolist(), strict=True))
+
+
+def _held_tuple(ctx: Context, row: Any, held: int, origin: str) -> tuple[str, tuple[str, ...], dict[str, Any]]:
+    """Message, causes and details of a reset whose server side still held connection ``held``
+    (``row``: the reset connection's row of the connections table; ``origin``: where its RST
+    was first seen)."""
+    c = ctx.connections
+    before = c.loc[held]
+    tuple_ = f"{endpoint(row.server_src, row.server_sport)} -> {endpoint(row.server_dst, row.server_dport)}"
+    gap = int(row.start_ts_ns) - int(before["end_ts_ns"])
+    when = f"which ended {seconds(gap)} before" if gap >= 0 else "which was still open"
+    client, earlier = endpoint(row.client_src, row.client_sport), endpoint(before["client_src"], before["client_sport"])
+    if earlier != client:
+        how = (f"connection {held} came from {earlier}: the SNAT gave this connection the port it had (TIME_WAIT at "
+               "the server).")
+        causes = _SNAT_REUSED
+    else:
+        how = f"connection {held} came from the same client port: the client reused it (TIME_WAIT at the server)."
+        causes = _CLIENT_REUSED
+    msg = (f"{ctx.connection_label(int(row.connection))} was reset by the client because the server side answered "
+           f"its SYN with an ACK for another connection (RST first seen at {origin}): {row.server_capture} still held "
+           f"connection {held} on the "
+           f"same tuple {tuple_}, {when}, and the client had to retry; {how}")
+    return msg, causes, {"previous_connection": held, "server_tuple": tuple_, "previous_ended_ns_before": gap,
+                         "previous_client": earlier}
+
+
+def _last_rows(ctx: Context, connection: int, capture: str) -> np.ndarray:
+    """The last two packet rows of ``connection`` at ``capture`` (its close as the server saw
+    it), or anywhere when that capture did not see it."""
+    rows = ctx.connection_rows([connection])
+    there = rows[ctx.col("capture")[rows] == ctx.capture_names.index(capture)] if capture in ctx.capture_names \
+        else rows[:0]
+    rows = there if there.size else rows
+    return rows[np.argsort(ctx.analysis.corrected_ts[rows], kind="stable")[-2:]]
