@@ -615,11 +615,12 @@ def test_a_node_talking_to_itself_is_no_drop_and_no_silence(tmp_path, address):
 # ----------------------------------------------------------------------------- connection_reset
 
 
-def _timewait_world(*, second_port: int, gap_ns: int) -> World:
+def _timewait_world(*, second_port: int, gap_ns: int, challenge_ack: int = 1002) -> World:
     """Client port 40000 -> SNAT port 5000 -> web-1, closed with FINs; ``gap_ns`` later a
     connection from ``second_port`` gets SNAT port 5000 again. web-1 still holds the first in
     TIME_WAIT: it answers the SYN with a challenge ACK (the old connection's numbers), the
-    client resets, and its retransmission a second later gets port 5001 and succeeds."""
+    client resets, and its retransmission a second later gets port 5001 and succeeds.
+    ``challenge_ack`` is what the challenge ACK acknowledges (1002: where the first ended)."""
     w = World().node("node1", "node2")
     t = handshake(w, T0, 40000, 5000, 1000, 7000)
     fwd, back = client_to_pod(5000), pod_to_client(40000)
@@ -629,7 +630,7 @@ def _timewait_world(*, second_port: int, gap_ns: int) -> World:
     t2 = t + 400_000 + gap_ns
     fwd2, back2 = client_to_pod(5000), pod_to_client(second_port)
     w.send(tcp(CLIENT, second_port, LB, 80, "S", 90000, ip_id=20), t2, fwd2)
-    w.send(tcp(POD, 8080, NODE1, 5000, "A", 7002, 1002, ip_id=0), t2 + 200_000, back2)  # challenge ACK
+    w.send(tcp(POD, 8080, NODE1, 5000, "A", 7002, challenge_ack, ip_id=0), t2 + 200_000, back2)  # challenge ACK
     w.send(tcp(CLIENT, second_port, LB, 80, "R", 1002, ip_id=21), t2 + 400_000, fwd2)
     handshake(w, t2 + SECOND, second_port, 5001, 90000, 30000)
     return w
@@ -656,8 +657,12 @@ def test_a_reset_names_the_connection_the_server_still_held(tmp_path, second_por
     assert [e.capture for e in ends] == ["web-1"] and len(ends[0].frames) == 2
 
 
-def test_a_reset_long_after_the_tuple_was_last_used_names_no_connection(tmp_path):
-    a = analyze(_timewait_world(second_port=40001, gap_ns=200 * SECOND).write(tmp_path))
+@pytest.mark.parametrize("world", [{"gap_ns": 200 * SECOND}, {"gap_ns": 300_000_000, "challenge_ack": 5555}],
+                         ids=["ended-200-s-before", "acknowledges-something-else"])
+def test_a_reset_names_no_connection_the_server_may_not_hold(tmp_path, world):
+    """The earlier connection on the tuple ended too long ago, or the challenge ACK does not
+    acknowledge where it ended: the server held something else."""
+    a = analyze(_timewait_world(second_port=40001, **world).write(tmp_path))
     (f,) = only(a, "connection_reset")
     assert "previous_connection" not in f.details
     assert "it still held an older connection on the same tuple" in f.message

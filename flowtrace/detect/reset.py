@@ -85,7 +85,8 @@ class ConnectionReset:
                 challenge = acks[odd_ack & (ack_conn == cid)]
                 evidence_rows = np.r_[challenge[:4], sightings]
                 held = holders.get(cid)
-                if held is not None and int(row.start_ts_ns) - int(ctx.connections.loc[held, "end_ts_ns"]) > HELD_NS:
+                if held is not None and (int(row.start_ts_ns) - int(ctx.connections.loc[held, "end_ts_ns"]) > HELD_NS
+                                         or not _acknowledged(ctx, challenge, held, str(row.server_capture))):
                     held = None
                 if held is None:
                     msg = (f"{label} was reset by the client because the server side answered its SYN with an ACK "
@@ -168,10 +169,26 @@ def _held_tuple(ctx: Context, row: Any, held: int, origin: str) -> tuple[str, tu
                          "previous_client": earlier}
 
 
-def _last_rows(ctx: Context, connection: int, capture: str) -> np.ndarray:
-    """The last two packet rows of ``connection`` at ``capture`` (its close as the server saw
-    it), or anywhere when that capture did not see it."""
+def _acknowledged(ctx: Context, challenge: np.ndarray, held: int, capture: str) -> bool:
+    """Whether a challenge ACK (rows ``challenge``) acknowledges exactly where the client's
+    side of connection ``held`` ended at ``capture``: the sequence number the server still
+    expects on it (the last client segment's, after its payload, SYN and FIN)."""
+    rows = _last_rows(ctx, held, capture, direction=0)[-1:]
+    if not rows.size or not challenge.size:
+        return False
+    r = int(rows[0])
+    flags = int(ctx.tcp_flags[r])
+    end = (int(ctx.col("seq")[r]) + int(ctx.col("payload_len")[r]) + (flags & 0x01) + ((flags >> 1) & 0x01)) % SEQ_SPACE
+    return bool(np.any(ctx.col("ack")[challenge].astype(np.int64) == end))
+
+
+def _last_rows(ctx: Context, connection: int, capture: str, direction: int | None = None) -> np.ndarray:
+    """The last two packet rows of ``connection`` (of one ``direction``: 0 request, 1 response)
+    at ``capture`` (its close as the server saw it), or anywhere when that capture did not
+    see it, in time order."""
     rows = ctx.connection_rows([connection])
+    if direction is not None:
+        rows = rows[ctx.analysis.packet_path_direction[rows] == direction]
     there = rows[ctx.col("capture")[rows] == ctx.capture_names.index(capture)] if capture in ctx.capture_names \
         else rows[:0]
     rows = there if there.size else rows
