@@ -59,6 +59,10 @@ class ConnectionReset:
         odd = set(mm["connection"].tolist()) if len(mm) else set()
         group = a.packet_group
         holders = previous_holders(c) if challenged else {}
+        held_rows = _rows_of(ctx, [holders[x] for x in challenged if x in holders])
+        # Of each earlier connection: (its client endpoint, when it ended).
+        earlier = {int(e.connection): (endpoint(e.client_src, e.client_sport), int(e.end_ts_ns))
+                   for e in c[c["connection"].isin(list(held_rows)).to_numpy()].itertuples(index=False)}
         out = []
         for row in cand.itertuples(index=False):
             cid = int(row.connection)
@@ -85,8 +89,8 @@ class ConnectionReset:
                 challenge = acks[odd_ack & (ack_conn == cid)]
                 evidence_rows = np.r_[challenge[:4], sightings]
                 held = holders.get(cid)
-                if held is not None and (int(row.start_ts_ns) - int(ctx.connections.loc[held, "end_ts_ns"]) > HELD_NS
-                                         or not _acknowledged(ctx, challenge, held, str(row.server_capture))):
+                if held is not None and (int(row.start_ts_ns) - earlier[held][1] > HELD_NS
+                                         or not _acknowledged(ctx, challenge, held_rows[held], str(row.server_capture))):
                     held = None
                 if held is None:
                     msg = (f"{label} was reset by the client because the server side answered its SYN with an ACK "
@@ -94,9 +98,9 @@ class ConnectionReset:
                            "on the same tuple, and the client had to retry.")
                     causes = _REUSED
                 else:
-                    msg, causes, more = _held_tuple(ctx, row, held, origin)
+                    msg, causes, more = _held_tuple(row, label, origin, held, *earlier[held])
                     details.update(more)
-                    extra = ctx.evidence(_last_rows(ctx, held, str(row.server_capture)),
+                    extra = ctx.evidence(_last_rows(ctx, held_rows[held], str(row.server_capture)),
                                          f"the end of connection {held} on the same tuple")
             else:
                 side = "the client" if by_client else "the server side"
@@ -144,36 +148,48 @@ def previous_holders(connections: pd.DataFrame) -> dict[int, int]:
     return dict(zip(conn[same].tolist(), conn[same - 1].tolist(), strict=True))
 
 
-def _held_tuple(ctx: Context, row: Any, held: int, origin: str) -> tuple[str, tuple[str, ...], dict[str, Any]]:
+def _held_tuple(row: Any, label: str, origin: str, held: int, earlier: str, ended_ns: int
+                ) -> tuple[str, tuple[str, ...], dict[str, Any]]:
     """Message, causes and details of a reset whose server side still held connection ``held``
-    (``row``: the reset connection's row of the connections table; ``origin``: where its RST
-    was first seen)."""
-    c = ctx.connections
-    before = c.loc[held]
+    (``row``: the reset connection's row of the connections table, ``label`` its name;
+    ``origin``: where its RST was first seen; ``earlier``: the held connection's client
+    endpoint, ``ended_ns`` its end)."""
     tuple_ = f"{endpoint(row.server_src, row.server_sport)} -> {endpoint(row.server_dst, row.server_dport)}"
-    gap = int(row.start_ts_ns) - int(before["end_ts_ns"])
+    gap = int(row.start_ts_ns) - ended_ns
     when = f"which ended {seconds(gap)} before" if gap >= 0 else "which was still open"
-    client, earlier = endpoint(row.client_src, row.client_sport), endpoint(before["client_src"], before["client_sport"])
-    if earlier != client:
+    if earlier != endpoint(row.client_src, row.client_sport):
         how = (f"connection {held} came from {earlier}: the SNAT gave this connection the port it had (TIME_WAIT at "
                "the server).")
         causes = _SNAT_REUSED
     else:
         how = f"connection {held} came from the same client port: the client reused it (TIME_WAIT at the server)."
         causes = _CLIENT_REUSED
-    msg = (f"{ctx.connection_label(int(row.connection))} was reset by the client because the server side answered "
-           f"its SYN with an ACK for another connection (RST first seen at {origin}): {row.server_capture} still held "
-           f"connection {held} on the "
-           f"same tuple {tuple_}, {when}, and the client had to retry; {how}")
+    msg = (f"{label} was reset by the client because the server side answered its SYN with an ACK for another "
+           f"connection (RST first seen at {origin}): {row.server_capture} still held connection {held} on the same "
+           f"tuple {tuple_}, {when}, and the client had to retry; {how}")
     return msg, causes, {"previous_connection": held, "server_tuple": tuple_, "previous_ended_ns_before": gap,
                          "previous_client": earlier}
 
 
-def _acknowledged(ctx: Context, challenge: np.ndarray, held: int, capture: str) -> bool:
+def _rows_of(ctx: Context, connections: list[int]) -> dict[int, np.ndarray]:
+    """Packet rows of each of ``connections`` (both directions), in corrected time order."""
+    rows = ctx.connection_rows(connections)
+    if not rows.size:
+        return {}
+    rows = rows[np.argsort(ctx.analysis.corrected_ts[rows], kind="stable")]
+    conn = ctx.packet_conn(rows)
+    order = np.argsort(conn, kind="stable")
+    rows, conn = rows[order], conn[order]
+    cuts = np.flatnonzero(conn[1:] != conn[:-1]) + 1
+    return {int(c[0]): r for c, r in zip(np.split(conn, cuts), np.split(rows, cuts), strict=True)}
+
+
+def _acknowledged(ctx: Context, challenge: np.ndarray, held_rows: np.ndarray, capture: str) -> bool:
     """Whether a challenge ACK (rows ``challenge``) acknowledges exactly where the client's
-    side of connection ``held`` ended at ``capture``: the sequence number the server still
-    expects on it (the last client segment's, after its payload, SYN and FIN)."""
-    rows = _last_rows(ctx, held, capture, direction=0)[-1:]
+    side of the earlier connection (its rows ``held_rows``) ended at ``capture``: the sequence
+    number the server still expects on it (the last client segment's, after its payload, SYN
+    and FIN)."""
+    rows = _last_rows(ctx, held_rows, capture, direction=0)[-1:]
     if not rows.size or not challenge.size:
         return False
     r = int(rows[0])
@@ -182,14 +198,12 @@ def _acknowledged(ctx: Context, challenge: np.ndarray, held: int, capture: str) 
     return bool(np.any(ctx.col("ack")[challenge].astype(np.int64) == end))
 
 
-def _last_rows(ctx: Context, connection: int, capture: str, direction: int | None = None) -> np.ndarray:
-    """The last two packet rows of ``connection`` (of one ``direction``: 0 request, 1 response)
-    at ``capture`` (its close as the server saw it), or anywhere when that capture did not
-    see it, in time order."""
-    rows = ctx.connection_rows([connection])
+def _last_rows(ctx: Context, rows: np.ndarray, capture: str, direction: int | None = None) -> np.ndarray:
+    """The last two of a connection's ``rows`` (in time order) of one ``direction`` (0
+    request, 1 response, None both) at ``capture`` (its close as the server saw it), or
+    anywhere when that capture did not see it."""
     if direction is not None:
         rows = rows[ctx.analysis.packet_path_direction[rows] == direction]
     there = rows[ctx.col("capture")[rows] == ctx.capture_names.index(capture)] if capture in ctx.capture_names \
         else rows[:0]
-    rows = there if there.size else rows
-    return rows[np.argsort(ctx.analysis.corrected_ts[rows], kind="stable")[-2:]]
+    return (there if there.size else rows)[-2:]
