@@ -615,12 +615,13 @@ def test_a_node_talking_to_itself_is_no_drop_and_no_silence(tmp_path, address):
 # ----------------------------------------------------------------------------- connection_reset
 
 
-def _timewait_world(*, second_port: int, gap_ns: int, challenge_ack: int = 1002) -> World:
+def _timewait_world(*, second_port: int, gap_ns: int, challenge_ack: int = 1002, retry: bool = True) -> World:
     """Client port 40000 -> SNAT port 5000 -> web-1, closed with FINs; ``gap_ns`` later a
     connection from ``second_port`` gets SNAT port 5000 again. web-1 still holds the first in
     TIME_WAIT: it answers the SYN with a challenge ACK (the old connection's numbers), the
     client resets, and its retransmission a second later gets port 5001 and succeeds.
-    ``challenge_ack`` is what the challenge ACK acknowledges (1002: where the first ended)."""
+    ``challenge_ack`` is what the challenge ACK acknowledges (1002: where the first ended);
+    without ``retry`` the client does not send its SYN again."""
     w = World().node("node1", "node2")
     t = handshake(w, T0, 40000, 5000, 1000, 7000)
     fwd, back = client_to_pod(5000), pod_to_client(40000)
@@ -632,7 +633,8 @@ def _timewait_world(*, second_port: int, gap_ns: int, challenge_ack: int = 1002)
     w.send(tcp(CLIENT, second_port, LB, 80, "S", 90000, ip_id=20), t2, fwd2)
     w.send(tcp(POD, 8080, NODE1, 5000, "A", 7002, challenge_ack, ip_id=0), t2 + 200_000, back2)  # challenge ACK
     w.send(tcp(CLIENT, second_port, LB, 80, "R", 1002, ip_id=21), t2 + 400_000, fwd2)
-    handshake(w, t2 + SECOND, second_port, 5001, 90000, 30000)
+    if retry:
+        handshake(w, t2 + SECOND, second_port, 5001, 90000, 30000)
     return w
 
 
@@ -655,6 +657,12 @@ def test_a_reset_names_the_connection_the_server_still_held(tmp_path, second_por
         assert f.causes[0].startswith("the client reused its source port")
     ends = [e for e in f.evidence if e.note == f"the end of connection {held} on the same tuple"]
     assert [e.capture for e in ends] == ["web-1"] and len(ends[0].frames) == 2
+    # The client's SYN sent again a second later (same ISN, SNAT port 5001) is another connection.
+    again = a.connections.set_index("connection").loc[f.details["retry_connection"]]
+    assert (int(again["client_sport"]), int(again["server_sport"])) == (second_port, 5001)
+    assert 999_000_000 < f.details["retry_after_ns"] < 1_001_000_000
+    assert f"Its SYN, sent again 1.00 s later, is connection {f.details['retry_connection']} ({again['status']})" \
+        in f.message
 
 
 @pytest.mark.parametrize("world", [{"gap_ns": 200 * SECOND}, {"gap_ns": 300_000_000, "challenge_ack": 5555}],
@@ -666,3 +674,15 @@ def test_a_reset_names_no_connection_the_server_may_not_hold(tmp_path, world):
     (f,) = only(a, "connection_reset")
     assert "previous_connection" not in f.details
     assert "it still held an older connection on the same tuple" in f.message
+    assert "Its SYN, sent again 1.00 s later" in f.message
+
+
+def test_a_new_syn_on_the_same_client_tuple_is_no_retry(tmp_path):
+    """After the reset the client opens a new connection from the same port (another ISN):
+    that is not the reset connection's SYN sent again."""
+    w = _timewait_world(second_port=40001, gap_ns=300_000_000, retry=False)
+    handshake(w, T0 + 5 * SECOND, 40001, 5002, 123456, 40000)
+    a = analyze(w.write(tmp_path))
+    (f,) = only(a, "connection_reset")
+    assert "retry_connection" not in f.details and "sent again" not in f.message
+    assert len(a.connections) == 3

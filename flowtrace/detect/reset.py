@@ -60,6 +60,7 @@ class ConnectionReset:
         group = a.packet_group
         holders = previous_holders(c) if challenged else {}
         held_rows = _rows_of(ctx, [holders[x] for x in challenged if x in holders])
+        retried = _retries(ctx, c, challenged)
         # Of each earlier connection: (its client endpoint, when it ended).
         earlier = {int(e.connection): (endpoint(e.client_src, e.client_sport), int(e.end_ts_ns))
                    for e in c[c["connection"].isin(list(held_rows)).to_numpy()].itertuples(index=False)}
@@ -102,6 +103,11 @@ class ConnectionReset:
                     details.update(more)
                     extra = ctx.evidence(_last_rows(ctx, held_rows[held], str(row.server_capture)),
                                          f"the end of connection {held} on the same tuple")
+                if cid in retried:
+                    again, wait, status = retried[cid]
+                    msg += (f" Its SYN, sent again {seconds(wait)} later, is connection {again} ({status}): the "
+                            "client waited that long.")
+                    details.update(retry_connection=again, retry_after_ns=wait)
             else:
                 side = "the client" if by_client else "the server side"
                 after = (" right after a reply from an unexpected address (see missing_nat_reversal)"
@@ -169,6 +175,35 @@ def _held_tuple(row: Any, label: str, origin: str, held: int, earlier: str, ende
            f"tuple {tuple_}, {when}, and the client had to retry; {how}")
     return msg, causes, {"previous_connection": held, "server_tuple": tuple_, "previous_ended_ns_before": gap,
                          "previous_client": earlier}
+
+
+def _retries(ctx: Context, c: pd.DataFrame, connections: set[int]) -> dict[int, tuple[int, int, str]]:
+    """For each of ``connections`` whose SYN the client sent again (the same ISN, later, on
+    the same client tuple: conntrack made a new entry for it, so flowtrace a new connection):
+    (that connection, how much later in ns, its status)."""
+    if not connections:
+        return {}
+    flags, pdir = ctx.tcp_flags, ctx.analysis.packet_path_direction
+    syn = np.flatnonzero(((flags & 0x12) == 0x02) & (pdir == 0))
+    conn = ctx.packet_conn(syn)
+    syn, conn = syn[conn >= 0], conn[conn >= 0]
+    if not syn.size:
+        return {}
+    ts = ctx.analysis.corrected_ts
+    order = np.lexsort((ts[syn], conn))
+    syn, conn = syn[order], conn[order]
+    first = np.r_[True, conn[1:] != conn[:-1]]
+    isn = pd.Series(ctx.col("seq")[syn[first]].astype(np.int64), index=conn[first])
+    t = c[c["connection"].isin(isn.index).to_numpy()]
+    t = t.assign(isn=isn.reindex(t["connection"].to_numpy()).to_numpy())
+    keys = ["proto", "client_src", "client_sport", "client_dst", "client_dport", "isn"]
+    t = t.assign(key=t[keys].astype(str).groupby(keys, sort=False).ngroup().to_numpy())
+    t = t.sort_values(["key", "start_ts_ns", "connection"], kind="stable")
+    key, cid = t["key"].to_numpy(), t["connection"].to_numpy()
+    start, status = t["start_ts_ns"].to_numpy(), t["status"].astype(str).to_numpy()
+    nxt = np.flatnonzero(key[1:] == key[:-1])
+    return {int(cid[i]): (int(cid[i + 1]), int(start[i + 1] - start[i]), str(status[i + 1]))
+            for i in nxt.tolist() if int(cid[i]) in connections}
 
 
 def _rows_of(ctx: Context, connections: list[int]) -> dict[int, np.ndarray]:
