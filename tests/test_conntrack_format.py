@@ -18,6 +18,10 @@ LINES = [
     "id=4242 mark=0 use=1",
     "ipv6     10 tcp      6 431999 ESTABLISHED src=2001:db8::1 dst=2001:db8::2 sport=1 dport=2 "
     "src=2001:db8::2 dst=2001:db8::1 sport=2 dport=1 [ASSURED] mark=0 use=1",
+    # IGMP, which conntrack tracks without a module of its own (from a lab node's -L)
+    "ipv4     2 unknown  2 596 src=10.244.2.1 dst=224.0.0.22 [UNREPLIED] src=224.0.0.22 dst=10.244.2.1 mark=0 "
+    "use=1",
+    "unknown  89 599 src=10.0.0.1 dst=224.0.0.5 src=224.0.0.5 dst=10.0.0.1 mark=0 use=1",
 ]
 
 
@@ -124,3 +128,27 @@ def test_common_lines_parse_in_one_match_exactly_as_token_by_token():
             assert common.extra == general.extra == {}, text
         assert parse_line(text, line=i, node="n") == general
     assert fast > 0.9 * len([t for t in lines if t.strip() and not t.startswith("conntrack v")])
+
+
+def test_unknown_protocols_keep_their_number_and_differ_by_it(tmp_path):
+    igmp = parse_line("ipv4     2 unknown  2 596 src=10.244.2.1 dst=224.0.0.22 [UNREPLIED] src=224.0.0.22 "
+                      "dst=10.244.2.1 mark=0 use=1")
+    assert igmp is not None and igmp.proto == "unknown" and igmp.proto_number == 2
+    ospf = parse_line("ipv4     2 unknown  89 596 src=10.244.2.1 dst=224.0.0.22 [UNREPLIED] src=224.0.0.22 "
+                      "dst=10.244.2.1 mark=0 use=1")
+    assert ospf is not None and ospf.proto_number == 89
+    c = compare([igmp], [ospf])
+    assert not c.matched and c.missing_in_dump == [igmp] and c.missing_in_reconstruction == [ospf]
+    tcp = parse_line(LINES[0])
+    assert tcp is not None and tcp.protonum is None and tcp.proto_number == 6  # the name gives it
+    p = tmp_path / "dump.xml"
+    p.write_text(
+        '<?xml version="1.0" encoding="utf-8"?>\n<conntrack>\n<flow><meta direction="original">'
+        '<layer3 protonum="2" protoname="ipv4"><src>10.244.2.1</src><dst>224.0.0.22</dst></layer3>'
+        '<layer4 protonum="2" protoname="unknown"></layer4></meta>'
+        '<meta direction="reply"><layer3 protonum="2" protoname="ipv4"><src>224.0.0.22</src><dst>10.244.2.1</dst>'
+        '</layer3><layer4 protonum="2" protoname="unknown"></layer4></meta>'
+        '<meta direction="independent"><timeout>596</timeout><unreplied/></meta>'
+        "</flow>\n</conntrack>\n")
+    (x,) = read_dump(p)
+    assert x.proto_number == 2 and x.key() == igmp.key()

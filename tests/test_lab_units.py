@@ -103,10 +103,58 @@ def test_truth_follows_an_entry_recreated_with_another_snat_port() -> None:
             news.setdefault(e.orig_tuple(), []).append((node, e))
     client = ("tcp", "198.51.100.10", 40086, "203.0.113.10", 80)
     start = 1795888358186079481
-    chain = truth._chain(client, news, start - 1_000_000, 1795888358212716708 + 1_000_000_000)
+    chain = truth._chain(client, news, start, 1795888358212716708 + 1_000_000_000)
     assert [(n, e.line_no) for n, e in chain] == [("node1", 1), ("node1", 2), ("node2", 2), ("node2", 3)]
     # The path's translations are the first entry's on each node.
     assert truth._stages(client, chain)[1:] == [("tcp", "10.0.1.11", 42879, "10.244.2.7", 8080)] * 2
+
+
+def test_truth_leaves_the_entry_of_the_tuples_previous_use_to_that_connection() -> None:
+    """Client port 40006 reused within milliseconds: node1's entry created 3 ms before this
+    connection started (DNAT to web-0) is the previous connection's, destroyed by this SYN;
+    this connection's is the one created after its start (DNAT to web-1, through node2)."""
+    lines = [
+        ("node1", "[1795890581.749327]\t    [NEW] ipv4     2 tcp      6 120 SYN_SENT src=198.51.100.10 dst=203.0.113.10 "
+                  "sport=40006 dport=80 [UNREPLIED] src=10.244.1.5 dst=10.244.1.1 sport=8080 dport=20183"),
+        ("node1", "[1795890581.754784]\t    [NEW] ipv4     2 tcp      6 120 SYN_SENT src=198.51.100.10 dst=203.0.113.10 "
+                  "sport=40006 dport=80 [UNREPLIED] src=10.244.2.7 dst=10.0.1.11 sport=8080 dport=20916"),
+        ("node2", "[1795890581.752745]\t    [NEW] ipv4     2 tcp      6 120 SYN_SENT src=10.0.1.11 dst=10.244.2.7 "
+                  "sport=20916 dport=8080 [UNREPLIED] src=10.244.2.7 dst=10.0.1.11 sport=8080 dport=20916"),
+    ]
+    news: dict = {}
+    for i, (node, line) in enumerate(lines, 1):
+        e = parse_line(line, i)
+        assert e is not None
+        news.setdefault(e.orig_tuple(), []).append((node, e))
+    client = ("tcp", "198.51.100.10", 40006, "203.0.113.10", 80)
+    start, end = 1795890581752671986, 1795890581766521820
+    chain = truth._chain(client, news, start, end + 1_000_000_000)
+    assert [(n, e.line_no) for n, e in chain] == [("node1", 2), ("node2", 3)]
+    # The previous connection (started before, ended when this one started) keeps its own.
+    before = truth._chain(client, news, 1795890581730000000, start)
+    assert [(n, e.line_no) for n, e in before] == [("node1", 1)]
+
+
+def test_truth_leaves_an_entry_stamped_just_before_the_start_to_the_previous_connection() -> None:
+    """conntrack -E stamps events as it reads them, milliseconds late: the previous user of
+    client port 40098 shows at node2 at .352924 but at node1 only at .357393, 0.8 ms before
+    this connection started (.358182). This connection's entry is node1's at .358280."""
+    lines = [
+        ("node1", "[1795890813.357393]\t    [NEW] ipv4     2 tcp      6 120 SYN_SENT src=198.51.100.10 dst=203.0.113.10 "
+                  "sport=40098 dport=80 [UNREPLIED] src=10.244.2.7 dst=10.0.1.11 sport=8080 dport=18086"),
+        ("node1", "[1795890813.358280]\t    [NEW] ipv4     2 tcp      6 120 SYN_SENT src=198.51.100.10 dst=203.0.113.10 "
+                  "sport=40098 dport=80 [UNREPLIED] src=10.244.1.5 dst=10.244.1.1 sport=8080 dport=49904"),
+        ("node2", "[1795890813.352924]\t    [NEW] ipv4     2 tcp      6 120 SYN_SENT src=10.0.1.11 dst=10.244.2.7 "
+                  "sport=18086 dport=8080 [UNREPLIED] src=10.244.2.7 dst=10.0.1.11 sport=8080 dport=18086"),
+    ]
+    news: dict = {}
+    for i, (node, line) in enumerate(lines, 1):
+        e = parse_line(line, i)
+        assert e is not None
+        news.setdefault(e.orig_tuple(), []).append((node, e))
+    client = ("tcp", "198.51.100.10", 40098, "203.0.113.10", 80)
+    chain = truth._chain(client, news, 1795890813358182409, 1795890813367770580 + 1_000_000_000)
+    assert [(n, e.line_no) for n, e in chain] == [("node1", 2)]
 
 
 # -- clock skew ----------------------------------------------------------------------------

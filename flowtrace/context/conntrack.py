@@ -68,7 +68,7 @@ class ConntrackEntry:
     family: str
     """ipv4 or ipv6."""
     proto: str
-    """Layer-4 protocol name as conntrack prints it (tcp, udp, icmp, icmpv6, …)."""
+    """Layer-4 protocol name as conntrack prints it (tcp, udp, icmp, icmpv6, …, unknown)."""
     orig: Tuple
     """The original direction: as the initiator sent it, before NAT."""
     reply: Tuple
@@ -97,11 +97,14 @@ class ConntrackEntry:
     """Other key=value fields of the line (id=, secctx=, labels=, …)."""
     line: int | None = field(default=None, compare=False)
     """Line number in the file it was read from."""
+    protonum: int | None = None
+    """IP protocol number where the name does not give it: conntrack tracks protocols it has
+    no module for (IGMP, OSPF, …) as ``unknown`` with their own number (``unknown  2``)."""
 
     @property
     def proto_number(self) -> int:
         """IP protocol number."""
-        return L4_NUMBERS.get(self.proto, 255)
+        return self.protonum if self.protonum is not None else L4_NUMBERS.get(self.proto, 255)
 
     @property
     def dnat(self) -> bool:
@@ -115,7 +118,7 @@ class ConntrackEntry:
 
     def key(self) -> tuple:
         """Identity for comparing reconstructions with dumps: protocol and both tuples."""
-        return (self.family, self.proto, self.orig.key(), self.reply.key())
+        return (self.family, self.proto, self.proto_number, self.orig.key(), self.reply.key())
 
     def format(self, *, extended: bool = False) -> str:
         """The ``conntrack -L`` line (``-o extended`` adds the layer-3 prefix)."""
@@ -195,7 +198,7 @@ def _parse_common(text: str, line: int | None, node: str, seen: _Interned) -> Co
     m = _COMMON.fullmatch(text)
     if m is None:
         return None
-    (sec, usec, event, family, proto, _num, timeout, state, t1, s1, d1, sp1, dp1, p1, b1, f1,
+    (sec, usec, event, family, proto, num, timeout, state, t1, s1, d1, sp1, dp1, p1, b1, f1,
      t2, s2, d2, sp2, dp2, p2, b2, f2, mark, zone, use) = m.groups()
     if family is None:
         family = "ipv6" if ":" in s1 else "ipv4"
@@ -208,8 +211,16 @@ def _parse_common(text: str, line: int | None, node: str, seen: _Interned) -> Co
         zone=int(zone) if zone is not None else None, event=event,
         ts_ns=int(sec) * 1_000_000_000 + int(usec) * 1000 if sec is not None else None, node=node,
         counters=((int(p1), int(b1)), (int(p2), int(b2))) if p1 is not None and p2 is not None else None,
-        extra={}, line=line,
+        extra={}, line=line, protonum=_number(proto, num),
     )
+
+
+def _number(proto: str, number: str | None) -> int | None:
+    """``number`` as ``ConntrackEntry.protonum``: None where the name ``proto`` gives it."""
+    if number is None or not number.isdigit():
+        return None
+    n = int(number)
+    return None if L4_NUMBERS.get(proto) == n else n
 
 
 def parse_line(text: str, *, line: int | None = None, node: str = "") -> ConntrackEntry | None:
@@ -245,7 +256,7 @@ def _parse_general(text: str, line: int | None, node: str) -> ConntrackEntry | N
         tokens = tokens[2:]
     if len(tokens) < 2 or not tokens[1].isdigit():
         raise InputError("", f"not a conntrack entry: {stripped[:80]!r}", line=line)
-    proto = tokens[0]
+    proto, number = tokens[0], tokens[1]
     rest = tokens[2:]
     timeout = None
     if rest and rest[0].isdigit():
@@ -296,7 +307,7 @@ def _parse_general(text: str, line: int | None, node: str) -> ConntrackEntry | N
         flags=frozenset(flags), mark=mark, use=use, zone=zone, event=event, ts_ns=ts_ns, node=node,
         counters=((counters[0][0], counters[0][1]), (counters[1][0], counters[1][1]))
         if len(counters[0]) == 2 and len(counters[1]) == 2 else None,
-        extra=extra, line=line,
+        extra=extra, line=line, protonum=_number(proto, number),
     )
 
 
@@ -324,7 +335,7 @@ def _parse_xml(text: str, path: Path, node: str) -> list[ConntrackEntry]:
         state: str | None = None
         mark, use = 0, 1
         tuples: dict[str, Tuple] = {}
-        family, proto = "ipv4", "unknown"
+        family, proto, number = "ipv4", "unknown", None
         for meta in flow.findall("meta"):
             direction = meta.get("direction")
             if direction in ("original", "reply"):
@@ -332,6 +343,7 @@ def _parse_xml(text: str, path: Path, node: str) -> list[ConntrackEntry]:
                 l4 = meta.find("layer4")
                 family = (l3.get("protoname") if l3 is not None else None) or family
                 proto = (l4.get("protoname") if l4 is not None else None) or proto
+                number = (l4.get("protonum") if l4 is not None else None) or number
 
                 def val(parent: ET.Element | None, tag: str) -> str | None:
                     el = parent.find(tag) if parent is not None else None
@@ -362,7 +374,7 @@ def _parse_xml(text: str, path: Path, node: str) -> list[ConntrackEntry]:
             out.append(ConntrackEntry(
                 family=family, proto=proto, orig=tuples["original"], reply=tuples["reply"],
                 timeout_s=timeout, state=state, flags=frozenset(flags), mark=mark, use=use,
-                event=(flow.get("type") or "").upper() or None, node=node))
+                event=(flow.get("type") or "").upper() or None, node=node, protonum=_number(proto, number)))
     return out
 
 
@@ -463,11 +475,11 @@ def compare(reconstructed: list[ConntrackEntry], dumped: list[ConntrackEntry], *
     rest = [d for ds in pool.values() for d in ds]
     by_orig: dict[tuple, list[ConntrackEntry]] = {}
     for d in rest:
-        by_orig.setdefault((d.family, d.proto, d.orig.key()), []).append(d)
+        by_orig.setdefault((d.family, d.proto, d.proto_number, d.orig.key()), []).append(d)
     differing, missing_dump = [], []
     used: set[int] = set()
     for r in left:
-        candidates = by_orig.get((r.family, r.proto, r.orig.key()), [])
+        candidates = by_orig.get((r.family, r.proto, r.proto_number, r.orig.key()), [])
         if candidates:
             d = candidates.pop(0)
             used.add(id(d))

@@ -106,22 +106,29 @@ def _pname(num: int) -> str:
     return {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}.get(num, str(num))
 
 
-def _chain(client: Tuple5, news: dict[Tuple5, list[tuple[str, ct.CtEntry]]], lo: int, hi: int,
+def _chain(client: Tuple5, news: dict[Tuple5, list[tuple[str, ct.CtEntry]]], start: int, hi: int,
            used: frozenset[str] = frozenset()) -> list[tuple[str, ct.CtEntry]]:
-    """The NEW events of one client connection, node by node from the client's tuple: on
-    each node the event closest to the connection's start, then the node's re-creations of
-    it (e.g. a SYN retransmitted after an RST killed the entry, with another SNAT port),
-    then, for each of them in turn, the events its translated packets created further on."""
+    """The NEW events of one client connection (started at ``start``, over by ``hi``), node
+    by node from the client's tuple: on each node the first event created after the start,
+    then the node's re-creations of it (e.g. a SYN retransmitted after an RST killed the
+    entry, with another SNAT port), then, for each of them in turn, the events its
+    translated packets created further on.
+
+    An event is stamped when ``conntrack -E`` reads it, at or after the packet that made it,
+    and the client noted ``start`` before making its socket: an event stamped before the
+    start belongs to the connection that used the tuple before (a client port reused within
+    milliseconds), and counts only when none was stamped after it (up to 11 ms before).
+    """
     cands = [(n, e) for n, e in news.get(client, []) if n not in used and e.ts_ns is not None
-             and lo - 10_000_000 <= e.ts_ns <= hi]
+             and start - 11_000_000 <= e.ts_ns <= hi]
     if not cands:
         return []
-    node, entry = min(cands, key=lambda c: abs((c[1].ts_ns or 0) - lo))
-    here = [entry] + [e for n, e in cands if n == node and e is not entry]
+    after = [c for c in cands if (c[1].ts_ns or 0) >= start]
+    node, entry = min(after or cands, key=lambda c: abs((c[1].ts_ns or 0) - start))
+    here = [entry] + [e for n, e in cands if n == node and e is not entry and (e.ts_ns or 0) >= (entry.ts_ns or 0)]
     chain = [(node, e) for e in here]
-    after = list(dict.fromkeys(_reply_tuple(e) for e in here))
-    for t in after:
-        chain += [c for c in _chain(t, news, lo, hi, used | {node}) if all(c[1] is not e for _, e in chain)]
+    for t in dict.fromkeys(_reply_tuple(e) for e in here):
+        chain += [c for c in _chain(t, news, start, hi, used | {node}) if all(c[1] is not e for _, e in chain)]
     return chain
 
 
@@ -236,7 +243,7 @@ def _connections(rec: RunRecord, idx: CaptureIndex, events: dict[str, list[ct.Ct
     for i, r in enumerate(records):
         t: Tuple5 = (r["proto"], r["src"], int(r["sport"]), r["dst"], int(r["dport"]))
         lo, hi = r["start_ns"] - 1_000_000, min(r["end_ns"] + GRACE_NS, bounds[i])
-        chain = _chain(t, news, lo, hi)
+        chain = _chain(t, news, r["start_ns"], hi)
         stages = _stages(t, chain)
         endpoint = next((endpoints[e.reply["src"]] for _n, e in chain if e.reply.get("src") in endpoints), None)
         tmpl = scn.paths.get(endpoint or "*") or scn.paths.get("*")
