@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 
 from flowtrace.correlate.clock import PairBound, solve_offsets
-from flowtrace.correlate.conntrack import S_CL, S_ES, S_FW, S_SR, S_SS, TCP_TRANSITIONS, tcp_index
+from flowtrace.correlate.conntrack import (
+    S_CL,
+    S_ES,
+    S_FW,
+    S_SR,
+    S_SS,
+    TCP_TRANSITIONS,
+    _positions,
+    tcp_index,
+)
 from flowtrace.correlate.coverage import covered
 from flowtrace.correlate.link import components
 from flowtrace.correlate.nat import DNAT, ROUTED, SNAT, SNAT_PORT, change_labels
@@ -330,3 +339,15 @@ def test_on_path_matches_its_grouping_formulation(seed):
     want_on, want_ttl = _on_path_by_grouping(hops, st)
     assert np.array_equal(got_on, want_on) and not got_on.all()
     assert np.array_equal(got_ttl, want_ttl) and (got_ttl == -1).any()
+
+
+@pytest.mark.parametrize("bound", [1_000, 1 << 40], ids=["lookup-table", "binary-search"])
+def test_positions_find_each_key_or_minus_one(bound: int) -> None:
+    rng = np.random.default_rng(7)
+    keys = rng.choice(1_000, size=300, replace=False).astype(np.int64)
+    want = rng.integers(0, 1_000, size=5_000).astype(np.int64)
+    index = {int(k): i for i, k in enumerate(keys.tolist())}
+    expected = np.array([index.get(int(w), -1) for w in want.tolist()])
+    assert np.array_equal(_positions(keys, want, bound), expected)
+    # Keys at or above the bound are never asked for; the table leaves them out.
+    assert np.array_equal(_positions(np.r_[keys, 5_000], want, 1_000), expected)
