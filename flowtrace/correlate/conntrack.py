@@ -358,54 +358,54 @@ def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.Data
     life = _lifecycle(ev, packets, limits)
     out: list[RebuiltEntry] = []
     ends = end_ns or {}
-    firsts, lasts = first, last
-    f_src, f_dst = firsts["src"].astype(object).tolist(), firsts["dst"].astype(object).tolist()
-    f_sport, f_dport = firsts["sport"].tolist(), firsts["dport"].tolist()
-    f_proto, f_ver, f_row = firsts["proto"].tolist(), firsts["ip_version"].tolist(), firsts["first_row"].tolist()
-    l_src, l_dst = lasts["src"].astype(object).tolist(), lasts["dst"].astype(object).tolist()
-    l_sport, l_dport, l_row = lasts["sport"].tolist(), lasts["dport"].tolist(), lasts["first_row"].tolist()
+    f_src, f_dst = first["src"].astype(object).tolist(), first["dst"].astype(object).tolist()
+    f_sport, f_dport = first["sport"].tolist(), first["dport"].tolist()
+    f_proto, f_ver, f_row = first["proto"].tolist(), first["ip_version"].tolist(), first["first_row"].tolist()
+    l_src, l_dst = last["src"].astype(object).tolist(), last["dst"].astype(object).tolist()
+    l_sport, l_dport, l_row = last["sport"].tolist(), last["dport"].tolist(), last["first_row"].tolist()
     h_name, h_conn = hosts["capture_name"].astype(str).tolist(), hosts["connection"].tolist()
     icmp_type, icmp_code = packets["icmp_type"].to_numpy(), packets["icmp_code"].to_numpy()
     icmp_id = packets["icmp_id"].to_numpy()
     proto_names = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6", 132: "sctp"}
+    # Per protocol, the idle limit in ns by [state][stream], asked of ``limits`` once; the
+    # flag sets by (seen a reply, assured).
+    limit_of = {p: [[limits.ns(p, st, False), limits.ns(p, st, True)] for st in range(len(STATE_NAMES))]
+                for p in set(f_proto)}
+    flag_sets = {(False, False): _UNREPLIED, (False, True): frozenset({"UNREPLIED", "ASSURED"}),
+                 (True, False): frozenset(), (True, True): frozenset({"ASSURED"})}
     for k, created_ns, last_ns, state_i, created_state, seen_reply, assured, stream, recreated, ended_how in zip(
             *(life[c].tolist() for c in ("key", "created", "last", "state", "created_state", "seen_reply",
                                          "assured", "stream", "recreated", "ended")), strict=True):
-        proto_num = int(f_proto[k])
+        proto_num = f_proto[k]
         proto = proto_names.get(proto_num, "unknown")
-        family = "ipv6" if int(f_ver[k]) == 6 else "ipv4"
+        family = "ipv6" if f_ver[k] == 6 else "ipv4"
         if proto_num in (6, 17, 132):
-            orig = make_tuple(src=str(f_src[k]), dst=str(f_dst[k]), sport=int(f_sport[k]), dport=int(f_dport[k]))
-            rep = make_tuple(src=str(l_dst[k]), dst=str(l_src[k]), sport=int(l_dport[k]), dport=int(l_sport[k]))
+            orig = make_tuple(src=f_src[k], dst=f_dst[k], sport=f_sport[k], dport=f_dport[k])
+            rep = make_tuple(src=l_dst[k], dst=l_src[k], sport=l_dport[k], dport=l_sport[k])
         else:
-            row = int(f_row[k])
+            row = f_row[k]
             itype = int(icmp_type[row])
-            orig = make_tuple(src=str(f_src[k]), dst=str(f_dst[k]), icmp_type=itype, icmp_code=int(icmp_code[row]),
-                         icmp_id=int(icmp_id[row]))
-            rep = make_tuple(src=str(l_dst[k]), dst=str(l_src[k]), icmp_type=ICMP_REPLY_TYPE.get(itype, itype),
-                        icmp_code=0, icmp_id=int(icmp_id[int(l_row[k])]))
-        state = STATE_NAMES[int(state_i)] if proto_num == 6 else None
-        limit_ns = limits.ns(proto_num, int(state_i), bool(stream))
-        timeout = limit_ns // 1_000_000_000
+            orig = make_tuple(src=f_src[k], dst=f_dst[k], icmp_type=itype, icmp_code=int(icmp_code[row]),
+                              icmp_id=int(icmp_id[row]))
+            rep = make_tuple(src=l_dst[k], dst=l_src[k], icmp_type=ICMP_REPLY_TYPE.get(itype, itype), icmp_code=0,
+                             icmp_id=int(icmp_id[l_row[k]]))
+        tcp = proto_num == 6
+        limit = limit_of[proto_num]
+        limit_ns = limit[state_i][1 if stream else 0]
         node = h_name[k]
-        read_at = ends.get(node, int(last_ns))
-        left = max(int(timeout - (read_at - int(last_ns)) // 1_000_000_000), 0)
-        flags = set()
-        if not seen_reply:
-            flags.add("UNREPLIED")
-        if assured:
-            flags.add("ASSURED")
-        entry = make_entry(family=family, proto=proto, orig=orig, reply=rep, timeout_s=left, state=state,
-                               flags=frozenset(flags), node=node)
+        read_at = ends.get(node, last_ns)
+        left = max(limit_ns // 1_000_000_000 - (read_at - last_ns) // 1_000_000_000, 0)
+        entry = make_entry(family=family, proto=proto, orig=orig, reply=rep, timeout_s=left,
+                           state=STATE_NAMES[state_i] if tcp else None,
+                           flags=flag_sets[(bool(seen_reply), bool(assured))], node=node)
         ended = ended_how if isinstance(ended_how, str) else None
-        if ended is None and read_at - int(last_ns) > limit_ns:
+        if ended is None and read_at - last_ns > limit_ns:
             ended = "expired"
-        first_state = STATE_NAMES[int(created_state)] if proto_num == 6 else None
-        first_timeout = limits.ns(proto_num, int(created_state), False) // 1_000_000_000
-        created = make_entry(family=family, proto=proto, orig=orig, reply=rep, timeout_s=first_timeout,
-                                 state=first_state, flags=_UNREPLIED, node=node)
-        out.append(RebuiltEntry(entry=entry, node=node, connection=int(h_conn[k]), created_ns=int(created_ns),
-                                last_ns=int(last_ns), recreated=bool(recreated), created=created, ended=ended))
+        created = make_entry(family=family, proto=proto, orig=orig, reply=rep,
+                             timeout_s=limit[created_state][0] // 1_000_000_000,
+                             state=STATE_NAMES[created_state] if tcp else None, flags=_UNREPLIED, node=node)
+        out.append(RebuiltEntry(entry=entry, node=node, connection=h_conn[k], created_ns=created_ns, last_ns=last_ns,
+                                recreated=bool(recreated), created=created, ended=ended))
     return _mark_replaced(out)
 
 
