@@ -77,6 +77,19 @@ def test_parse_conntrack_lines_from_formats_md() -> None:
     assert parse_line("conntrack v1.4.7 (conntrack-tools): 3 flow events have been shown.") is None
 
 
+def _news(lines: list[tuple[str, str]]) -> dict:
+    """truth._chain's index of NEW events by original tuple, from (node, line) pairs; each
+    line's number is its place in ``lines`` among its node's."""
+    news: dict = {}
+    seen: dict[str, int] = {}
+    for node, line in lines:
+        seen[node] = seen.get(node, 0) + 1
+        e = parse_line(line, seen[node])
+        assert e is not None
+        news.setdefault(e.orig_tuple(), []).append((node, e))
+    return news
+
+
 def test_truth_follows_an_entry_recreated_with_another_snat_port() -> None:
     """node1 re-created a connection's entry with a new SNAT port after a RST killed the first
     (a SNAT port landing on a pod's TIME_WAIT socket): node2's entry for the new port is the
@@ -95,12 +108,7 @@ def test_truth_follows_an_entry_recreated_with_another_snat_port() -> None:
         "[1795888358.197345]\t    [NEW] ipv4     2 tcp      6 120 SYN_SENT src=10.0.1.11 dst=10.244.2.7 "
         "sport=56381 dport=8080 [UNREPLIED] src=10.244.2.7 dst=10.0.1.11 sport=8080 dport=56381",
     ]
-    news: dict = {}
-    for node, lines in (("node1", node1), ("node2", node2)):
-        for i, line in enumerate(lines, 1):
-            e = parse_line(line, i)
-            assert e is not None
-            news.setdefault(e.orig_tuple(), []).append((node, e))
+    news = _news([("node1", line) for line in node1] + [("node2", line) for line in node2])
     client = ("tcp", "198.51.100.10", 40086, "203.0.113.10", 80)
     start = 1795888358186079481
     chain = truth._chain(client, news, start, 1795888358212716708 + 1_000_000_000)
@@ -109,52 +117,42 @@ def test_truth_follows_an_entry_recreated_with_another_snat_port() -> None:
     assert truth._stages(client, chain)[1:] == [("tcp", "10.0.1.11", 42879, "10.244.2.7", 8080)] * 2
 
 
-def test_truth_leaves_the_entry_of_the_tuples_previous_use_to_that_connection() -> None:
-    """Client port 40006 reused within milliseconds: node1's entry created 3 ms before this
-    connection started (DNAT to web-0) is the previous connection's, destroyed by this SYN;
-    this connection's is the one created after its start (DNAT to web-1, through node2)."""
-    lines = [
-        ("node1", "[1795890581.749327]\t    [NEW] ipv4     2 tcp      6 120 SYN_SENT src=198.51.100.10 dst=203.0.113.10 "
-                  "sport=40006 dport=80 [UNREPLIED] src=10.244.1.5 dst=10.244.1.1 sport=8080 dport=20183"),
-        ("node1", "[1795890581.754784]\t    [NEW] ipv4     2 tcp      6 120 SYN_SENT src=198.51.100.10 dst=203.0.113.10 "
-                  "sport=40006 dport=80 [UNREPLIED] src=10.244.2.7 dst=10.0.1.11 sport=8080 dport=20916"),
-        ("node2", "[1795890581.752745]\t    [NEW] ipv4     2 tcp      6 120 SYN_SENT src=10.0.1.11 dst=10.244.2.7 "
-                  "sport=20916 dport=8080 [UNREPLIED] src=10.244.2.7 dst=10.0.1.11 sport=8080 dport=20916"),
-    ]
-    news: dict = {}
-    for i, (node, line) in enumerate(lines, 1):
-        e = parse_line(line, i)
-        assert e is not None
-        news.setdefault(e.orig_tuple(), []).append((node, e))
-    client = ("tcp", "198.51.100.10", 40006, "203.0.113.10", 80)
-    start, end = 1795890581752671986, 1795890581766521820
+def _new_event(ts: str, client_port: int, dst: str, dst_port: int, *, at_node2: bool = False) -> str:
+    """A [NEW] line of the lab's Service (203.0.113.10:80 -> a pod's 8080): node1's for a client
+    port, DNATed to ``dst`` and SNATed to ``dst_port``; with ``at_node2`` node2's for that
+    SNAT port."""
+    if at_node2:
+        return (f"[{ts}]\t    [NEW] ipv4     2 tcp      6 120 SYN_SENT src=10.0.1.11 dst={dst} sport={dst_port} "
+                f"dport=8080 [UNREPLIED] src={dst} dst=10.0.1.11 sport=8080 dport={dst_port}")
+    snat = "10.0.1.11" if dst == "10.244.2.7" else "10.244.1.1"
+    return (f"[{ts}]\t    [NEW] ipv4     2 tcp      6 120 SYN_SENT src=198.51.100.10 dst=203.0.113.10 "
+            f"sport={client_port} dport=80 [UNREPLIED] src={dst} dst={snat} sport=8080 dport={dst_port}")
+
+
+@pytest.mark.parametrize(("events", "port", "start", "end", "expected"), [
+    # Client port 40006 reused within milliseconds: node1's entry created 3 ms before this
+    # connection started (DNAT to web-0) is the previous connection's, destroyed by this SYN;
+    # this connection's is the one created after its start (DNAT to web-1, through node2).
+    ([("node1", "1795890581.749327", "10.244.1.5", 20183, False),
+      ("node1", "1795890581.754784", "10.244.2.7", 20916, False),
+      ("node2", "1795890581.752745", "10.244.2.7", 20916, True)],
+     40006, 1795890581752671986, 1795890581766521820, [("node1", 2), ("node2", 1)]),
+    # conntrack -E stamps events as it reads them, milliseconds late: the previous user of
+    # client port 40098 shows at node2 at .352924 but at node1 only at .357393, 0.8 ms before
+    # this connection started (.358182). This connection's entry is node1's at .358280.
+    ([("node1", "1795890813.357393", "10.244.2.7", 18086, False),
+      ("node1", "1795890813.358280", "10.244.1.5", 49904, False),
+      ("node2", "1795890813.352924", "10.244.2.7", 18086, True)],
+     40098, 1795890813358182409, 1795890813367770580, [("node1", 2)]),
+], ids=["created-before-the-start", "stamped-late"])
+def test_truth_leaves_the_entry_of_the_tuples_previous_use_to_that_connection(events, port, start, end, expected):
+    news = _news([(node, _new_event(ts, port, dst, dport, at_node2=node2)) for node, ts, dst, dport, node2 in events])
+    client = ("tcp", "198.51.100.10", port, "203.0.113.10", 80)
     chain = truth._chain(client, news, start, end + 1_000_000_000)
-    assert [(n, e.line_no) for n, e in chain] == [("node1", 2), ("node2", 3)]
-    # The previous connection (started before, ended when this one started) keeps its own.
-    before = truth._chain(client, news, 1795890581730000000, start)
-    assert [(n, e.line_no) for n, e in before] == [("node1", 1)]
-
-
-def test_truth_leaves_an_entry_stamped_just_before_the_start_to_the_previous_connection() -> None:
-    """conntrack -E stamps events as it reads them, milliseconds late: the previous user of
-    client port 40098 shows at node2 at .352924 but at node1 only at .357393, 0.8 ms before
-    this connection started (.358182). This connection's entry is node1's at .358280."""
-    lines = [
-        ("node1", "[1795890813.357393]\t    [NEW] ipv4     2 tcp      6 120 SYN_SENT src=198.51.100.10 dst=203.0.113.10 "
-                  "sport=40098 dport=80 [UNREPLIED] src=10.244.2.7 dst=10.0.1.11 sport=8080 dport=18086"),
-        ("node1", "[1795890813.358280]\t    [NEW] ipv4     2 tcp      6 120 SYN_SENT src=198.51.100.10 dst=203.0.113.10 "
-                  "sport=40098 dport=80 [UNREPLIED] src=10.244.1.5 dst=10.244.1.1 sport=8080 dport=49904"),
-        ("node2", "[1795890813.352924]\t    [NEW] ipv4     2 tcp      6 120 SYN_SENT src=10.0.1.11 dst=10.244.2.7 "
-                  "sport=18086 dport=8080 [UNREPLIED] src=10.244.2.7 dst=10.0.1.11 sport=8080 dport=18086"),
-    ]
-    news: dict = {}
-    for i, (node, line) in enumerate(lines, 1):
-        e = parse_line(line, i)
-        assert e is not None
-        news.setdefault(e.orig_tuple(), []).append((node, e))
-    client = ("tcp", "198.51.100.10", 40098, "203.0.113.10", 80)
-    chain = truth._chain(client, news, 1795890813358182409, 1795890813367770580 + 1_000_000_000)
-    assert [(n, e.line_no) for n, e in chain] == [("node1", 2)]
+    assert [(n, e.line_no) for n, e in chain] == expected
+    # The previous connection (started 20 ms before, ended when this one started) keeps its own.
+    before = truth._chain(client, news, start - 20_000_000, start)
+    assert [(n, e.line_no) for n, e in before][:1] == [("node1", 1)]
 
 
 # -- clock skew ----------------------------------------------------------------------------
