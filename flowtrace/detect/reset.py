@@ -163,12 +163,12 @@ def _held_tuple(row: Any, label: str, origin: str, held: int, earlier: str, ende
     tuple_ = f"{endpoint(row.server_src, row.server_sport)} -> {endpoint(row.server_dst, row.server_dport)}"
     gap = int(row.start_ts_ns) - ended_ns
     when = f"which ended {seconds(gap)} before" if gap >= 0 else "which was still open"
+    there = "TIME_WAIT at the server" if gap >= 0 else "still open at the server"
     if earlier != endpoint(row.client_src, row.client_sport):
-        how = (f"connection {held} came from {earlier}: the SNAT gave this connection the port it had (TIME_WAIT at "
-               "the server).")
+        how = f"connection {held} came from {earlier}: the SNAT gave this connection the port it had ({there})."
         causes = _SNAT_REUSED
     else:
-        how = f"connection {held} came from the same client port: the client reused it (TIME_WAIT at the server)."
+        how = f"connection {held} came from the same client port: the client reused it ({there})."
         causes = _CLIENT_REUSED
     msg = (f"{label} was reset by the client because the server side answered its SYN with an ACK for another "
            f"connection (RST first seen at {origin}): {row.server_capture} still held connection {held} on the same "
