@@ -213,6 +213,7 @@ def conntrack(
     kube_proxy_timeouts: KubeProxyOption = False,
 ) -> None:
     """Print the conntrack table each node held, rebuilt from its capture, in conntrack -L layout."""
+    from flowtrace.pipeline import DUMP_NOTE
     from flowtrace.pipeline import analyze as run_analysis
     from flowtrace.report.conntrack import render_comparison, render_tables
 
@@ -239,6 +240,9 @@ def conntrack(
             continue
         render_comparison(name.split(" ", 1)[0], dump_name, comparison)
         differ |= bool(comparison.differing or comparison.missing_in_dump or comparison.missing_in_reconstruction)
+    for note in result.notes:
+        if DUMP_NOTE in note:
+            typer.echo(f"note: {note}")
     if differ:
         raise typer.Exit(1)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from os import PathLike
@@ -190,6 +191,13 @@ def flows(source: pd.DataFrame | PacketArrays | CaptureArg | Sequence[CaptureArg
 
 TUNNEL_PORTS = (4789, 8472, 6081, 51820, 51821, 51871)
 """UDP ports of tunnels whose own (outer) conntrack entries flowtrace does not rebuild."""
+DUMP_NOTE = "conntrack dump entries"
+"""Words every note about dump entries left out of the comparisons contains (the
+``conntrack --compare`` command prints those notes)."""
+REBUILT_PROTOCOLS = ("tcp", "udp", "sctp", "icmp", "icmpv6")
+"""Protocols whose conntrack entries flowtrace rebuilds (flowtrace.correlate.conntrack); a
+dump's other entries (IGMP and others conntrack lists as ``unknown``, GRE, DCCP) are left
+out of the comparisons, and a note says so."""
 
 
 @fewer_collections()
@@ -243,7 +251,9 @@ def analyze(captures: CaptureArg | Sequence[CaptureArg], *, manifest: CaptureArg
     ends = {s.capture: s.last_ts_ns - corr.offsets[s.capture].offset_ns
             for s in summaries if s.last_ts_ns is not None and s.capture in corr.offsets}
     step("conntrack", 0, 0)
-    dumps = find_dumps(args) + [_dump_arg(d) for d in conntrack_dumps or []]
+    # A dump found in a directory and also named with --compare is read once.
+    dumps = list({(node, path.resolve()): (node, path)
+                  for node, path in find_dumps(args) + [_dump_arg(d) for d in conntrack_dumps or []]}.values())
     analysis = Analysis(packets=packets, flows=fs.flows, connections=corr.connections, hops=corr.hops,
                         offsets=corr.offsets, conntrack=[], roles=roles, captures=summaries,
                         packet_flow=fs.flow_id, packet_hop=corr.packet_hop,
@@ -316,12 +326,14 @@ def _compare_dumps(a: Analysis, dumps: list[tuple[str, Path]]) -> None:
     from flowtrace.context.conntrack import compare, created_entries, read_dump
 
     tunnel_notes = 0
+    others: Counter[str] = Counter()
     for node, path in dumps:
         entries = read_dump(path, node=node)
         a.dumps.setdefault(node, []).extend(entries)
         inner = [e for e in entries if not (e.proto == "udp" and e.orig.dport in TUNNEL_PORTS)]
         tunnel_notes += len(entries) - len(inner)
-        entries = inner
+        others.update(f"{e.proto} {e.proto_number}" for e in inner if e.proto not in REBUILT_PROTOCOLS)
+        entries = [e for e in inner if e.proto in REBUILT_PROTOCOLS]
         if any(e.event for e in entries):
             rebuilt = [e.entry for e in a.conntrack_table(node, ended=True)]
             a.comparisons[f"{node} ({path.name})"] = compare(rebuilt, created_entries(entries))
@@ -329,5 +341,9 @@ def _compare_dumps(a: Analysis, dumps: list[tuple[str, Path]]) -> None:
             rebuilt = [e.entry for e in a.conntrack_table(node)]
             a.comparisons[f"{node} ({path.name})"] = compare(rebuilt, entries, check_state=True)
     if tunnel_notes:
-        a.notes.append(f"{tunnel_notes} conntrack dump entries of tunnel (outer UDP) flows are not compared: "
+        a.notes.append(f"{tunnel_notes} {DUMP_NOTE} of tunnel (outer UDP) flows are not compared: "
                        "flowtrace rebuilds the tables of the connections inside the tunnels")
+    if others:
+        listed = ", ".join(f"{name} ({n})" for name, n in sorted(others.items()))
+        a.notes.append(f"{DUMP_NOTE} of protocols flowtrace does not rebuild (it rebuilds TCP, UDP, SCTP and ICMP) "
+                       f"are not compared: {listed}")

@@ -84,6 +84,31 @@ def test_conntrack_compare_exit_status():
     assert other.exit_code == 1 and "only in the dump" in other.stdout
 
 
+IGMP_JOIN = ("ipv4     2 unknown  2 596 src=10.244.2.1 dst=224.0.0.22 [UNREPLIED] src=224.0.0.22 dst=10.244.2.1 "
+             "mark=0 use=1\n")
+"""node2's bridge joining a multicast group, as a lab node's conntrack -L lists it."""
+
+
+def test_dump_entries_of_protocols_not_rebuilt_are_left_out_and_said(tmp_path):
+    import shutil
+
+    d = tmp_path / "cross-node"
+    shutil.copytree(FIXTURES / "cross-node", d, ignore=shutil.ignore_patterns("pcapng"))
+    listing = d / "node2.conntrack.txt"
+    listing.write_text(listing.read_text() + IGMP_JOIN)
+    a = analyze(str(d))
+    c = a.comparisons["node2 (node2.conntrack.txt)"]
+    assert (c.precision, c.recall) == (1.0, 1.0) and not c.missing_in_reconstruction
+    assert any(e.proto == "unknown" and e.proto_number == 2 for e in a.dumps["node2"])  # still read
+    note = next(n for n in a.notes if "not rebuild" in n)
+    assert note.endswith("are not compared: unknown 2 (1)")
+    r = run("conntrack", str(d), "--compare", str(listing))
+    assert r.exit_code == 0 and "0 only in the dump" in r.stdout and f"note: {note}" in r.stdout
+    # Found in the directory and named again: read once.
+    again = analyze(str(d), conntrack_dumps=[str(listing)])
+    assert [e.line for e in again.dumps["node2"]] == [e.line for e in a.dumps["node2"]]
+
+
 def test_conntrack_unknown_node_is_an_error():
     r = run("conntrack", str(FIXTURES / "cross-node"), "--node", "nope")
     assert r.exit_code == 2 and "nope" in r.output
