@@ -129,10 +129,9 @@ def _build(packets: pd.DataFrame | PacketArrays, tmo: dict[str, int], ignore_che
     n_parts = basis.parts if basis is not None else 2 if worth_forking(main_rows.size) else 1
     first, grouping = _main_core(p, main_rows, tmo, rank, forced, basis, n_parts)
     err_rows = np.flatnonzero(err)
-    if err_rows.size and first.n_flows:
-        att = icmp.attach(errors=p.error_frame(err_rows), flows=first.key_frame(), rank=rank)
-    else:
-        att = icmp.Attachment(np.full(err_rows.size, -1, dtype=np.int64), np.zeros(err_rows.size, dtype=bool))
+    # Checked here too: the frames attach reads would load pandas.
+    att = icmp.attach(errors=p.error_frame(err_rows), flows=first.key_frame(), rank=rank) \
+        if err_rows.size and first.n_flows else icmp.Attachment.none(err_rows.size)
     rest = err_rows[att.flow < 0]
     second = _Core(p, rest, *_group(p, rest, rank), tmo, forced)
 

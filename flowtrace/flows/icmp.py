@@ -39,6 +39,11 @@ class Attachment(NamedTuple):
     quoted_from_lower: np.ndarray
     """Whether the quoted packet was sent by the flow's lower endpoint."""
 
+    @classmethod
+    def none(cls, n: int) -> Attachment:
+        """``n`` errors attached to no flow."""
+        return cls(np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=bool))
+
 
 def attach(*, errors: pd.DataFrame, flows: pd.DataFrame, rank: np.ndarray) -> Attachment:
     """Match ICMP errors to flows by the tuple they quote.
@@ -52,10 +57,10 @@ def attach(*, errors: pd.DataFrame, flows: pd.DataFrame, rank: np.ndarray) -> At
     import pandas as pd  # loaded only for captures with ICMP errors
 
     n = len(errors)
+    if not n or not len(flows):
+        return Attachment.none(n)
     flow = np.full(n, -1, dtype=np.int64)
     qlower = np.zeros(n, dtype=bool)
-    if not n or not len(flows):
-        return Attachment(flow, qlower)
     q = errors
     qproto = q["quoted_proto"].to_numpy().astype(np.int64)
     has_ports = np.isin(qproto, (6, 17, 132))
