@@ -144,13 +144,18 @@ def _csv_field(value: object) -> str:
     return _csv_line([value, ""])[:-2]
 
 
+def _quoted(text: str) -> bool:
+    """Whether the csv module quotes ``text``: it holds a delimiter, a quote or a line end."""
+    return "," in text or '"' in text or "\n" in text or "\r" in text
+
+
 def _csv_texts(values: Sequence[object]) -> list[str]:
-    """Texts as csv fields: those with a delimiter, quote or line end through the csv module."""
+    """Texts as csv fields: those with a delimiter, quote or line end through the csv module
+    (all of them asked at once first: usually none has one)."""
     out = ["" if v is None else v if isinstance(v, str) else str(v) for v in values]
-    joined = "".join(out)
-    if "," not in joined and '"' not in joined and "\n" not in joined and "\r" not in joined:
+    if not _quoted("".join(out)):
         return out
-    return [_csv_field(v) if ("," in v or '"' in v or "\n" in v or "\r" in v) else v for v in out]
+    return [_csv_field(v) if _quoted(v) else v for v in out]
 
 
 def _csv_column(lines: Lines, flows: pd.DataFrame | FlowColumns, name: str) -> None:
