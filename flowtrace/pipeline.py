@@ -194,10 +194,6 @@ TUNNEL_PORTS = (4789, 8472, 6081, 51820, 51821, 51871)
 DUMP_NOTE = "conntrack dump entries"
 """Words every note about dump entries left out of the comparisons contains (the
 ``conntrack --compare`` command prints those notes)."""
-REBUILT_PROTOCOLS = ("tcp", "udp", "sctp", "icmp", "icmpv6")
-"""Protocols whose conntrack entries flowtrace rebuilds (flowtrace.correlate.conntrack); a
-dump's other entries (IGMP and others conntrack lists as ``unknown``, GRE, DCCP) are left
-out of the comparisons, and a note says so."""
 
 
 @fewer_collections()
@@ -324,7 +320,11 @@ def find_dumps(args: Sequence[str]) -> list[tuple[str, Path]]:
 def _compare_dumps(a: Analysis, dumps: list[tuple[str, Path]]) -> None:
     """Attach dumps and their comparisons (created entries vs -E NEW events, live vs -L)."""
     from flowtrace.context.conntrack import compare, created_entries, read_dump
+    from flowtrace.correlate.conntrack import REBUILT_PROTOCOLS
 
+    # A dump's entries of other protocols (IGMP and others conntrack lists as ``unknown``,
+    # GRE, DCCP) are left out of the comparisons, and a note says so.
+    rebuilt_names = set(REBUILT_PROTOCOLS.values())
     tunnel_notes = 0
     others: Counter[str] = Counter()
     for node, path in dumps:
@@ -332,8 +332,8 @@ def _compare_dumps(a: Analysis, dumps: list[tuple[str, Path]]) -> None:
         a.dumps.setdefault(node, []).extend(entries)
         inner = [e for e in entries if not (e.proto == "udp" and e.orig.dport in TUNNEL_PORTS)]
         tunnel_notes += len(entries) - len(inner)
-        others.update(f"{e.proto} {e.proto_number}" for e in inner if e.proto not in REBUILT_PROTOCOLS)
-        entries = [e for e in inner if e.proto in REBUILT_PROTOCOLS]
+        others.update(f"{e.proto} {e.proto_number}" for e in inner if e.proto not in rebuilt_names)
+        entries = [e for e in inner if e.proto in rebuilt_names]
         if any(e.event for e in entries):
             rebuilt = [e.entry for e in a.conntrack_table(node, ended=True)]
             a.comparisons[f"{node} ({path.name})"] = compare(rebuilt, created_entries(entries))

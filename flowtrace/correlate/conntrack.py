@@ -299,6 +299,9 @@ ICMP_REQUESTS = (8, 13, 15, 17)
 ICMPV6_REQUESTS = (128, 130)
 """ICMPv6 types that create a conntrack entry (echo request, MLD query)."""
 ICMP_REPLY_TYPE = {8: 0, 13: 14, 15: 16, 17: 18, 128: 129, 130: 131}
+REBUILT_PROTOCOLS = {6: "tcp", 17: "udp", 132: "sctp", 1: "icmp", 58: "icmpv6"}
+"""The protocols whose entries ``rebuild_tables`` rebuilds (ICMP: requests only), by number,
+with conntrack's names for them."""
 
 
 def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.DataFrame, *,
@@ -366,7 +369,6 @@ def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.Data
     h_name, h_conn = hosts["capture_name"].astype(str).tolist(), hosts["connection"].tolist()
     icmp_type, icmp_code = packets["icmp_type"].to_numpy(), packets["icmp_code"].to_numpy()
     icmp_id = packets["icmp_id"].to_numpy()
-    proto_names = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6", 132: "sctp"}
     # Per protocol, the idle limit in ns by [state][stream], asked of ``limits`` once; the
     # flag sets by (seen a reply, assured).
     limit_of = {p: [[limits.ns(p, st, False), limits.ns(p, st, True)] for st in range(len(STATE_NAMES))]
@@ -377,7 +379,7 @@ def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.Data
             *(life[c].tolist() for c in ("key", "created", "last", "state", "created_state", "seen_reply",
                                          "assured", "stream", "recreated", "ended")), strict=True):
         proto_num = f_proto[k]
-        proto = proto_names.get(proto_num, "unknown")
+        proto = REBUILT_PROTOCOLS[proto_num]
         family = "ipv6" if f_ver[k] == 6 else "ipv4"
         if proto_num in (6, 17, 132):
             orig = make_tuple(src=f_src[k], dst=f_dst[k], sport=f_sport[k], dport=f_dport[k])
