@@ -127,14 +127,10 @@ def _chain(client: Tuple5, news: dict[Tuple5, list[tuple[str, ct.CtEntry]]], sta
     node, entry = min(after or cands, key=lambda c: abs((c[1].ts_ns or 0) - start))
     here = [entry] + [e for n, e in cands if n == node and e is not entry and (e.ts_ns or 0) >= (entry.ts_ns or 0)]
     chain = [(node, e) for e in here]
-    for t in dict.fromkeys(_reply_tuple(e) for e in here):
+    # Each entry's translated packets leave its node with its reply tuple reversed.
+    for t in dict.fromkeys(_rev(e.reply_tuple()) for e in here):
         chain += [c for c in _chain(t, news, start, hi, used | {node}) if all(c[1] is not e for _, e in chain)]
     return chain
-
-
-def _reply_tuple(e: ct.CtEntry) -> Tuple5:
-    """The tuple a packet of ``e``'s original direction leaves its node with."""
-    return (e.proto, e.reply["dst"], int(e.reply["dport"]), e.reply["src"], int(e.reply["sport"]))
 
 
 def _stages(client: Tuple5, chain: list[tuple[str, ct.CtEntry]]) -> list[Tuple5]:
@@ -143,7 +139,7 @@ def _stages(client: Tuple5, chain: list[tuple[str, ct.CtEntry]]) -> list[Tuple5]
         if node in seen:
             continue
         seen.add(node)
-        stages.append(_reply_tuple(e))
+        stages.append(_rev(e.reply_tuple()))
     return stages
 
 
