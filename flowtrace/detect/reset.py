@@ -143,15 +143,18 @@ def previous_holders(connections: pd.DataFrame) -> dict[int, int]:
     """For each connection, the connection that last had its server-side tuple (as the server
     saw it) before it started, where one did: connection -> that earlier connection."""
     c = connections[connections["server_capture"].notna().to_numpy()]
-    if len(c) < 2:
-        return {}
-    key = c[_SERVER_TUPLE].astype(str).groupby(_SERVER_TUPLE, sort=False).ngroup().to_numpy()
-    start = c["start_ts_ns"].to_numpy()
+    earlier, later = _successive(c, _SERVER_TUPLE)
     conn = c["connection"].to_numpy()
-    order = np.lexsort((conn, start, key))
-    key, conn = key[order], conn[order]
-    same = np.flatnonzero(key[1:] == key[:-1]) + 1
-    return dict(zip(conn[same].tolist(), conn[same - 1].tolist(), strict=True))
+    return dict(zip(conn[later].tolist(), conn[earlier].tolist(), strict=True))
+
+
+def _successive(c: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(earlier, later): positions in ``c`` (a connections table) of each two connections
+    with the same ``keys`` that follow one another in start order."""
+    key = c[keys].astype(str).groupby(keys, sort=False).ngroup().to_numpy()
+    order = np.lexsort((c["connection"].to_numpy(), c["start_ts_ns"].to_numpy(), key))
+    same = np.flatnonzero(key[order][1:] == key[order][:-1])
+    return order[same], order[same + 1]
 
 
 def _held_tuple(row: Any, label: str, origin: str, held: int, earlier: str, ended_ns: int
@@ -196,14 +199,10 @@ def _retries(ctx: Context, c: pd.DataFrame, connections: set[int]) -> dict[int, 
     isn = pd.Series(ctx.col("seq")[syn[first]].astype(np.int64), index=conn[first])
     t = c[c["connection"].isin(isn.index).to_numpy()]
     t = t.assign(isn=isn.reindex(t["connection"].to_numpy()).to_numpy())
-    keys = ["proto", "client_src", "client_sport", "client_dst", "client_dport", "isn"]
-    t = t.assign(key=t[keys].astype(str).groupby(keys, sort=False).ngroup().to_numpy())
-    t = t.sort_values(["key", "start_ts_ns", "connection"], kind="stable")
-    key, cid = t["key"].to_numpy(), t["connection"].to_numpy()
-    start, status = t["start_ts_ns"].to_numpy(), t["status"].astype(str).to_numpy()
-    nxt = np.flatnonzero(key[1:] == key[:-1])
-    return {int(cid[i]): (int(cid[i + 1]), int(start[i + 1] - start[i]), str(status[i + 1]))
-            for i in nxt.tolist() if int(cid[i]) in connections}
+    earlier, later = _successive(t, ["proto", "client_src", "client_sport", "client_dst", "client_dport", "isn"])
+    cid, start, status = t["connection"].to_numpy(), t["start_ts_ns"].to_numpy(), t["status"].astype(str).to_numpy()
+    return {int(cid[e]): (int(cid[n]), int(start[n] - start[e]), str(status[n]))
+            for e, n in zip(earlier.tolist(), later.tolist(), strict=True) if int(cid[e]) in connections}
 
 
 def _rows_of(ctx: Context, connections: list[int]) -> dict[int, np.ndarray]:
