@@ -402,6 +402,8 @@ def main() -> None:
         code = _status(e.code)
         if code == 130:  # typer turns Ctrl-C into a silent exit 130
             typer.echo("flowtrace: interrupted", err=True)
+        elif code == 1 and _reader_gone(e):
+            code = BROKEN_PIPE
     except FlowtraceError as e:  # pragma: no cover - commands catch their own
         typer.echo(f"flowtrace: {e}", err=True)
         code = 2
@@ -409,6 +411,22 @@ def main() -> None:
         typer.echo("flowtrace: interrupted", err=True)
         code = 130
     _leave(code)
+
+
+BROKEN_PIPE = 141
+"""Exit status when the reader of the output went away (``| head``): the shell's status of a
+process that SIGPIPE ended (128 + 13), whichever write noticed it."""
+
+
+def _reader_gone(exit: SystemExit) -> bool:
+    """Whether ``exit`` ends the command because stdout's reader went away: click and rich
+    both turn a broken pipe into ``SystemExit(1)`` raised while handling it."""
+    seen: BaseException | None = exit.__context__
+    while seen is not None:
+        if isinstance(seen, BrokenPipeError):
+            return True
+        seen = seen.__context__
+    return False
 
 
 def _status(code: object) -> int:
@@ -435,7 +453,7 @@ def _leave(code: int) -> NoReturn:
     try:
         sys.stdout.flush()
     except BrokenPipeError:  # the reader went away (``| head``): say nothing more
-        code = code or 141
+        code = code or BROKEN_PIPE
     with contextlib.suppress(BrokenPipeError):
         sys.stderr.flush()
     os._exit(code)
