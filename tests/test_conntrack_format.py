@@ -22,6 +22,25 @@ LINES = [
     "ipv4     2 unknown  2 596 src=10.244.2.1 dst=224.0.0.22 [UNREPLIED] src=224.0.0.22 dst=10.244.2.1 mark=0 "
     "use=1",
     "unknown  89 599 src=10.0.0.1 dst=224.0.0.5 src=224.0.0.5 dst=10.0.0.1 mark=0 use=1",
+    # the fields around use= in libnetfilter_conntrack's order: an SELinux host's security
+    # context, -o id, connection labels, zones per direction, timestamps (-o ktimestamp)
+    "tcp      6 431999 ESTABLISHED src=10.0.0.1 dst=10.0.0.2 sport=1 dport=2 src=10.0.0.2 dst=10.0.0.1 "
+    "sport=2 dport=1 [ASSURED] mark=0 secctx=system_u:object_r:unlabeled_t:s0 use=1",
+    "ipv4     2 tcp      6 117 TIME_WAIT src=10.0.0.1 dst=10.0.0.2 sport=1 dport=2 src=10.0.0.2 dst=10.0.0.1 "
+    "sport=2 dport=1 [ASSURED] mark=0 use=1 id=3735928559",
+    "icmp     1 29 src=10.0.0.1 dst=10.0.0.2 type=8 code=0 id=4242 src=10.0.0.2 dst=10.0.0.1 type=0 code=0 "
+    "id=4242 mark=0 use=1 id=2882400001",
+    "udp      17 25 src=10.0.0.1 dst=10.0.0.2 sport=53000 dport=53 zone-orig=1 packets=1 bytes=72 [UNREPLIED] "
+    "src=10.0.0.2 dst=10.0.0.1 sport=53 dport=53000 zone-reply=2 packets=0 bytes=0 mark=7 secmark=4 zone=3 "
+    "delta-time=5 [start=Sat Nov 28 19:36:09 2026] helper=tftp use=2 id=17 labels=eth0-in,web",
+    # conntrack v1.4.7 -L -o extended,ktimestamp,id in a network namespace (accounting and
+    # timestamps on, a raw-table CT rule giving a zone and a helper)
+    "ipv4     2 udp      17 29 src=10.99.0.1 dst=10.99.0.2 sport=46746 dport=5353 zone-orig=4 packets=1 "
+    "bytes=29 [UNREPLIED] src=10.99.0.2 dst=10.99.0.1 sport=5353 dport=46746 packets=0 bytes=0 mark=0 "
+    "delta-time=0 [start=Sat Nov 28 19:41:38 2026] use=1 id=410107944",
+    "ipv4     2 udp      17 29 src=10.99.0.1 dst=10.99.0.2 sport=46746 dport=69 packets=1 bytes=29 "
+    "[UNREPLIED] src=10.99.0.2 dst=10.99.0.1 sport=69 dport=46746 packets=0 bytes=0 mark=0 delta-time=0 "
+    "[start=Sat Nov 28 19:41:38 2026] helper=tftp use=1 id=2550586880",
 ]
 
 
@@ -41,6 +60,24 @@ def test_event_lines_with_timestamps_and_counters():
     assert e.counters == ((1, 60), (1, 60))
     assert e.extra["id"] == "99"
     assert "packets=1 bytes=60 src=2.2.2.2" in e.format()
+
+
+def test_fields_around_use_keep_their_values_and_do_not_change_the_tuples():
+    icmp = parse_line(LINES[9])
+    assert icmp is not None
+    assert icmp.reply == Tuple(src="10.0.0.2", dst="10.0.0.1", icmp_type=0, icmp_code=0, icmp_id=4242)
+    assert icmp.extra == {"id": "2882400001"}
+    many = parse_line(LINES[10])
+    assert many is not None and many.zone == 3 and many.mark == 7 and many.use == 2
+    assert many.extra == {"start": "Sat Nov 28 19:36:09 2026", "zone-orig": "1", "zone-reply": "2",
+                          "secmark": "4", "delta-time": "5", "helper": "tftp", "id": "17", "labels": "eth0-in,web"}
+    assert many.counters == ((1, 72), (0, 0))
+    destroyed = parse_line("[1764358569.123456] [DESTROY] tcp      6 src=10.0.0.1 dst=10.0.0.2 sport=1 dport=2 "
+                           "src=10.0.0.2 dst=10.0.0.1 sport=2 dport=1 [ASSURED] mark=0 delta-time=3 "
+                           "[start=Sat Nov 28 19:36:06 2026] [stop=Sat Nov 28 19:36:09 2026] use=1")
+    assert destroyed is not None and destroyed.event == "DESTROY"
+    assert destroyed.format().endswith("delta-time=3 [start=Sat Nov 28 19:36:06 2026] "
+                                       "[stop=Sat Nov 28 19:36:09 2026] use=1")
 
 
 def test_destroy_events_have_no_timeout():

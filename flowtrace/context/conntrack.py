@@ -79,10 +79,11 @@ class ConntrackEntry:
     """TCP (or SCTP/DCCP) state; None for stateless protocols."""
     flags: frozenset[str] = frozenset()
     """UNREPLIED, ASSURED, OFFLOAD, …"""
-    mark: int = 0
-    """Connection mark."""
-    use: int = 1
-    """Reference count."""
+    mark: int | None = 0
+    """Connection mark; None where the line has no ``mark=`` (``conntrack -E`` prints it only
+    when set)."""
+    use: int | None = 1
+    """Reference count; None where the line has no ``use=`` (``conntrack -E`` events)."""
     zone: int | None = None
     """Conntrack zone, when one is set."""
     event: str | None = None
@@ -130,25 +131,53 @@ class ConntrackEntry:
             parts.append(f"{self.timeout_s} ")
         if self.state:
             parts.append(f"{self.state} ")
+        extra = self.extra
         parts.append(self.orig.text() + " ")
+        if "zone-orig" in extra:
+            parts.append(f"zone-orig={extra['zone-orig']} ")
         if self.counters:
             parts.append(f"packets={self.counters[0][0]} bytes={self.counters[0][1]} ")
         if "UNREPLIED" in self.flags:
             parts.append("[UNREPLIED] ")
         parts.append(self.reply.text() + " ")
+        if "zone-reply" in extra:
+            parts.append(f"zone-reply={extra['zone-reply']} ")
         if self.counters:
             parts.append(f"packets={self.counters[1][0]} bytes={self.counters[1][1]} ")
         for flag in ("ASSURED", "OFFLOAD", "HW_OFFLOAD"):
             if flag in self.flags:
                 parts.append(f"[{flag}] ")
-        parts.append(f"mark={self.mark} ")
+        if self.mark is not None:
+            parts.append(f"mark={self.mark} ")
+        if extra:
+            parts.extend(f"{k}={extra[k]} " for k in ("secmark", "secctx") if k in extra)
         if self.zone is not None:
             parts.append(f"zone={self.zone} ")
-        parts.append(f"use={self.use}")
-        return "".join(parts)
+        if extra:
+            parts.extend(_BRACKETED.get(k, "{}={} ").format(k, extra[k])
+                         for k in ("delta-time", "start", "stop", "helper") if k in extra)
+        if self.use is not None:
+            parts.append(f"use={self.use} ")
+        if extra:
+            parts.extend(f"{k}={v} " for k, v in extra.items() if k not in _PLACED)
+        if "USERSPACE" in self.flags:  # conntrack's own addition to events a command caused
+            parts.append("[USERSPACE] ")
+            if "portid" in extra:
+                parts.append(f"portid={extra['portid']} ")
+        return "".join(parts)[:-1]
 
     def __str__(self) -> str:
         return self.format()
+
+
+_PLACED = frozenset({"zone-orig", "zone-reply", "secmark", "secctx", "delta-time", "start", "stop", "helper",
+                     "portid"})
+"""Fields of ``ConntrackEntry.extra`` that conntrack prints before ``use=``. It prints
+``id=`` (``-o id``) and ``labels=`` after it; fields it may add later follow them, in the
+order read. conntrack itself ends an event a command caused (``conntrack -F``, ``-D``)
+with ``[USERSPACE] portid=``."""
+_BRACKETED = {"start": "[{}={}] ", "stop": "[{}={}] "}
+"""Fields printed in brackets (``-o ktimestamp``: ``[start=Sat Nov 28 19:36:09 2026]``)."""
 
 
 make_tuple = maker(Tuple)
@@ -160,6 +189,7 @@ make_entry = maker(ConntrackEntry)
 
 _EVENT = re.compile(r"^\s*(?:\[(\d+)\.(\d+)\s*\]\s*)?(?:\[(NEW|UPDATE|DESTROY)\]\s*)?")
 _KV = re.compile(r"^([a-z_\-]+)=(.*)$")
+_STAMP = re.compile(r"\[(start|stop)=([^\]]*)\]")
 
 
 _PORTS = (r"(src=(\S+)\s+dst=(\S+)\s+sport=(\d+)\s+dport=(\d+))(?:\s+packets=(\d+)\s+bytes=(\d+))?"
@@ -207,7 +237,7 @@ def _parse_common(text: str, line: int | None, node: str, seen: _Interned) -> Co
     return make_entry(
         family=family, proto=proto, orig=seen.tuple(t1, s1, d1, sp1, dp1), reply=seen.tuple(t2, s2, d2, sp2, dp2),
         timeout_s=int(timeout) if timeout is not None else None, state=state, flags=seen.flag_set(f1 + f2),
-        mark=int(mark) if mark is not None else 0, use=int(use) if use is not None else 1,
+        mark=int(mark) if mark is not None else None, use=int(use) if use is not None else None,
         zone=int(zone) if zone is not None else None, event=event,
         ts_ns=int(sec) * 1_000_000_000 + int(usec) * 1000 if sec is not None else None, node=node,
         counters=((int(p1), int(b1)), (int(p2), int(b2))) if p1 is not None and p2 is not None else None,
@@ -247,6 +277,11 @@ def _parse_general(text: str, line: int | None, node: str) -> ConntrackEntry | N
             ts_ns = int(m.group(1)) * 1_000_000_000 + int(m.group(2)) * 1000
         event = m.group(3)
         text = text[m.end():]
+    extra: dict[str, str] = {}
+    if "[st" in text:  # -o ktimestamp: [start=Sat Nov 28 19:36:09 2026], spaces inside
+        for stamp in _STAMP.finditer(text):
+            extra[stamp.group(1)] = stamp.group(2)
+        text = _STAMP.sub(" ", text)
     tokens = text.split()
     if not tokens:
         return None
@@ -269,9 +304,10 @@ def _parse_general(text: str, line: int | None, node: str) -> ConntrackEntry | N
     tuples: list[dict[str, str]] = [{}, {}]
     counters: list[list[int]] = [[], []]
     flags: set[str] = set()
-    extra: dict[str, str] = {}
     current = -1
-    mark, use, zone = 0, 1, None
+    mark: int | None = None
+    use: int | None = None
+    zone = None
     for tok in rest:
         if tok.startswith("[") and tok.endswith("]"):
             flags.add(tok[1:-1])
@@ -284,8 +320,9 @@ def _parse_general(text: str, line: int | None, node: str) -> ConntrackEntry | N
             current += 1
             if current > 1:
                 raise InputError("", f"more than two tuples: {stripped[:80]!r}", line=line)
+        # id= is the ICMP tuple's after its type and code; another (-o id) is the entry's.
         if k in ("src", "dst", "sport", "dport", "type", "code", "id") and 0 <= current <= 1 and \
-                not (k == "id" and "type" not in tuples[current]):
+                not (k == "id" and ("type" not in tuples[current] or "id" in tuples[current])):
             tuples[current][k] = v
         elif k in ("packets", "bytes") and 0 <= current <= 1:
             counters[current].append(int(v))

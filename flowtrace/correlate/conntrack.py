@@ -405,7 +405,8 @@ def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.Data
             ended = "expired"
         created = make_entry(family=family, proto=proto, orig=orig, reply=rep,
                              timeout_s=limit[created_state][0] // 1_000_000_000,
-                             state=STATE_NAMES[created_state] if tcp else None, flags=_UNREPLIED, node=node)
+                             state=STATE_NAMES[created_state] if tcp else None, flags=_UNREPLIED, node=node,
+                             mark=None, use=None)  # as conntrack -E prints a NEW event: no mark=, no use=
         out.append(RebuiltEntry(entry=entry, node=node, connection=h_conn[k], created_ns=created_ns, last_ns=last_ns,
                                 recreated=bool(recreated), created=created, ended=ended))
     return _mark_replaced(out)
