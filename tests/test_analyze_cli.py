@@ -75,6 +75,18 @@ def test_conntrack_table_is_the_kernel_layout():
     assert sorted(map(without_timeout, lines)) == sorted(map(without_timeout, kernel))
 
 
+@pytest.mark.parametrize("scenario", ["cross-node", "nodeport", "dns", "ipv6"])
+def test_conntrack_events_are_the_kernels_new_lines_byte_for_byte(scenario):
+    """Both nodes' NEW events, as conntrack -E -o timestamp,extended printed them in the lab
+    (the timestamp cut off), and nothing else: no mark=, no use=."""
+    for node in ("node1", "node2"):
+        r = run("conntrack", str(FIXTURES / scenario), "--node", node, "--extended", "--events")
+        assert r.exit_code == 0
+        events = (FIXTURES / scenario / f"{node}.conntrack-events.txt").read_text().splitlines()
+        kernel = [line.split("\t", 1)[1] for line in events if "[NEW]" in line]
+        assert kernel and sorted(r.stdout.splitlines()) == sorted(kernel)
+
+
 def test_conntrack_compare_exit_status():
     same = run("conntrack", str(FIXTURES / "asymmetric-return"), "--compare",
                str(FIXTURES / "asymmetric-return" / "node2.conntrack-events.txt"))
