@@ -219,8 +219,10 @@ def conntrack(
 
     dumps = list(compare_with or [])
     try:
+        # Neither findings nor the dumps beside the captures are printed here.
         result = run_analysis(captures, manifest=manifest, conntrack_dumps=dumps,
-                              timeouts=_timeouts(timeout, kube_proxy_timeouts))
+                              timeouts=_timeouts(timeout, kube_proxy_timeouts), detect=False,
+                              directory_dumps=False)
     except FlowtraceError as e:
         raise _fail(e) from None
     known = result.conntrack_nodes()
@@ -276,7 +278,9 @@ def trace(
             raise InputError("", str(e)) from None
         names = _read_k8s(k8s)
         with _progress(captures) as progress:
-            result = run_analysis(captures, manifest=manifest, reference=reference, progress=progress)
+            # The dumps beside the captures are not drawn or exported: not read.
+            result = run_analysis(captures, manifest=manifest, reference=reference, progress=progress,
+                                  directory_dumps=False)
         try:
             report = TraceReport.build(result, selection, names=names, limit=limit or None)
         except NoConnection as e:
@@ -314,7 +318,9 @@ def export(
             raise InputError("", f"--table {', '.join(unknown)}: choose from {', '.join(table_names())}")
         names = _read_k8s(k8s)
         with _progress(captures) as progress:
-            result = run_analysis(captures, manifest=manifest, reference=reference, progress=progress)
+            # The dumps beside the captures are not drawn or exported: not read.
+            result = run_analysis(captures, manifest=manifest, reference=reference, progress=progress,
+                                  directory_dumps=False)
         files = write_tables(result, output, fmt=fmt, names=names, tables=table, version=__version__)
     except FlowtraceError as e:
         raise _fail(e) from None

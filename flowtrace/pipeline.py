@@ -200,7 +200,8 @@ DUMP_NOTE = "conntrack dump entries"
 def analyze(captures: CaptureArg | Sequence[CaptureArg], *, manifest: CaptureArg | None = None,
             conntrack_dumps: Sequence[str] | None = None, reference: str | None = None,
             timeouts: Mapping[str, float] | None = None, ignore_checksums: bool = False,
-            window_ns: int | None = None, progress: Progress | None = None) -> Analysis:
+            window_ns: int | None = None, progress: Progress | None = None, detect: bool = True,
+            directory_dumps: bool = True) -> Analysis:
     """Read captures and follow every connection across them (``flowtrace analyze``).
 
     ``captures`` are files, ``NAME=PATH`` or directories (conntrack dumps found in a
@@ -208,8 +209,10 @@ def analyze(captures: CaptureArg | Sequence[CaptureArg], *, manifest: CaptureArg
     roles, hosts and the reference clock (see flowtrace.context.manifest);
     ``conntrack_dumps`` are ``[NODE=]PATH`` of ``conntrack -L``/``-E`` output; ``reference``
     names the capture whose clock is the reference; ``progress`` is called as stages
-    advance (see Progress). Returns an Analysis. Raises CaptureError for unreadable
-    captures and InputError for a bad manifest or dump.
+    advance (see Progress). ``detect=False`` leaves the anomaly detectors out (no
+    findings; ``detect_anomalies`` runs them later); ``directory_dumps=False`` compares
+    only ``conntrack_dumps``, not the dumps found in directories. Returns an Analysis.
+    Raises CaptureError for unreadable captures and InputError for a bad manifest or dump.
     """
     # What only analyze needs is imported here: ``flows`` and ``info`` start sooner.
     from flowtrace.analysis import Analysis
@@ -248,8 +251,9 @@ def analyze(captures: CaptureArg | Sequence[CaptureArg], *, manifest: CaptureArg
             for s in summaries if s.last_ts_ns is not None and s.capture in corr.offsets}
     step("conntrack", 0, 0)
     # A dump found in a directory and also named with --compare is read once.
+    found = find_dumps(args) if directory_dumps else []
     dumps = list({(node, path.resolve()): (node, path)
-                  for node, path in find_dumps(args) + [_dump_arg(d) for d in conntrack_dumps or []]}.values())
+                  for node, path in found + [_dump_arg(d) for d in conntrack_dumps or []]}.values())
     analysis = Analysis(packets=packets, flows=fs.flows, connections=corr.connections, hops=corr.hops,
                         offsets=corr.offsets, conntrack=[], roles=roles, captures=summaries,
                         packet_flow=fs.flow_id, packet_hop=corr.packet_hop,
@@ -257,14 +261,16 @@ def analyze(captures: CaptureArg | Sequence[CaptureArg], *, manifest: CaptureArg
                         packet_group=corr.packet_group, notes=list(corr.notes))
     # The detectors do not read conntrack tables or dumps: they run in a second process
     # while this one rebuilds the tables and compares them with the dumps.
-    detection = Forked(partial(_detect, analysis), fork=worth_forking(len(packets)))
+    detection = Forked(partial(_detect, analysis), fork=worth_forking(len(packets))) if detect else None
     try:
         analysis.conntrack = rebuild_tables(packets, corr.hops, corr.sightings, end_ns=ends, timeouts=timeouts)
         _compare_dumps(analysis, dumps)
-        step("detect", 0, 0)
-        _store_findings(analysis, *detection.result())
+        if detection is not None:
+            step("detect", 0, 0)
+            _store_findings(analysis, *detection.result())
     finally:
-        detection.cancel()
+        if detection is not None:
+            detection.cancel()
     return analysis
 
 

@@ -155,3 +155,17 @@ def test_conntrack_timeouts_set_the_seconds_left():
     assert seconds_left("--kube-proxy-timeouts") == {"120"}  # kube-proxy leaves TIME_WAIT alone
     bad = run("analyze", str(FIXTURES / "cross-node"), "--timeout", "tcp_time_wait")
     assert bad.exit_code == 2 and "KEY=SECONDS" in bad.output
+
+
+def test_analysis_without_detection_or_the_directorys_dumps():
+    scenario = FIXTURES / "cross-node"
+    full = analyze(scenario)
+    assert full.findings and len(full.comparisons) == 4
+    bare = analyze(scenario, detect=False, directory_dumps=False,
+                   conntrack_dumps=[str(scenario / "node1.conntrack.txt")])
+    assert bare.findings == [] and (bare.connections["findings"] == 0).all()
+    assert list(bare.comparisons) == ["node1 (node1.conntrack.txt)"]
+    assert list(bare.dumps) == ["node1"]
+    assert bare.comparisons["node1 (node1.conntrack.txt)"] == full.comparisons["node1 (node1.conntrack.txt)"]
+    for node in full.conntrack_nodes():
+        assert [e.entry for e in bare.conntrack_table(node)] == [e.entry for e in full.conntrack_table(node)]
