@@ -189,3 +189,45 @@ def test_unknown_protocols_keep_their_number_and_differ_by_it(tmp_path):
         "</flow>\n</conntrack>\n")
     (x,) = read_dump(p)
     assert x.proto_number == 2 and x.key() == igmp.key()
+
+
+@pytest.mark.parametrize("line, what", [
+    ("tcp      6 118 TIME_WAIT src=1.1.1.1 dst=2.2.2.2 sport=39566 dport=8080 src=2.2.2.2 dst=1.1.1.1 "
+     "sport=808ASSURED] mark=0 use=1", "sport=808ASSURED] is not a number"),
+    ("tcp      6 118 TIME_WAIT src=1.1.1.1 dst=2.2.2.2 sport=70000 dport=80 src=2.2.2.2 dst=1.1.1.1 "
+     "sport=80 dport=70000 mark=0 use=1", "sport=70000 is out of range"),
+    ("tcp      6 118 TIME_WAIT src=1.1.1.1 dst=2.2.2.2 sport=-5 dport=80 src=2.2.2.2 dst=1.1.1.1 "
+     "sport=80 dport=5 mark=0 use=1", "sport=-5 is not a number"),
+    ("icmp     1 29 src=10.0.0.1 dst=10.0.0.2 type=300 code=0 id=1 src=10.0.0.2 dst=10.0.0.1 type=0 code=0 id=1 "
+     "mark=0 use=1", "type=300 is out of range"),
+    ("tcp      6 118 TIME_WAIT src=1.1.1.1 dst=sport=1 sport=1 dport=80 src=2.2.2.2 dst=1.1.1.1 "
+     "sport=80 dport=1 mark=0 use=1", "is not an address"),
+    ("tcp      6 118 TIME_WAIT src=1.1.1.1 dst=2.2.2.2 sport=1 dport=80 src=2.2.2.2 dst=1.1.1.1 "
+     "sport=80 dport=1 mark=x use=1", "not a conntrack entry"),
+    ("udp      17 25 src=1.1.1.1 dst=2.2.2.2 sport=1 dport=53 packets=1 bytes=7e1 src=2.2.2.2 dst=1.1.1.1 "
+     "sport=53 dport=1 packets=0 bytes=0 mark=0 use=1", "not a conntrack entry"),
+])
+def test_malformed_numbers_and_addresses_are_input_errors(tmp_path, line, what):
+    p = tmp_path / "node1.conntrack.txt"
+    p.write_text(LINES[0] + "\n" + line + "\n")
+    with pytest.raises(InputError) as err:
+        read_dump(p)
+    assert what in str(err.value) and "line 2" in str(err.value)
+
+
+def test_malformed_xml_numbers_are_input_errors(tmp_path):
+    p = tmp_path / "dump.xml"
+    p.write_text(
+        '<?xml version="1.0" encoding="utf-8"?>\n<conntrack>\n<flow type="new"><meta direction="original">'
+        '<layer3 protonum="2" protoname="ipv4"><src>1.1.1.1</src><dst>2.2.2.2</dst></layer3>'
+        '<layer4 protonum="6" protoname="tcp"><sport>x1</sport><dport>2</dport></layer4></meta>'
+        '<meta direction="reply"><layer3 protonum="2" protoname="ipv4"><src>3.3.3.3</src><dst>1.1.1.1</dst>'
+        '</layer3><layer4 protonum="6" protoname="tcp"><sport>8080</sport><dport>1</dport></layer4></meta>'
+        '<meta direction="independent"><timeout>12x</timeout></meta></flow>\n</conntrack>\n')
+    with pytest.raises(InputError) as err:
+        read_dump(p)
+    assert "dump.xml" in str(err.value) and "sport=x1 is not a number" in str(err.value)
+    p.write_text(p.read_text().replace("x1", "1"))
+    with pytest.raises(InputError) as err:
+        read_dump(p)
+    assert "not a conntrack XML dump" in str(err.value)

@@ -192,7 +192,10 @@ _KV = re.compile(r"^([a-z_\-]+)=(.*)$")
 _STAMP = re.compile(r"\[(start|stop)=([^\]]*)\]")
 
 
-_PORTS = (r"(src=(\S+)\s+dst=(\S+)\s+sport=(\d+)\s+dport=(\d+))(?:\s+packets=(\d+)\s+bytes=(\d+))?"
+_ADDRESS = r"[0-9a-fA-F.:]+"
+_IS_ADDRESS = re.compile(_ADDRESS)
+_PORTS = (r"(src=(" + _ADDRESS + r")\s+dst=(" + _ADDRESS + r")\s+sport=(\d+)\s+dport=(\d+))"
+          r"(?:\s+packets=(\d+)\s+bytes=(\d+))?"
           r"((?:\s+\[[A-Z_]+\])*)")
 _COMMON = re.compile(
     r"\s*(?:\[(\d+)\.(\d+)\s*\]\s*)?(?:\[(NEW|UPDATE|DESTROY)\]\s*)?(?:(ipv4|ipv6)\s+\d+\s+)?"
@@ -211,10 +214,14 @@ class _Interned:
     tuples: dict[str, Tuple] = field(default_factory=dict)
     flags: dict[str, frozenset[str]] = field(default_factory=dict)
 
-    def tuple(self, text: str, src: str, dst: str, sport: str, dport: str) -> Tuple:
+    def tuple(self, text: str, src: str, dst: str, sport: str, dport: str) -> Tuple | None:
+        """The tuple of ``text``; None when a port is out of range."""
         t = self.tuples.get(text)
         if t is None:
-            t = self.tuples[text] = make_tuple(src=src, dst=dst, sport=int(sport), dport=int(dport))
+            sp, dp = int(sport), int(dport)
+            if sp > 65535 or dp > 65535:
+                return None
+            t = self.tuples[text] = make_tuple(src=src, dst=dst, sport=sp, dport=dp)
         return t
 
     def flag_set(self, text: str) -> frozenset[str]:
@@ -234,8 +241,11 @@ def _parse_common(text: str, line: int | None, node: str, seen: _Interned) -> Co
         family = "ipv6" if ":" in s1 else "ipv4"
     elif family == "ipv4" and ":" in s1:
         family = "ipv6"
+    orig, reply = seen.tuple(t1, s1, d1, sp1, dp1), seen.tuple(t2, s2, d2, sp2, dp2)
+    if orig is None or reply is None:
+        return None  # the general parser says what is wrong
     return make_entry(
-        family=family, proto=proto, orig=seen.tuple(t1, s1, d1, sp1, dp1), reply=seen.tuple(t2, s2, d2, sp2, dp2),
+        family=family, proto=proto, orig=orig, reply=reply,
         timeout_s=int(timeout) if timeout is not None else None, state=state, flags=seen.flag_set(f1 + f2),
         mark=int(mark) if mark is not None else None, use=int(use) if use is not None else None,
         zone=int(zone) if zone is not None else None, event=event,
@@ -261,7 +271,14 @@ def parse_line(text: str, *, line: int | None = None, node: str = "") -> Conntra
 
 def _parse(text: str, line: int | None, node: str, seen: _Interned) -> ConntrackEntry | None:
     entry = _parse_common(text, line, node, seen)
-    return entry if entry is not None else _parse_general(text, line, node)
+    if entry is not None:
+        return entry
+    try:
+        return _parse_general(text, line, node)
+    except InputError:
+        raise
+    except ValueError:  # a number that is not one (sport=80], mark=x, packets=1e3)
+        raise InputError("", f"not a conntrack entry: {text.strip()[:80]!r}", line=line) from None
 
 
 def _parse_general(text: str, line: int | None, node: str) -> ConntrackEntry | None:
@@ -351,12 +368,22 @@ def _parse_general(text: str, line: int | None, node: str) -> ConntrackEntry | N
 def _tuple(t: dict[str, str], line: int | None, text: str) -> Tuple:
     if "src" not in t or "dst" not in t:
         raise InputError("", f"tuple without src/dst: {text[:80]!r}", line=line)
+    for key in ("src", "dst"):
+        if not _IS_ADDRESS.fullmatch(t[key]):
+            raise InputError("", f"{key}={t[key]} is not an address: {text[:80]!r}", line=line)
 
-    def num(key: str) -> int | None:
-        return int(t[key]) if key in t else None
+    def num(key: str, limit: int) -> int | None:
+        if key not in t:
+            return None
+        if not t[key].isdecimal():
+            raise InputError("", f"{key}={t[key]} is not a number: {text[:80]!r}", line=line)
+        value = int(t[key])
+        if value > limit:
+            raise InputError("", f"{key}={t[key]} is out of range: {text[:80]!r}", line=line)
+        return value
 
-    return Tuple(src=t["src"], dst=t["dst"], sport=num("sport"), dport=num("dport"),
-                 icmp_type=num("type"), icmp_code=num("code"), icmp_id=num("id"))
+    return Tuple(src=t["src"], dst=t["dst"], sport=num("sport", 65535), dport=num("dport", 65535),
+                 icmp_type=num("type", 255), icmp_code=num("code", 255), icmp_id=num("id", 65535))
 
 
 def _parse_xml(text: str, path: Path, node: str) -> list[ConntrackEntry]:
@@ -365,8 +392,18 @@ def _parse_xml(text: str, path: Path, node: str) -> list[ConntrackEntry]:
                              else f"<conntrack>{text}</conntrack>")
     except ET.ParseError as e:
         raise InputError(path, f"not a conntrack XML dump: {e}") from None
+    try:
+        return _xml_entries(root, node)
+    except InputError as e:
+        raise InputError(path, e.reason) from None
+    except ValueError as e:  # a number that is not one
+        raise InputError(path, f"not a conntrack XML dump: {e}") from None
+
+
+def _xml_entries(root: ET.Element, node: str) -> list[ConntrackEntry]:
+    """The entries of a parsed ``conntrack -o xml`` document."""
     out = []
-    for flow in root.iter("flow"):
+    for i, flow in enumerate(root.iter("flow"), start=1):
         flags: set[str] = set()
         timeout: int | None = None
         state: str | None = None
@@ -386,13 +423,9 @@ def _parse_xml(text: str, path: Path, node: str) -> list[ConntrackEntry]:
                     el = parent.find(tag) if parent is not None else None
                     return el.text if el is not None else None
 
-                sport, dport = val(l4, "sport"), val(l4, "dport")
-                itype, icode, iid = val(l4, "type"), val(l4, "code"), val(l4, "id")
-                tuples[direction] = Tuple(
-                    src=val(l3, "src") or "", dst=val(l3, "dst") or "",
-                    sport=int(sport) if sport else None, dport=int(dport) if dport else None,
-                    icmp_type=int(itype) if itype else None, icmp_code=int(icode) if icode else None,
-                    icmp_id=int(iid) if iid else None)
+                fields = {key: val(l3 if key in ("src", "dst") else l4, key)
+                          for key in ("src", "dst", "sport", "dport", "type", "code", "id")}
+                tuples[direction] = _tuple({k: v for k, v in fields.items() if v}, None, f"flow {i}")
             elif direction == "independent":
                 for child in meta:
                     if child.tag == "timeout" and child.text:
