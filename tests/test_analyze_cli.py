@@ -135,13 +135,25 @@ def test_manifest_sets_roles_and_reference(tmp_path):
 
 
 @pytest.mark.parametrize("text", ["[1, 2]", "captures: {a: {role: wizard}}", "captures: {a: {colour: red}}",
-                                  "foo: 1", "captures: [", ])
+                                  "foo: 1", "captures: [",
+                                  # shapes YAML reads fine that are not a manifest's
+                                  "captures: [client, node1]", "captures: x", "same_clock: 1", "same_clock: [a, b]",
+                                  "same_clock: true", "reference: [client]", "captures: {a: {host: {x: 1}}}",
+                                  "same_clock: [[a, {b: 1}]]"])
 def test_bad_manifests_are_input_errors(tmp_path, text):
     m = tmp_path / "m.yaml"
     m.write_text(text)
     with pytest.raises(InputError) as e:
         read_manifest(m)
     assert "m.yaml" in str(e.value)
+
+
+def test_manifest_names_may_be_numbers_and_empty_entries_are_skipped(tmp_path):
+    m = tmp_path / "m.yaml"
+    m.write_text("reference: 1\ncaptures:\n  web-1: {host: 2}\n  node2: {host: 2}\nsame_clock: [[client, ~]]\n")
+    man = read_manifest(m)
+    assert man.reference == "1" and man.captures["web-1"].host == "2"
+    assert man.same_clock == [{"client"}, {"web-1", "node2"}]
 
 
 def test_conntrack_timeouts_set_the_seconds_left():

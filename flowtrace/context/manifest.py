@@ -67,8 +67,11 @@ def read_manifest(path: str | PathLike[str]) -> Manifest:
     unknown = set(data) - {"captures", "reference", "same_clock"}
     if unknown:
         raise InputError(p, f"unknown key(s): {', '.join(sorted(unknown))}")
+    listed = data.get("captures") or {}
+    if not isinstance(listed, dict):
+        raise InputError(p, "captures must be a mapping of capture names")
     captures: dict[str, CaptureInfo] = {}
-    for name, info in (data.get("captures") or {}).items():
+    for name, info in listed.items():
         if info is None:
             info = {}
         if not isinstance(info, dict):
@@ -78,13 +81,27 @@ def read_manifest(path: str | PathLike[str]) -> Manifest:
             raise InputError(p, f"captures.{name}.role must be one of {', '.join(ROLES)}, not {role!r}")
         extra = set(info) - {"role", "host", "pod"}
         if extra:
-            raise InputError(p, f"captures.{name}: unknown key(s) {', '.join(sorted(extra))}")
-        captures[str(name)] = CaptureInfo(role=role, host=info.get("host"), pod=info.get("pod"))
-    same = [set(map(str, group)) for group in (data.get("same_clock") or [])]
+            raise InputError(p, f"captures.{name}: unknown key(s) {', '.join(sorted(map(str, extra)))}")
+        host, pod = (_name(p, f"captures.{name}.{key}", info.get(key)) for key in ("host", "pod"))
+        captures[str(name)] = CaptureInfo(role=role, host=host, pod=pod)
+    groups = data.get("same_clock") or []
+    if not isinstance(groups, list) or not all(isinstance(g, list) for g in groups):
+        raise InputError(p, "same_clock must be a list of lists of capture names")
+    same = [{n for c in group if (n := _name(p, "same_clock", c)) is not None} for group in groups]
     by_host: dict[str, set[str]] = {}
     for name, info in captures.items():
         if info.host:
             by_host.setdefault(info.host, set()).add(name)
     same.extend(group for group in by_host.values() if len(group) > 1)
-    ref = data.get("reference")
-    return Manifest(captures=captures, reference=str(ref) if ref is not None else None, same_clock=same)
+    ref = _name(p, "reference", data.get("reference"))
+    return Manifest(captures=captures, reference=ref, same_clock=same)
+
+
+def _name(path: Path, key: str, value: object) -> str | None:
+    """``value`` as a name (YAML may read ``node1`` as text, ``2`` as a number); None when
+    absent. Raises InputError for a list or mapping."""
+    if value is None:
+        return None
+    if isinstance(value, (list, dict)):
+        raise InputError(path, f"{key} must be a name, not {type(value).__name__} {value!r}")
+    return str(value)
