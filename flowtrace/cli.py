@@ -189,7 +189,10 @@ def analyze(
     except FlowtraceError as e:
         raise _fail(e) from None
     if output is not None:
-        output.write_text(render_json(result, version=__version__, names=names) + "\n")
+        try:
+            _write_text(output, render_json(result, version=__version__, names=names) + "\n")
+        except FlowtraceError as e:
+            raise _fail(e) from None
     if json_out and output is None:
         sys.stdout.write(render_json(result, version=__version__, names=names) + "\n")
     elif not json_out:

@@ -26,7 +26,7 @@ from flowtrace.decode.reading import (
     workers_for,
 )
 from flowtrace.decode.table import PacketArrays, PacketTableBuilder, merge_parts
-from flowtrace.errors import CaptureWarning
+from flowtrace.errors import CaptureWarning, InputError
 from flowtrace.flows import FlowSet
 from flowtrace.flows import build as build_flows
 from flowtrace.fork import Forked, can_fork, worth_forking
@@ -224,6 +224,12 @@ def analyze(captures: CaptureArg | Sequence[CaptureArg], *, manifest: CaptureArg
 
     args = _as_list(captures)
     sources = expand_sources(args)
+    man = read_manifest(manifest) if manifest is not None else Manifest()
+    # A manifest may describe more captures than one run reads; a reference asked for here
+    # must be one of them.
+    names = [s.name for s in sources]
+    if reference is not None and reference not in names:
+        raise InputError("", f"the reference {reference!r} is not a capture (captures: {', '.join(names)})")
     step = progress or (lambda stage, done, total: None)
     packets, readers = read_sources(sources, progress=progress)
     # Rows are in capture order: each capture's rows are one slice (a view, not a copy).
@@ -231,7 +237,6 @@ def analyze(captures: CaptureArg | Sequence[CaptureArg], *, manifest: CaptureArg
     summaries = [summarize(r, packets.iloc[bounds[i]:bounds[i + 1]]) for i, r in enumerate(readers)]
     step("flows", 0, 0)
     fs = build_flows(packets, timeouts=timeouts, ignore_checksums=ignore_checksums)
-    man = read_manifest(manifest) if manifest is not None else Manifest()
     step("correlate", 0, 0)
 
     def resplit(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:

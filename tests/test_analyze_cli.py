@@ -61,6 +61,18 @@ def test_analyze_bad_input_is_one_line_exit_2(tmp_path):
     assert "Traceback" not in r.output and "x.pcap" in r.output
 
 
+@pytest.mark.parametrize("args, said", [
+    (["--reference", "nosuch"], "the reference 'nosuch' is not a capture (captures: client, node1, node2, web-0)"),
+    (["--manifest", str(FIXTURES / "same-node" / "client.pcap")], "client.pcap: not a text file"),
+    (["--json", "-o", "/nonexistent/dir/doc.json"], "/nonexistent/dir/doc.json: cannot write"),
+])
+def test_analyze_bad_options_are_one_line_exit_2(args, said):
+    r = run("analyze", str(FIXTURES / "same-node"), *args)
+    assert r.exit_code == 2
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("flowtrace: ") and said in lines[0]
+
+
 def test_conntrack_table_is_the_kernel_layout():
     r = run("conntrack", str(FIXTURES / "cross-node"), "--node", "node1", "--extended")
     assert r.exit_code == 0

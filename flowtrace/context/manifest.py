@@ -58,6 +58,8 @@ def read_manifest(path: str | PathLike[str]) -> Manifest:
         data = yaml.safe_load(p.read_text())
     except OSError as e:
         raise InputError(p, e.strerror or str(e)) from None
+    except UnicodeDecodeError:
+        raise InputError(p, "not a text file (a manifest is YAML)") from None
     except yaml.YAMLError as e:
         raise InputError(p, f"not valid YAML: {str(e).splitlines()[0]}") from None
     if data is None:
