@@ -172,6 +172,22 @@ def test_directory_without_captures(tmp_path, content):
     assert str(d) in str(e.value)
 
 
+def test_one_file_given_twice_is_read_once_and_two_files_need_two_names(write_capture, tmp_path):
+    good = write_capture("good.pcap", three_records())
+    once = flowtrace.read_packets(str(good))
+    # a file and the directory holding it, by another spelling of its path
+    again = flowtrace.read_packets([str(good), str(good.parent), str(good.parent / "." / good.name)])
+    assert again.equals(once)
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "good.pcap").write_bytes(good.read_bytes())
+    with pytest.raises(CaptureOpenError) as e:
+        flowtrace.read_packets([str(good), str(other / "good.pcap")])
+    assert "capture name 'good' is also used by" in str(e.value)
+    both = flowtrace.read_packets([str(good), f"copy={other / 'good.pcap'}"])
+    assert list(both["capture"].cat.categories) == ["good", "copy"]
+
+
 def test_one_bad_file_among_good_ones_names_the_bad_one(write_capture):
     good = write_capture("good.pcap", three_records())
     bad = write_capture("bad.pcap", b"garbage" * 10)

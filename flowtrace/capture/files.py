@@ -72,7 +72,8 @@ def expand_sources(args: list[str]) -> list[CaptureSource]:
     Each argument is a file, ``NAME=PATH``, or a directory (every capture file in it,
     sorted by name, recognised by its magic bytes; other files are ignored). Raises
     CaptureOpenError for a missing path or a directory without captures, and
-    CaptureOpenError when two captures would get the same name.
+    CaptureOpenError when two files would get the same name; the same file named the same
+    twice is one source.
     """
     sources: list[CaptureSource] = []
     for arg in args:
@@ -92,14 +93,20 @@ def expand_sources(args: list[str]) -> list[CaptureSource]:
         if not path.exists():
             raise CaptureOpenError(path, "no such file")
         sources.append(CaptureSource(name=name or capture_name(path), path=path))
-    seen: dict[str, Path] = {}
+    # The same file under the same name (a directory and a file in it, or one given twice)
+    # is read once.
+    seen: dict[str, CaptureSource] = {}
+    unique = []
     for s in sources:
-        if s.name in seen and seen[s.name] != s.path:
+        first = seen.get(s.name)
+        if first is None:
+            seen[s.name] = s
+            unique.append(s)
+        elif first.path.resolve() != s.path.resolve():
             raise CaptureOpenError(
-                s.path, f"capture name {s.name!r} is also used by {seen[s.name]}; name one with NAME=PATH"
+                s.path, f"capture name {s.name!r} is also used by {first.path}; name one with NAME=PATH"
             )
-        seen[s.name] = s.path
-    return sources
+    return unique
 
 
 class DecompressedStream(io.RawIOBase):
