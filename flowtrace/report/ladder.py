@@ -192,17 +192,23 @@ def _columns(h: pd.DataFrame, roles: dict[str, str]) -> tuple[list[Column], dict
     """Columns in path order and the column of every hop_id."""
     caps: list[str] = []
     col_of_hop: dict[int, int] = {}
-    req = h[(h["direction"] == "request") & h["on_path"]].sort_values("hop")
-    for r in req.itertuples(index=False):
-        if not caps or caps[-1] != str(r.capture):
-            caps.append(str(r.capture))
-        col_of_hop[int(r.hop_id)] = len(caps) - 1
-    resp = h[(h["direction"] == "response") & h["on_path"]].sort_values("hop")
+    # The connection's few hops as lists (pandas per row costs more than the work here).
+    capture = [str(c) for c in h["capture"].tolist()]
+    hop_id, hop, on = h["hop_id"].tolist(), h["hop"].tolist(), h["on_path"].tolist()
+    direction = [str(d) for d in h["direction"].tolist()]
+
+    def on_path(d: str) -> list[int]:
+        return sorted((i for i in range(len(hop_id)) if on[i] and direction[i] == d), key=lambda i: hop[i])
+
+    for i in on_path("request"):
+        if not caps or caps[-1] != capture[i]:
+            caps.append(capture[i])
+        col_of_hop[int(hop_id[i])] = len(caps) - 1
     pointer = len(caps) - 1 if caps else 0
     inserted: list[int] = []  # column indexes are renumbered on insertion: track by identity
     ids = list(range(len(caps)))
-    for r in resp.itertuples(index=False):
-        cap = str(r.capture)
+    for i in on_path("response"):
+        cap = capture[i]
         pos = ids.index(pointer) if pointer in ids else len(ids) - 1
         hit = next((j for j in range(pos, -1, -1) if caps[ids[j]] == cap), None) if caps else None
         if hit is None and caps:
@@ -215,15 +221,15 @@ def _columns(h: pd.DataFrame, roles: dict[str, str]) -> tuple[list[Column], dict
             pointer = new
         else:
             pointer = ids[hit]
-        col_of_hop[int(r.hop_id)] = pointer
-    for r in h[~h["on_path"]].itertuples(index=False):
-        cap = str(r.capture)
+        col_of_hop[int(hop_id[i])] = pointer
+    for i in (i for i in range(len(hop_id)) if not on[i]):
+        cap = capture[i]
         hit = next((c for c in ids if caps[c] == cap), None)
         if hit is None:
             caps.append(cap)
             hit = len(caps) - 1
             ids.append(hit)
-        col_of_hop[int(r.hop_id)] = hit
+        col_of_hop[int(hop_id[i])] = hit
     position = {c: i for i, c in enumerate(ids)}
     seen: dict[str, int] = {}
     columns = []
@@ -239,21 +245,26 @@ class _Sightings:
     """One connection's packet rows as arrays, in corrected time order."""
 
     def __init__(self, a: Analysis, rows: np.ndarray) -> None:
-        p = a.packets.iloc[rows]
+        p = a.packets
         ts = a.corrected_ts[rows]
-        order = np.lexsort((p["frame"].to_numpy(), p["capture"].cat.codes.to_numpy(), ts))
+        order = np.lexsort((p["frame"].to_numpy()[rows], p["capture"].cat.codes.to_numpy()[rows], ts))
         self.rows, self.ts = rows[order], ts[order]
-        self.p = p.iloc[order]
         self.hop = a.packet_hop[self.rows]
         self.group = a.packet_group[self.rows]
         self.pdir = a.packet_path_direction[self.rows]
-        p = self.p
-        self.cap = p["capture"].astype(str).to_numpy()
-        self.frame = p["frame"].to_numpy()
-        self.src, self.dst = p["src"].astype(str).to_numpy(), p["dst"].astype(str).to_numpy()
-        self.sport, self.dport = p["sport"].to_numpy(), p["dport"].to_numpy()
-        self.flags, self.seq, self.ack = p["tcp_flags"].to_numpy(), p["seq"].to_numpy(), p["ack"].to_numpy()
-        self.plen = p["payload_len"].to_numpy()
+        r = self.rows
+
+        def texts(name: str) -> np.ndarray:
+            return np.asarray(p[name].array.take(r).astype(str), dtype=object)
+
+        self.cap = texts("capture")
+        self.frame = p["frame"].to_numpy()[r]
+        self.src, self.dst = texts("src"), texts("dst")
+        self.sport, self.dport = p["sport"].to_numpy()[r], p["dport"].to_numpy()[r]
+        self.flags, self.seq, self.ack = p["tcp_flags"].to_numpy()[r], p["seq"].to_numpy()[r], p["ack"].to_numpy()[r]
+        self.plen = p["payload_len"].to_numpy()[r]
+        self.dns_id = p["dns_id"].to_numpy()[r]
+        self.icmp_type, self.icmp_code = p["icmp_type"].to_numpy()[r], p["icmp_code"].to_numpy()[r]
 
     def events(self) -> list[list[int]]:
         """Sightings (indexes) grouped into packets: one sighting group each, split where a hop
@@ -314,8 +325,7 @@ def _arrows(a: Analysis, rows: np.ndarray, h: pd.DataFrame, col_of_hop: dict[int
             labels_isn[int(s.pdir[i0])] = int(s.seq[i0])
         arrows.append(Arrow(
             t_ns=t, direction=direction, marks=tuple(marks),
-            label=_packet_label(s.p.iloc[i0], proto, int(s.flags[i0]), int(s.seq[i0]), int(s.ack[i0]),
-                                int(s.plen[i0]), labels_isn, int(s.pdir[i0])),
+            label=_packet_label(s, i0, proto, labels_isn),
             span_ns=int(s.ts[last_i] - s.ts[i0]), rewrites=tuple(rewrites), new_rewrites=new,
             missing_at=missing_at, gap_ns=0 if prev_t is None else t - prev_t))
         prev_t = t
@@ -429,9 +439,12 @@ class _Coverage:
         return got
 
 
-def _packet_label(row: pd.Series, proto: int, flags: int, seq: int, ack: int, plen: int, isn: dict[int, int],
-                  d: int) -> str:
+def _packet_label(s: _Sightings, i: int, proto: int, isn: dict[int, int]) -> str:
+    """The arrow's text for sighting ``i``: TCP flags with sequence numbers relative to
+    ``isn`` (by path direction), UDP length and DNS id, ICMP type and code."""
+    plen = int(s.plen[i])
     if proto == 6:
+        flags, seq, ack, d = int(s.flags[i]), int(s.seq[i]), int(s.ack[i]), int(s.pdir[i])
         rel_seq = (seq - isn.get(d, seq)) % (1 << 32)
         text = f"{tcp_flags(flags)} seq {rel_seq}"
         if flags & 0x10:
@@ -439,10 +452,10 @@ def _packet_label(row: pd.Series, proto: int, flags: int, seq: int, ack: int, pl
         return text + (f" len {plen}" if plen else "")
     if proto == 17:
         text = f"UDP len {plen}"
-        dns = int(row.get("dns_id", -1))
+        dns = int(s.dns_id[i])
         return text + (f" DNS id 0x{dns:04x}" if dns >= 0 else "")
     if proto in (1, 58):
-        t, c = int(row.get("icmp_type", -1)), int(row.get("icmp_code", -1))
+        t, c = int(s.icmp_type[i]), int(s.icmp_code[i])
         name = ICMP_NAMES.get((t, c)) if proto == 1 else _icmp6_name(t, c)
         return f"{'ICMP' if proto == 1 else 'ICMPv6'} {t}/{c}" + (f" {name}" if name else "")
     return f"proto {proto} len {plen}"
