@@ -88,7 +88,6 @@ class Analysis:
     def connection_packets(self, connection: int, direction: str | None = None) -> pd.DataFrame:
         """Packets rows of one connection (one direction, or both), in corrected time order,
         with ``hop_id``, ``path_direction`` and ``corrected_ts`` columns added."""
-        conn_of_hop = pd.Series(self.hops["connection"].to_numpy(), index=self.hops["hop_id"].to_numpy())
         hop_ids = self.hops.loc[self.hops["connection"] == connection, "hop_id"].to_numpy()
         rows = np.flatnonzero(np.isin(self.packet_hop, hop_ids))
         if direction is not None:
@@ -98,7 +97,6 @@ class Analysis:
         out["hop_id"] = self.packet_hop[rows]
         out["path_direction"] = self.packet_path_direction[rows]
         out["corrected_ts"] = self.corrected_ts[rows]
-        del conn_of_hop
         return out.sort_values(["corrected_ts", "capture", "frame"], kind="stable")
 
     def connection_hops(self, connection: int, direction: str | None = None) -> pd.DataFrame:
