@@ -66,6 +66,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("directory", nargs="?", type=Path, default=DEFAULT)
     ap.add_argument("--repeat", type=int, default=3, help="rounds (default 3)")
+    ap.add_argument("--other-commands", action="store_true",
+                    help="also time analyze --json and --html, conntrack, trace and export on DIR "
+                         "(medians of the same rounds)")
     args = ap.parse_args()
     if not args.directory.is_dir():
         sys.exit(f"{args.directory}: no such directory; make it with "
@@ -101,6 +104,39 @@ def main() -> None:
     for name, seconds in stages:
         print(f"| {name} | {seconds:.2f} |")
     print(f"\nall rounds (s): flowtrace {[round(x, 2) for x in t_ours]}, tshark {[round(x, 2) for x in t_theirs]}")
+    if args.other_commands:
+        _other_commands(args.directory, args.repeat, mt)
+
+
+def _other_commands(directory: Path, repeat: int, tshark_s: float) -> None:
+    """Wall time of the other commands that analyze the captures, each ``repeat`` times."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        flowtrace = [sys.executable, "-m", "flowtrace"]
+        commands = {
+            "analyze --json DIR": [*flowtrace, "analyze", "--json", str(directory)],
+            "analyze --html FILE DIR": [*flowtrace, "analyze", "--html", f"{tmp}/report.html", str(directory)],
+            "conntrack DIR": [*flowtrace, "conntrack", str(directory)],
+            "conntrack --compare DUMP DIR": [*flowtrace, "conntrack", "--compare",
+                                             str(directory / "node1.conntrack-events.txt"), str(directory)],
+            "trace DIR --conn 0": [*flowtrace, "trace", str(directory), "--conn", "0"],
+            "export DIR -o TMP": [*flowtrace, "export", str(directory), "-o", f"{tmp}/tables"],
+        }
+        print("\n| command (stdout to /dev/null) | wall s | vs tshark |")
+        print("|---|---:|---:|")
+        for name, cmd in commands.items():
+            seconds = statistics.median(_wall_any([cmd]) for _ in range(repeat))
+            print(f"| `flowtrace {name}` | {seconds:.2f} | {tshark_s / seconds:.2f}x |")
+
+
+def _wall_any(cmds: list[list[str]]) -> float:
+    """``_wall`` for commands whose exit status says something (conntrack --compare: 1 when
+    the tables differ)."""
+    t = time.perf_counter()
+    for cmd in cmds:
+        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    return time.perf_counter() - t
 
 
 if __name__ == "__main__":
