@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from flowtrace.analysis import Analysis
-from flowtrace.context.conntrack import compare, created_entries, read_dump
+from flowtrace.context.conntrack import compare, compare_events, created_entries, read_dump
 from flowtrace.lab.truth import expected_hops, matching_connection
 from flowtrace.pipeline import analyze
 
@@ -69,6 +69,16 @@ def main() -> None:
             c = compare(rebuilt, [e for e in created if (node, e.line) not in other])
             print(f"  without the {len(outside)} the truth file calls outside the captured connections: "
                   f"precision {c.precision:.4f}, recall {c.recall:.4f}")
+        # UPDATE and DESTROY lines of the entries created in the run (those of entries from
+        # before it have no NEW line) against the rebuilt entries' events.
+        dump = read_dump(events, node=node)
+        made = {e.key() for e in created if (node, e.line) not in other}
+        later = [e for e in dump if e.event in ("UPDATE", "DESTROY") and e.key() in made]
+        if later:
+            kinds = {str(e.event) for e in later}
+            c = compare_events([ev for e in a.conntrack_table(node, ended=True) for ev in e.events(kinds)], later)
+            print(f"{node} {' and '.join(sorted(kinds))} events: {len(c.matched)} matched, {len(c.differing)} "
+                  f"differing, precision {c.precision:.4f}, recall {c.recall:.4f}")
         table = directory / f"{node}.conntrack.txt"
         if table.exists():
             live = [e.entry for e in a.conntrack_table(node)]

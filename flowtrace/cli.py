@@ -210,7 +210,12 @@ def conntrack(
         "--compare", help="[NODE=]DUMP: compare with conntrack -L or -E output (any -o variant); "
         "exit 1 when they differ.")] = None,
     extended: Annotated[bool, typer.Option("--extended", help="Layer-3 prefix as conntrack -o extended prints it.")] = False,
-    events: Annotated[bool, typer.Option("--events", help="Every entry ever created, as conntrack -E NEW lines.")] = False,
+    events: Annotated[bool, typer.Option("--events", help="The entries' events as conntrack -E prints them "
+                                         "(NEW, UPDATE, DESTROY), in time order.")] = False,
+    event_mask: Annotated[str | None, typer.Option("--event-mask", help="With --events: only these kinds, "
+                                                   "comma-separated (NEW,UPDATE,DESTROY), as conntrack -e.")] = None,
+    timestamp: Annotated[bool, typer.Option("--timestamp", help="With --events: each event's time on the "
+                                            "node's clock first, as conntrack -o timestamp.")] = False,
     manifest: Annotated[Path | None, typer.Option(help="YAML file naming capture roles, hosts, the reference.")] = None,
     timeout: TimeoutOption = None,
     kube_proxy_timeouts: KubeProxyOption = False,
@@ -222,6 +227,7 @@ def conntrack(
 
     dumps = list(compare_with or [])
     try:
+        kinds = _event_kinds(event_mask)
         # Neither findings nor the dumps beside the captures are printed here.
         result = run_analysis(captures, manifest=manifest, conntrack_dumps=dumps,
                               timeouts=_timeouts(timeout, kube_proxy_timeouts), detect=False,
@@ -235,7 +241,7 @@ def conntrack(
         raise _fail(FlowtraceError(f"no capture named {', '.join(unknown)} (captures: "
                                    f"{', '.join(c.capture for c in result.captures)})"))
     if not dumps:
-        render_tables(result, nodes=nodes, extended=extended, events=events)
+        render_tables(result, nodes=nodes, extended=extended, events=events, kinds=kinds, timestamp=timestamp)
         return
     differ = False
     wanted = {str(Path(d.split("=", 1)[-1]).name) for d in dumps}
@@ -244,7 +250,7 @@ def conntrack(
         if dump_name not in wanted or (node and name.split(" ", 1)[0] not in nodes):
             continue
         render_comparison(name.split(" ", 1)[0], dump_name, comparison)
-        differ |= bool(comparison.differing or comparison.missing_in_dump or comparison.missing_in_reconstruction)
+        differ |= not comparison.agrees
     for note in result.notes:
         if DUMP_NOTE in note:
             typer.echo(f"note: {note}")
@@ -353,6 +359,19 @@ def _progress(captures: list[str]) -> AbstractContextManager[ProgressBar | None]
         except OSError:
             continue
     return progress_bar(total_bytes=total)
+
+
+def _event_kinds(mask: str | None) -> list[str]:
+    """The event kinds of ``--event-mask`` (conntrack -e's names, any case; ALL for every kind)."""
+    from flowtrace.correlate.conntrack import EVENT_KINDS
+
+    if mask is None or mask.strip().upper() == "ALL":
+        return list(EVENT_KINDS)
+    kinds = [k.strip().upper() for k in mask.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in EVENT_KINDS]
+    if unknown or not kinds:
+        raise InputError("", f"--event-mask {mask!r}: choose among {', '.join(EVENT_KINDS)} (comma-separated) or ALL")
+    return [k for k in EVENT_KINDS if k in kinds]
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -20,7 +20,7 @@ ONE_AT_A_TIME = frozenset({"info"})
 """Reading commands that read their captures one by one (no pool to start for several)."""
 
 VALUE_OPTIONS = frozenset({
-    "-o", "--output", "--capture", "--client", "--compare", "--conn", "--conntrack-dump", "--fail-on",
+    "-o", "--output", "--capture", "--client", "--compare", "--conn", "--conntrack-dump", "--event-mask", "--fail-on",
     "--format", "--host", "--html", "--k8s", "--limit", "--manifest", "--node", "--port", "--proto",
     "--reference", "--svg", "--table", "--timeout",
 })

@@ -7,6 +7,7 @@ import sys
 import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from functools import partial
 from os import PathLike
 from pathlib import Path
@@ -330,13 +331,13 @@ def find_dumps(args: Sequence[str]) -> list[tuple[str, Path]]:
 
 def _compare_dumps(a: Analysis, dumps: list[tuple[str, Path]]) -> None:
     """Attach dumps and their comparisons (created entries vs -E NEW events, live vs -L)."""
-    from flowtrace.context.conntrack import compare, created_entries, read_dump
+    from flowtrace.context.conntrack import compare, compare_events, created_entries, read_dump
     from flowtrace.correlate.conntrack import REBUILT_PROTOCOLS
 
     # A dump's entries of other protocols (IGMP and others conntrack lists as ``unknown``,
     # GRE, DCCP) are left out of the comparisons, and a note says so.
     rebuilt_names = set(REBUILT_PROTOCOLS.values())
-    tunnel_notes = 0
+    tunnel_notes = earlier = 0
     others: Counter[str] = Counter()
     for node, path in dumps:
         entries = read_dump(path, node=node)
@@ -346,14 +347,34 @@ def _compare_dumps(a: Analysis, dumps: list[tuple[str, Path]]) -> None:
         others.update(f"{e.proto} {e.proto_number}" for e in inner if e.proto not in rebuilt_names)
         entries = [e for e in inner if e.proto in rebuilt_names]
         if any(e.event for e in entries):
-            rebuilt = [e.entry for e in a.conntrack_table(node, ended=True)]
-            a.comparisons[f"{node} ({path.name})"] = compare(rebuilt, created_entries(entries))
+            table = a.conntrack_table(node, ended=True)
+            created = created_entries(entries)
+            comparison = compare([e.entry for e in table], created)
+            # UPDATE and DESTROY lines (unless conntrack -E was given -e NEW) against the
+            # rebuilt entries' events of the kinds the dump has.
+            later = [e for e in entries if e.event in ("UPDATE", "DESTROY")]
+            if later:
+                kinds = [k for k in ("UPDATE", "DESTROY") if any(e.event == k for e in later)]
+                events = compare_events([ev for e in table for ev in e.events(kinds)], later)
+                if events.missing_in_reconstruction:
+                    # Not those of entries neither the dump saw made nor flowtrace rebuilt:
+                    # made before both began.
+                    known = {e.key() for e in created} | {e.entry.key() for e in table}
+                    kept = [e for e in events.missing_in_reconstruction if e.key() in known]
+                    earlier += len(events.missing_in_reconstruction) - len(kept)
+                    events = replace(events, missing_in_reconstruction=kept)
+                comparison = replace(comparison, events=events)
+            a.comparisons[f"{node} ({path.name})"] = comparison
         else:
             rebuilt = [e.entry for e in a.conntrack_table(node)]
             a.comparisons[f"{node} ({path.name})"] = compare(rebuilt, entries, check_state=True)
     if tunnel_notes:
         a.notes.append(f"{tunnel_notes} {DUMP_NOTE} of tunnel (outer UDP) flows are not compared: "
                        "flowtrace rebuilds the tables of the connections inside the tunnels")
+    if earlier:
+        a.notes.append(f"{earlier} {DUMP_NOTE} (UPDATE and DESTROY events) belong to entries made before the "
+                       "dump and the captures began (no NEW event in the dump, no packet in the captures): "
+                       "not compared")
     if others:
         listed = ", ".join(f"{name} ({n})" for name, n in sorted(others.items()))
         a.notes.append(f"{DUMP_NOTE} of protocols flowtrace does not rebuild (it rebuilds TCP, UDP, SCTP and ICMP) "

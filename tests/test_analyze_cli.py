@@ -12,6 +12,7 @@ from flowtrace.cli import app
 from flowtrace.context.manifest import read_manifest
 from flowtrace.errors import InputError
 from flowtrace.pipeline import analyze
+from flowtrace.report.json_doc import analysis_document
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pcaps"
 runner = CliRunner()
@@ -87,16 +88,52 @@ def test_conntrack_table_is_the_kernel_layout():
     assert sorted(map(without_timeout, lines)) == sorted(map(without_timeout, kernel))
 
 
-@pytest.mark.parametrize("scenario", ["cross-node", "nodeport", "dns", "ipv6"])
-def test_conntrack_events_are_the_kernels_new_lines_byte_for_byte(scenario):
-    """Both nodes' NEW events, as conntrack -E -o timestamp,extended printed them in the lab
-    (the timestamp cut off), and nothing else: no mark=, no use=."""
+@pytest.mark.parametrize("scenario", ["cross-node", "nodeport", "dns", "ipv6", "same-node"])
+def test_conntrack_events_are_the_kernels_lines_byte_for_byte(scenario):
+    """Both nodes' NEW, UPDATE (and DESTROY) events, as conntrack -E -o timestamp,extended
+    printed them in the lab (the timestamp cut off), in the same order, and nothing else."""
     for node in ("node1", "node2"):
         r = run("conntrack", str(FIXTURES / scenario), "--node", node, "--extended", "--events")
         assert r.exit_code == 0
         events = (FIXTURES / scenario / f"{node}.conntrack-events.txt").read_text().splitlines()
-        kernel = [line.split("\t", 1)[1] for line in events if "[NEW]" in line]
-        assert kernel and sorted(r.stdout.splitlines()) == sorted(kernel)
+        kernel = [line.split("\t", 1)[1] for line in events]
+        assert r.stdout.splitlines() == kernel
+
+
+def test_conntrack_event_mask_and_timestamps():
+    scenario = FIXTURES / "asymmetric-return"
+    r = run("conntrack", str(scenario), "--node", "node2", "--events", "--event-mask", "destroy,NEW", "--timestamp",
+            "--extended")
+    assert r.exit_code == 0
+    kernel = [line for line in (scenario / "node2.conntrack-events.txt").read_text().splitlines()
+              if "[UPDATE]" not in line]
+    lines = r.stdout.splitlines()
+    assert [line.split("\t", 1)[1] for line in lines] == [line.split("\t", 1)[1] for line in kernel]
+    for ours, theirs in zip(lines, kernel, strict=True):
+        # [SEC.USEC] as conntrack -o timestamp prints it; the kernel stamps an event when it
+        # delivers it, up to a millisecond after the packet
+        stamp = ours.split("\t", 1)[0]
+        assert stamp.startswith("[") and stamp.endswith("]") and len(stamp) == len("[1795847238.056143]")
+        assert 0 <= float(theirs.split("]")[0][1:]) - float(stamp[1:-1]) < 0.002
+    bad = run("conntrack", str(scenario), "--events", "--event-mask", "NEW,CREATED")
+    assert bad.exit_code == 2 and "--event-mask 'NEW,CREATED'" in bad.output
+
+
+def test_conntrack_compare_lists_event_differences(tmp_path):
+    dump = (FIXTURES / "cross-node" / "node1.conntrack-events.txt").read_text()
+    # one of the kernel's UPDATE lines made to say CLOSE_WAIT where it said LAST_ACK
+    changed = dump.replace(" 30 LAST_ACK ", " 60 CLOSE_WAIT ", 1)
+    (tmp_path / "node1.conntrack-events.txt").write_text(changed)
+    r = run("conntrack", str(FIXTURES / "cross-node"), "--compare", str(tmp_path / "node1.conntrack-events.txt"))
+    assert r.exit_code == 1
+    assert "UPDATE and DESTROY events: 14 matched, 1 differing" in r.stdout
+    assert "differs: state LAST_ACK != CLOSE_WAIT" in r.stdout and " [UPDATE] tcp      6 30 LAST_ACK" in r.stdout
+    doc = analyze(str(FIXTURES / "cross-node"), conntrack_dumps=[str(tmp_path / "node1.conntrack-events.txt")],
+                  directory_dumps=False)
+    c = doc.comparisons["node1 (node1.conntrack-events.txt)"]
+    assert not c.agrees and len(c.matched) == 3 and c.events is not None and len(c.events.differing) == 1
+    events = analysis_document(doc, version="test")["comparisons"]["node1 (node1.conntrack-events.txt)"]["events"]
+    assert events["matched"] == 14 and events["differing"][0]["dump"].startswith(" [UPDATE] tcp      6 60 CLOSE_WAIT")
 
 
 def test_conntrack_compare_exit_status():

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from flowtrace.analysis import Analysis
-from flowtrace.context.conntrack import compare, created_entries, read_dump
+from flowtrace.context.conntrack import compare, compare_events, created_entries, read_dump
 from flowtrace.lab.truth import expected_hops, matching_connection
 from flowtrace.pipeline import analyze
 
@@ -68,6 +68,31 @@ def test_conntrack_new_events_are_rebuilt_exactly(scenario):
         assert (c.precision, c.recall) == (1.0, 1.0), (scenario, node, c.missing_in_dump[:2],
                                                        c.missing_in_reconstruction[:2], c.differing[:2])
         assert len(c.matched) == len(dumped)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_conntrack_update_and_destroy_events_are_rebuilt_exactly(scenario):
+    """Every UPDATE and DESTROY line of the kernel's conntrack -E (state and flags after each
+    packet that changed them, the deletions), but the ones of entries from before the
+    capture, is one of the rebuilt entries' events, and no rebuilt event is missing."""
+    a, truth = result(scenario)
+    other = {(o["node"], o["event_line"]) for o in truth.get("other_conntrack_events", [])}
+    for events in sorted((FIXTURES / scenario).glob("*.conntrack-events.txt")):
+        node = events.name.split(".")[0]
+        dump = read_dump(events, node=node)
+        made = {e.key() for e in created_entries(dump)}
+        later = [e for e in dump if e.event in ("UPDATE", "DESTROY") and (node, e.line) not in other
+                 and e.key() in made]
+        kinds = {e.event for e in later}
+        rebuilt = [ev for e in a.conntrack_table(node, ended=True) for ev in e.events(kinds)]
+        c = compare_events(rebuilt, later)
+        assert c.agrees, (scenario, node, c.missing_in_dump[:2], c.missing_in_reconstruction[:2], c.differing[:2])
+        assert len(c.matched) == len(later)
+        if dump:  # analyze compares the dumps it finds beside the captures the same way
+            comparison = a.comparisons[f"{node} ({events.name})"]
+            assert comparison.agrees
+            if later:
+                assert comparison.events is not None and len(comparison.events.matched) == len(later)
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)

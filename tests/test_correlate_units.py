@@ -10,8 +10,10 @@ from flowtrace.correlate.conntrack import (
     S_CL,
     S_ES,
     S_FW,
+    S_LA,
     S_SR,
     S_SS,
+    S_TW,
     TCP_TRANSITIONS,
     _positions,
     tcp_index,
@@ -100,16 +102,18 @@ def test_change_labels_fold_ports_into_address_rewrites():
     assert change_labels(DNAT, 1) == ["reverse DNAT"]
 
 
-def _walk(times_s, *, proto=17, replies=(), limits=None):
+def _walk(times_s, *, proto=17, replies=(), limits=None, flags=None):
     """The entries conntrack creates for one key's packets at ``times_s`` (requests, but
-    the indices in ``replies``), through the same event filter the rebuild uses."""
+    the indices in ``replies``; TCP ``flags`` per packet), through the same event filter
+    the rebuild uses."""
     import pandas as pd
 
     from flowtrace.correlate.conntrack import Limits, _lifecycle, _relevant
     from flowtrace.correlate.path import REQUEST
 
     n = len(times_s)
-    packets = pd.DataFrame({"proto": np.full(n, proto, dtype=np.uint8), "tcp_flags": np.zeros(n, dtype=np.uint16)})
+    tcp_flags = np.zeros(n, dtype=np.uint16) if flags is None else np.asarray(flags, dtype=np.uint16)
+    packets = pd.DataFrame({"proto": np.full(n, proto, dtype=np.uint8), "tcp_flags": tcp_flags})
     ev = pd.DataFrame({"key": np.zeros(n, dtype=np.int64),
                        "ts": (np.asarray(times_s, dtype=np.float64) * 1e9).astype(np.int64),
                        "direction": ["reply" if i in replies else REQUEST for i in range(n)],
@@ -156,6 +160,43 @@ def test_icmp_entries_keep_the_icmp_timeout_after_a_reply():
     assert life["ended"].tolist()[0] == "expired"
     assert len(life) == 2
     assert len(_walk(times, proto=1, replies={1, 3}, limits=Limits.of({"icmp": 90}))) == 1
+
+
+SYN, SYNACK, ACK, FIN_ACK, RST = 0x02, 0x12, 0x10, 0x11, 0x04
+S = 1_000_000_000
+
+
+def test_updates_are_the_packets_that_change_state_seen_reply_or_assured():
+    # A whole TCP connection: every state change is an UPDATE with its full timeout; data
+    # in ESTABLISHED changes nothing. As the lab's conntrack -E shows it.
+    times = [0, 0.001, 0.002, 0.003, 0.004, 0.010, 0.011, 0.012]
+    flags = [SYN, SYNACK, ACK, ACK, ACK, FIN_ACK, FIN_ACK, ACK]
+    life = _walk(times, proto=6, flags=flags, replies={1, 4, 6})
+    ms = 1_000_000
+    assert life["updates"].iloc[0] == [(1 * ms, S_SR, True, False, 60), (2 * ms, S_ES, True, True, 432000),
+                                       (10 * ms, S_FW, True, True, 120), (11 * ms, S_LA, True, True, 30),
+                                       (12 * ms, S_TW, True, True, 120)]
+    assert life["killed"].iloc[0] is None
+
+
+def test_udp_updates_when_answered_and_when_a_stream():
+    life = _walk([0, 0.5, 3], replies={1})
+    assert life["updates"].iloc[0] == [(S // 2, 0, True, False, 30), (3 * S, 0, True, True, 120)]
+
+
+def test_a_rst_before_any_reply_kills_the_entry_in_close_with_its_old_timer():
+    life = _walk([0, 1.5], proto=6, flags=[SYN, RST])
+    assert life["ended"].tolist() == ["reset"]
+    assert life["killed"].iloc[0] == (int(1.5 * S), S_CL, False, False, 118)
+
+
+def test_a_syn_reopening_a_closed_entry_kills_it_with_the_seconds_left():
+    # Reset after the handshake (CLOSE, 10 s), then the client's SYN again 1.02 s later:
+    # the kernel prints [DESTROY] ... 8 CLOSE, then a NEW.
+    life = _walk([0, 0.001, 0.002, 1.022], proto=6, flags=[SYN, SYNACK, RST, SYN], replies={1})
+    assert len(life) == 2 and life["ended"].iloc[0] == "reopened"
+    assert life["killed"].iloc[0] == (int(1.022 * S), S_CL, True, False, 8)
+    assert life["updates"].iloc[0][-1] == (2_000_000, S_CL, True, False, 10)
 
 
 def test_no_packet_creates_no_entry():

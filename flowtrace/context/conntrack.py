@@ -506,6 +506,15 @@ class Comparison:
     """Dumped entries flowtrace did not reconstruct."""
     differing: list[tuple[ConntrackEntry, ConntrackEntry, list[str]]]
     """Pairs with the same original tuple but a different reply tuple, state or flags."""
+    events: Comparison | None = None
+    """For a ``conntrack -E`` dump with UPDATE or DESTROY lines: those events against the
+    rebuilt entries' (``compare_events``); None otherwise."""
+
+    @property
+    def agrees(self) -> bool:
+        """Nothing differs, is missing on either side, or differs among the events."""
+        return not (self.differing or self.missing_in_dump or self.missing_in_reconstruction) and (
+            self.events is None or self.events.agrees)
 
     @property
     def precision(self) -> float:
@@ -567,6 +576,72 @@ def compare(reconstructed: list[ConntrackEntry], dumped: list[ConntrackEntry], *
     missing_rec = [d for d in rest if id(d) not in used]
     return Comparison(matched=matched, missing_in_dump=missing_dump,
                       missing_in_reconstruction=missing_rec, differing=differing)
+
+
+EVENT_PREFIX = {"NEW": "    [NEW] ", "UPDATE": " [UPDATE] ", "DESTROY": "[DESTROY] "}
+"""What ``conntrack -E`` prints before an event of each kind (``%9s `` of ``[KIND]``)."""
+
+EVENT_FLAGS = frozenset({"ASSURED", "UNREPLIED"})
+"""The flags events are compared by."""
+
+
+def compare_events(reconstructed: list[ConntrackEntry], dumped: list[ConntrackEntry]) -> Comparison:
+    """Match ``conntrack -E`` events one to one by kind (UPDATE, DESTROY), protocol, both
+    tuples, state and flags, each side in time order; not by time (the kernel stamps events
+    when it delivers them, and reaps an expired entry up to seconds late) nor by timeout
+    (whole seconds of a jiffies count: one more or less than flowtrace's). Events of one
+    entry left over on both sides, in order, are reported as differing.
+    """
+    # Tuples are shared objects (a dump's lines of one entry, an entry's events): the key
+    # of each is made once, and entries are keyed by their tuples' keys.
+    keys: dict[int, tuple] = {}
+
+    def entry_key(e: ConntrackEntry) -> tuple:
+        o, r = e.orig, e.reply
+        ko, kr = keys.get(id(o)), keys.get(id(r))
+        if ko is None:
+            ko = keys[id(o)] = o.key()
+        if kr is None:
+            kr = keys[id(r)] = r.key()
+        return (e.event, e.family, e.proto, e.protonum, ko, kr)
+
+    def key(e: ConntrackEntry) -> tuple:
+        flags = e.flags
+        return (entry_key(e), e.state, "ASSURED" in flags, "UNREPLIED" in flags)
+
+    def when(e: ConntrackEntry) -> int:
+        return e.ts_ns if e.ts_ns is not None else 0
+
+    pool: dict[tuple, list[ConntrackEntry]] = {}
+    for d in sorted(dumped, key=when):
+        pool.setdefault(key(d), []).append(d)
+    matched, left = [], []
+    for r in sorted(reconstructed, key=when):
+        candidates = pool.get(key(r))
+        if candidates:
+            matched.append((r, candidates.pop(0)))
+        else:
+            left.append(r)
+    rest: dict[tuple, list[ConntrackEntry]] = {}
+    for ds in pool.values():
+        for d in ds:
+            rest.setdefault(entry_key(d), []).append(d)
+    for ds in rest.values():
+        ds.sort(key=when)
+    differing, missing_dump = [], []
+    for r in left:
+        candidates = rest.get(entry_key(r))
+        if candidates:
+            d = candidates.pop(0)
+            what = [f"state {r.state} != {d.state}"] if r.state != d.state else []
+            what += [f"[{flag}] {'only reconstructed' if flag in r.flags else 'only in dump'}"
+                     for flag in sorted(EVENT_FLAGS) if (flag in r.flags) != (flag in d.flags)]
+            differing.append((r, d, what))
+        else:
+            missing_dump.append(r)
+    missing_rec = sorted((d for ds in rest.values() for d in ds), key=when)
+    return Comparison(matched=matched, missing_in_dump=missing_dump, missing_in_reconstruction=missing_rec,
+                      differing=differing)
 
 
 def without_timeout(entry: ConntrackEntry) -> ConntrackEntry:

@@ -12,7 +12,7 @@ expired after its state's timeout. Each creation is one ``conntrack -E`` NEW eve
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +48,9 @@ TCP_TRANSITIONS = np.array([
         [_sIV] * 10,                                                     # none
     ],
 ], dtype=np.int8)
+
+EVENT_KINDS = ("NEW", "UPDATE", "DESTROY")
+"""``conntrack -E``'s event kinds, in the order of an entry's life."""
 
 UDP_STREAM_AFTER_S = 2
 """Seconds after creation from which a replied UDP entry is a stream (longer timeout)."""
@@ -109,6 +112,39 @@ class RebuiltEntry:
     """Why it is gone by the end of the capture: reset (RST before any reply), reopened
     (a new SYN after close), expired, replaced (a later entry took its tuple); None when it
     is still in the table."""
+    limit_ns: int = 0
+    """Idle timeout of its last state (a UDP stream's when it became one), in nanoseconds."""
+    updates: tuple[tuple[int, int, bool, bool, int], ...] = ()
+    """Its UPDATE events: (corrected time, state index in STATE_NAMES, seen a reply,
+    assured, seconds of timeout) per packet that changed its TCP state, or set
+    [SEEN_REPLY] or [ASSURED]."""
+    destroyed: tuple[int, int, bool, bool, int] | None = None
+    """Its DESTROY event, the same fields, when it ended before the end of the capture: at
+    the packet that deleted it, when a later entry took its tuple, or (expired) at the end
+    of its timeout, where the kernel's collector reaps it up to seconds later."""
+
+    def events(self, kinds: Collection[str] = EVENT_KINDS) -> list[ConntrackEntry]:
+        """Its ``conntrack -E`` events of ``kinds`` in order: NEW, UPDATEs, DESTROY, with
+        ``event`` and ``ts_ns`` (corrected time) set, printed as conntrack prints events
+        (no mark=, use=)."""
+        if self.destroyed is None and not self.updates and "NEW" not in kinds:
+            return []
+        c = self.created
+        out = []
+        if "NEW" in kinds:
+            out.append(make_entry(family=c.family, proto=c.proto, orig=c.orig, reply=c.reply, timeout_s=c.timeout_s,
+                                  state=c.state, flags=c.flags, node=c.node, mark=None, use=None, event="NEW",
+                                  ts_ns=self.created_ns, protonum=c.protonum))
+        tcp = c.proto == "tcp"
+        later = [("UPDATE", u) for u in self.updates] if "UPDATE" in kinds else []
+        if self.destroyed is not None and "DESTROY" in kinds:
+            later.append(("DESTROY", self.destroyed))
+        for kind, (ts, state, seen_reply, assured, timeout_s) in later:
+            out.append(make_entry(family=c.family, proto=c.proto, orig=c.orig, reply=c.reply, timeout_s=timeout_s,
+                                  state=STATE_NAMES[state] if tcp else None,
+                                  flags=_FLAG_SETS[(bool(seen_reply), bool(assured))], node=c.node, mark=None,
+                                  use=None, event=kind, ts_ns=ts, protonum=c.protonum))
+        return out
 
 
 def tcp_index(flags: np.ndarray) -> np.ndarray:
@@ -204,7 +240,14 @@ def _relevant(ev: pd.DataFrame, packets: pd.DataFrame, shortest_ns: int) -> pd.D
 
 
 def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.DataFrame:
-    """Run conntrack over each key's events; one output row per created entry."""
+    """Run conntrack over each key's events; one output row per created entry.
+
+    Besides its end state, each row has the entry's ``updates``: one (time, state, seen a
+    reply, assured, seconds of timeout) per packet that changed its TCP state, or set
+    [SEEN_REPLY] or [ASSURED] (what ``conntrack -E`` shows as UPDATE events), and ``killed``:
+    (time, state, seen a reply, assured, seconds left) of the packet that deleted it (a RST
+    before any reply, a SYN reopening a closed connection), else None.
+    """
     rows = ev["row"].to_numpy()
     proto = packets["proto"].to_numpy()[rows]
     flags = packets["tcp_flags"].to_numpy()[rows]
@@ -217,7 +260,7 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.Da
     idx = tcp_index(flags).tolist()
     transitions = TCP_TRANSITIONS.tolist()
     columns = ["key", "created", "last", "state", "created_state", "seen_reply", "assured", "stream", "recreated",
-               "ended"]
+               "ended", "updates", "killed"]
     if not key_np.size:
         return pd.DataFrame({c: [] for c in columns})
     # Idle limits by (state, stream) for each protocol present, asked of ``limits`` once.
@@ -226,7 +269,7 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.Da
     key_proto = proto[starts].tolist()
     limit_of = {p: [[limits.ns(p, s, False), limits.ns(p, s, True)] for s in range(len(STATE_NAMES))]
                 for p in set(key_proto)}
-    out: list[tuple[int, int, int, int, int, bool, bool, bool, bool, str | None]] = []
+    out: list[tuple] = []
     # Per key a short Python walk over its few state-relevant events; pure ACK and data
     # packets in ESTABLISHED only refresh the timer, so they are skipped in bulk. The
     # entry being walked lives in local variables; ``alive`` says whether there is one.
@@ -235,11 +278,12 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.Da
         k = key[a]
         alive = recreated = seen_reply = assured = stream = False
         created = last = state = created_state = 0
+        updates: list[tuple[int, int, bool, bool, int]] = []
         for i in range(a, b):
             t = ts[i]
             if alive and idle[i] > limit[state][stream]:
                 out.append((k, created, last, state, created_state, seen_reply, assured, stream, recreated,
-                            "expired"))
+                            "expired", updates, None))
                 alive = False
             d = 1 if reply[i] else 0
             if not alive:
@@ -252,7 +296,9 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.Da
                 alive, created, last, created_state = True, t, t, state
                 seen_reply = assured = stream = False
                 recreated = bool(out) and out[-1][0] == k
+                updates = []
                 continue
+            state0, seen_reply0, assured0 = state, seen_reply, assured
             if is_tcp:
                 old = state
                 new = transitions[d][idx[i]][old]
@@ -260,17 +306,21 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.Da
                     # A SYN reopening a closed connection: the kernel kills the entry and the
                     # SYN creates a fresh one (another NEW event).
                     out.append((k, created, last, state, created_state, seen_reply, assured, stream, recreated,
-                                "reopened"))
+                                "reopened", updates, (t, state, seen_reply, assured,
+                                                      _left_s(limit[state][stream], t - last))))
                     created, last, state, created_state = t, t, S_SS, S_SS
                     seen_reply = assured = stream = False
                     recreated = True
+                    updates = []
                     continue
                 if new == S_IV:
                     continue
                 if idx[i] == I_RST and not seen_reply:
-                    # Only a RST and no reply yet: the kernel deletes the entry at once.
+                    # Only a RST and no reply yet: the kernel sets CLOSE and deletes the entry
+                    # at once, its timer not refreshed.
                     out.append((k, created, last, state, created_state, seen_reply, assured, stream, recreated,
-                                "reset"))
+                                "reset", updates, (t, S_CL, seen_reply, assured,
+                                                   _left_s(limit[state][stream], t - last))))
                     alive = False
                     continue
                 if new != S_IG:
@@ -287,12 +337,24 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.Da
                     stream = True
                     assured = assured or udp
                 last = t
+            if state != state0 or seen_reply != seen_reply0 or assured != assured0:
+                updates.append((t, state, seen_reply, assured, limit[state][stream] // 1_000_000_000))
         if alive:
-            out.append((k, created, last, state, created_state, seen_reply, assured, stream, recreated, None))
+            out.append((k, created, last, state, created_state, seen_reply, assured, stream, recreated, None,
+                        updates, None))
     return pd.DataFrame(out, columns=columns)
 
 
+def _left_s(limit_ns: int, idle_ns: int) -> int:
+    """Whole seconds an entry has left ``idle_ns`` after its timer was set to ``limit_ns``
+    (conntrack prints the jiffies left divided by HZ, truncated)."""
+    return max((limit_ns - idle_ns) // 1_000_000_000, 0)
+
+
 _UNREPLIED = frozenset({"UNREPLIED"})
+_FLAG_SETS = {(False, False): _UNREPLIED, (False, True): frozenset({"UNREPLIED", "ASSURED"}),
+              (True, False): frozenset(), (True, True): frozenset({"ASSURED"})}
+"""An entry's flags by (seen a reply, assured)."""
 
 ICMP_REQUESTS = (8, 13, 15, 17)
 """ICMP types that create a conntrack entry (echo, timestamp, info, address mask requests)."""
@@ -373,11 +435,11 @@ def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.Data
     # flag sets by (seen a reply, assured).
     limit_of = {p: [[limits.ns(p, st, False), limits.ns(p, st, True)] for st in range(len(STATE_NAMES))]
                 for p in set(f_proto)}
-    flag_sets = {(False, False): _UNREPLIED, (False, True): frozenset({"UNREPLIED", "ASSURED"}),
-                 (True, False): frozenset(), (True, True): frozenset({"ASSURED"})}
-    for k, created_ns, last_ns, state_i, created_state, seen_reply, assured, stream, recreated, ended_how in zip(
-            *(life[c].tolist() for c in ("key", "created", "last", "state", "created_state", "seen_reply",
-                                         "assured", "stream", "recreated", "ended")), strict=True):
+    flag_sets = _FLAG_SETS
+    for (k, created_ns, last_ns, state_i, created_state, seen_reply, assured, stream, recreated, ended_how, updates,
+         killed) in zip(*(life[c].tolist() for c in ("key", "created", "last", "state", "created_state", "seen_reply",
+                                                       "assured", "stream", "recreated", "ended", "updates",
+                                                       "killed")), strict=True):
         proto_num = f_proto[k]
         proto = REBUILT_PROTOCOLS[proto_num]
         family = "ipv6" if f_ver[k] == 6 else "ipv4"
@@ -401,14 +463,18 @@ def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.Data
                            state=STATE_NAMES[state_i] if tcp else None,
                            flags=flag_sets[(bool(seen_reply), bool(assured))], node=node)
         ended = ended_how if isinstance(ended_how, str) else None
+        destroyed = killed if isinstance(killed, tuple) else None
         if ended is None and read_at - last_ns > limit_ns:
             ended = "expired"
+        if ended == "expired":
+            destroyed = (last_ns + limit_ns, state_i, bool(seen_reply), bool(assured), 0)
         created = make_entry(family=family, proto=proto, orig=orig, reply=rep,
                              timeout_s=limit[created_state][0] // 1_000_000_000,
                              state=STATE_NAMES[created_state] if tcp else None, flags=_UNREPLIED, node=node,
                              mark=None, use=None)  # as conntrack -E prints a NEW event: no mark=, no use=
         out.append(RebuiltEntry(entry=entry, node=node, connection=h_conn[k], created_ns=created_ns, last_ns=last_ns,
-                                recreated=bool(recreated), created=created, ended=ended))
+                                recreated=bool(recreated), created=created, ended=ended, limit_ns=limit_ns,
+                                updates=tuple(updates) if updates else (), destroyed=destroyed))
     return _mark_replaced(out)
 
 
@@ -417,16 +483,23 @@ def _mark_replaced(entries: list[RebuiltEntry]) -> list[RebuiltEntry]:
     (port reuse) are no longer in that host's table."""
     latest: dict[tuple, int] = {}
     order = sorted(range(len(entries)), key=lambda i: entries[i].created_ns)
-    replaced = set()
+    replaced: dict[int, int] = {}  # entry -> the first later entry that took one of its tuples
     for i in order:
         e = entries[i]
         for k in ((e.node, "o", e.entry.orig.key()), (e.node, "r", e.entry.reply.key())):
             if k in latest and latest[k] != i:
-                replaced.add(latest[k])
+                replaced.setdefault(latest[k], i)
             latest[k] = i
-    for i in replaced:
-        if entries[i].ended is None:
-            entries[i].ended = "replaced"
+    for i, by in replaced.items():
+        e = entries[i]
+        if e.ended is None:
+            e.ended = "replaced"
+            # The kernel deleted it when the later entry's packet came (a SYN reopening a
+            # closed connection), unless its timeout had run out before.
+            t = min(entries[by].created_ns, e.last_ns + e.limit_ns)
+            state = STATE_NAMES.index(e.entry.state) if e.entry.state else 0
+            e.destroyed = (t, state, "UNREPLIED" not in e.entry.flags, "ASSURED" in e.entry.flags,
+                           _left_s(e.limit_ns, t - e.last_ns))
     return entries
 
 

@@ -227,12 +227,16 @@ def _comparisons(a: Analysis) -> list[str]:
     agree, differ = [], []
     for name, c in a.comparisons.items():
         dump = name.split(" (", 1)[-1].rstrip(")")
-        if c.differing or c.missing_in_dump or c.missing_in_reconstruction:
-            differ.append(f"conntrack {dump}: {len(c.matched):,} matched, {len(c.differing):,} differing, "
-                          f"{len(c.missing_in_dump):,} only rebuilt, {len(c.missing_in_reconstruction):,} only in "
-                          "the dump (flowtrace conntrack --compare)")
-        else:
-            agree.append(f"{dump} ({len(c.matched):,})")
+        for what, x in (("", c), (" UPDATE/DESTROY events", c.events)):
+            if x is not None and not (x.differing or x.missing_in_dump or x.missing_in_reconstruction):
+                continue
+            if x is not None:
+                differ.append(f"conntrack {dump}{what}: {len(x.matched):,} matched, {len(x.differing):,} differing, "
+                              f"{len(x.missing_in_dump):,} only rebuilt, {len(x.missing_in_reconstruction):,} only "
+                              "in the dump (flowtrace conntrack --compare)")
+        if c.agrees:
+            events = f" + {len(c.events.matched):,} UPDATE/DESTROY" if c.events is not None else ""
+            agree.append(f"{dump} ({len(c.matched):,}{events})")
     return differ + ([f"conntrack dumps agree with the rebuilt tables: {', '.join(agree)}"] if agree else [])
 
 

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import TextIO
 
 from flowtrace.analysis import Analysis
-from flowtrace.context.conntrack import Comparison
+from flowtrace.context.conntrack import EVENT_PREFIX, Comparison, ConntrackEntry
+from flowtrace.correlate.conntrack import EVENT_KINDS
 
 
 def render_tables(a: Analysis, *, nodes: list[str], extended: bool = False, events: bool = False,
+                  kinds: Sequence[str] = EVENT_KINDS, timestamp: bool = False,
                   out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Print the tables of ``nodes`` in the exact ``conntrack -L`` layout; returns the count.
 
     With one node only entry lines are printed, so that ``diff`` against the kernel's
     ``conntrack -L`` (same ``-o`` flags) is meaningful; with several, each table is
-    preceded by a ``# node`` line. ``events`` prints every entry ever created as a
-    ``conntrack -E`` NEW line instead. The count goes to stderr as conntrack prints it.
+    preceded by a ``# node`` line. ``events`` prints the entries' ``conntrack -E`` events
+    of ``kinds`` instead (NEW, UPDATE, DESTROY), in time order, with ``timestamp`` each
+    prefixed by its time on the node's clock as ``-o timestamp`` prints it. The count goes
+    to stderr as conntrack prints it.
     """
     out = out or sys.stdout
     err = err or sys.stderr
@@ -24,27 +29,53 @@ def render_tables(a: Analysis, *, nodes: list[str], extended: bool = False, even
     for node in nodes:
         if len(nodes) > 1:
             out.write(f"# {node}\n")
-        entries = a.conntrack_table(node, ended=events)
-        for e in sorted(entries, key=lambda e: e.created_ns):
-            if events:
-                out.write(f"    [NEW] {e.created.format(extended=extended)}\n")
-            else:
+        entries = sorted(a.conntrack_table(node, ended=events), key=lambda e: e.created_ns)
+        if not events:
+            for e in entries:
                 out.write(e.entry.format(extended=extended) + "\n")
-            shown += 1
+            shown += len(entries)
+            continue
+        offset = a.offsets[node].offset_ns if node in a.offsets else 0
+        # Stable: an entry's events keep their order where times tie.
+        stream = sorted((ev for e in entries for ev in e.events(kinds)), key=lambda ev: ev.ts_ns or 0)
+        for ev in stream:
+            stamp = ""
+            if timestamp:
+                # conntrack 1.4.7 prints "[%-.8ld.%-.6ld]": microseconds zero-padded to six
+                # digits (older versions padded them with spaces after; flowtrace reads both).
+                sec, ns = divmod((ev.ts_ns or 0) + offset, 1_000_000_000)
+                stamp = f"[{sec}.{ns // 1000:06d}]\t"
+            out.write(f"{stamp}{EVENT_PREFIX[ev.event or 'NEW']}{ev.format(extended=extended)}\n")
+        shown += len(stream)
     word = "flow events" if events else "flow entries"
     err.write(f"flowtrace (reconstructed conntrack): {shown} {word} have been shown.\n")
     return shown
 
 
 def render_comparison(node: str, dump_name: str, c: Comparison, *, out: TextIO | None = None) -> None:
-    """Print how node's reconstruction compares with a dump: counts, then every difference."""
+    """Print how node's reconstruction compares with a dump: counts, then every difference;
+    then the same for its UPDATE and DESTROY events, when the dump has them."""
     out = out or sys.stdout
     out.write(f"{node} vs {dump_name}: {len(c.matched)} matched, {len(c.differing)} differing, "
               f"{len(c.missing_in_dump)} only reconstructed, {len(c.missing_in_reconstruction)} only in the dump "
               f"(precision {c.precision:.1%}, recall {c.recall:.1%})\n")
+    _differences(c, out, event=False)
+    e = c.events
+    if e is not None:
+        out.write(f"{node} vs {dump_name}, UPDATE and DESTROY events: {len(e.matched)} matched, "
+                  f"{len(e.differing)} differing, {len(e.missing_in_dump)} only reconstructed, "
+                  f"{len(e.missing_in_reconstruction)} only in the dump "
+                  f"(precision {e.precision:.1%}, recall {e.recall:.1%})\n")
+        _differences(e, out, event=True)
+
+
+def _differences(c: Comparison, out: TextIO, *, event: bool) -> None:
+    def line(x: ConntrackEntry) -> str:
+        return f"{EVENT_PREFIX[x.event or 'NEW']}{x.format()}" if event else x.format()
+
     for r, d, what in c.differing:
-        out.write(f"  differs: {'; '.join(what)}\n    reconstructed: {r.format()}\n    dump:          {d.format()}\n")
-    for e in c.missing_in_dump:
-        out.write(f"  only reconstructed: {e.format()}\n")
-    for e in c.missing_in_reconstruction:
-        out.write(f"  only in the dump:   {e.format()}\n")
+        out.write(f"  differs: {'; '.join(what)}\n    reconstructed: {line(r)}\n    dump:          {line(d)}\n")
+    for x in c.missing_in_dump:
+        out.write(f"  only reconstructed: {line(x)}\n")
+    for x in c.missing_in_reconstruction:
+        out.write(f"  only in the dump:   {line(x)}\n")

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from flowtrace.analysis import Analysis
-from flowtrace.context.conntrack import Comparison, ConntrackEntry, Tuple
+from flowtrace.context.conntrack import EVENT_PREFIX, Comparison, ConntrackEntry, Tuple
 from flowtrace.context.k8s import KubeNames, add_name_columns
 
 
@@ -57,13 +57,20 @@ def entry_dict(e: ConntrackEntry) -> dict[str, Any]:
 
 
 def comparison_dict(c: Comparison) -> dict[str, Any]:
-    """A reconstruction-versus-dump comparison as JSON data."""
-    return {
+    """A reconstruction-versus-dump comparison as JSON data; ``events`` (UPDATE and DESTROY
+    events, their lines with the ``conntrack -E`` prefix) when the dump has them."""
+    def line(e: ConntrackEntry) -> str:
+        return EVENT_PREFIX[e.event] + e.format() if e.event in EVENT_PREFIX else e.format()
+
+    out: dict[str, Any] = {
         "matched": len(c.matched), "precision": c.precision, "recall": c.recall,
-        "missing_in_dump": [e.format() for e in c.missing_in_dump],
-        "missing_in_reconstruction": [e.format() for e in c.missing_in_reconstruction],
-        "differing": [{"reconstructed": r.format(), "dump": d.format(), "what": what} for r, d, what in c.differing],
+        "missing_in_dump": [line(e) for e in c.missing_in_dump],
+        "missing_in_reconstruction": [line(e) for e in c.missing_in_reconstruction],
+        "differing": [{"reconstructed": line(r), "dump": line(d), "what": what} for r, d, what in c.differing],
     }
+    if c.events is not None:
+        out["events"] = comparison_dict(c.events)
+    return out
 
 
 HOP_FIELDS = ["hop", "on_path", "capture", "interface", "ifindex", "packet_direction", "src", "sport", "dst",
