@@ -12,7 +12,7 @@ expired after its state's timeout. Each creation is one ``conntrack -E`` NEW eve
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,7 +114,7 @@ class RebuiltEntry:
     is still in the table."""
     limit_ns: int = 0
     """Idle timeout of its last state (a UDP stream's when it became one), in nanoseconds."""
-    updates: tuple[tuple[int, int, bool, bool, int], ...] = ()
+    updates: Sequence[tuple[int, int, bool, bool, int]] = ()
     """Its UPDATE events: (corrected time, state index in STATE_NAMES, seen a reply,
     assured, seconds of timeout) per packet that changed its TCP state, or set
     [SEEN_REPLY] or [ASSURED]."""
@@ -269,12 +269,13 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.Da
     key_proto = proto[starts].tolist()
     limit_of = {p: [[limits.ns(p, s, False), limits.ns(p, s, True)] for s in range(len(STATE_NAMES))]
                 for p in set(key_proto)}
+    limit_s_of = {p: [[ns // 1_000_000_000 for ns in row] for row in rows] for p, rows in limit_of.items()}
     out: list[tuple] = []
     # Per key a short Python walk over its few state-relevant events; pure ACK and data
     # packets in ESTABLISHED only refresh the timer, so they are skipped in bulk. The
     # entry being walked lives in local variables; ``alive`` says whether there is one.
     for a, b, p in zip(starts.tolist(), ends.tolist(), key_proto, strict=True):
-        is_tcp, udp, limit = p == 6, p == 17, limit_of[p]
+        is_tcp, udp, limit, limit_s = p == 6, p == 17, limit_of[p], limit_s_of[p]
         k = key[a]
         alive = recreated = seen_reply = assured = stream = False
         created = last = state = created_state = 0
@@ -298,7 +299,7 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.Da
                 recreated = bool(out) and out[-1][0] == k
                 updates = []
                 continue
-            state0, seen_reply0, assured0 = state, seen_reply, assured
+            changed = False
             if is_tcp:
                 old = state
                 new = transitions[d][idx[i]][old]
@@ -325,20 +326,22 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.Da
                     continue
                 if new != S_IG:
                     if seen_reply and not assured and old in (S_SR, S_ES) and new == S_ES:
-                        assured = True
-                    state = new
-                if d == 1:
-                    seen_reply = True
+                        assured = changed = True
+                    if new != old:
+                        state, changed = new, True
+                if d == 1 and not seen_reply:
+                    seen_reply = changed = True
                 last = t
             else:
-                if d == 1:
-                    seen_reply = True
+                if d == 1 and not seen_reply:
+                    seen_reply = changed = True
                 if seen_reply and t - created > UDP_STREAM_AFTER_S * 1_000_000_000:
                     stream = True
-                    assured = assured or udp
+                    if udp and not assured:
+                        assured = changed = True
                 last = t
-            if state != state0 or seen_reply != seen_reply0 or assured != assured0:
-                updates.append((t, state, seen_reply, assured, limit[state][stream] // 1_000_000_000))
+            if changed:
+                updates.append((t, state, seen_reply, assured, limit_s[state][stream]))
         if alive:
             out.append((k, created, last, state, created_state, seen_reply, assured, stream, recreated, None,
                         updates, None))
@@ -474,7 +477,7 @@ def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.Data
                              mark=None, use=None)  # as conntrack -E prints a NEW event: no mark=, no use=
         out.append(RebuiltEntry(entry=entry, node=node, connection=h_conn[k], created_ns=created_ns, last_ns=last_ns,
                                 recreated=bool(recreated), created=created, ended=ended, limit_ns=limit_ns,
-                                updates=tuple(updates) if updates else (), destroyed=destroyed))
+                                updates=updates, destroyed=destroyed))
     return _mark_replaced(out)
 
 
