@@ -308,7 +308,7 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.Da
                     # SYN creates a fresh one (another NEW event).
                     out.append((k, created, last, state, created_state, seen_reply, assured, stream, recreated,
                                 "reopened", updates, (t, state, seen_reply, assured,
-                                                      _left_s(limit[state][stream], t - last))))
+                                                      _left_s(limit[state][stream], idle[i]))))
                     created, last, state, created_state = t, t, S_SS, S_SS
                     seen_reply = assured = stream = False
                     recreated = True
@@ -321,7 +321,7 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.Da
                     # at once, its timer not refreshed.
                     out.append((k, created, last, state, created_state, seen_reply, assured, stream, recreated,
                                 "reset", updates, (t, S_CL, seen_reply, assured,
-                                                   _left_s(limit[state][stream], t - last))))
+                                                   _left_s(limit[state][stream], idle[i]))))
                     alive = False
                     continue
                 if new != S_IG:
@@ -349,8 +349,9 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.Da
 
 
 def _left_s(limit_ns: int, idle_ns: int) -> int:
-    """Whole seconds an entry has left ``idle_ns`` after its timer was set to ``limit_ns``
-    (conntrack prints the jiffies left divided by HZ, truncated)."""
+    """Whole seconds an entry has left ``idle_ns`` after its timer was last set to
+    ``limit_ns`` (by the previous packet, seen by the walk or not); conntrack prints the
+    jiffies left divided by HZ, truncated."""
     return max((limit_ns - idle_ns) // 1_000_000_000, 0)
 
 
