@@ -4,7 +4,8 @@ Top-level keys: ``schema_version``, ``flowtrace_version``, ``reference`` (the ca
 whose clock is the reference), ``captures`` (name, path, role, packets, time span, clock
 offset and its uncertainty), ``connections`` (each row of the connections table with its
 ``request`` and ``response`` hops), ``conntrack`` (per node, the reconstructed entries:
-the ``conntrack -L`` line and its parts), ``comparisons`` (reconstruction against dumps),
+the ``conntrack -L`` line and its parts), ``comparisons`` (reconstruction against dumps,
+with ``events`` for the UPDATE and DESTROY lines of a ``-E`` dump),
 ``findings`` and ``notes``. Times are integers in nanoseconds; missing values are null.
 With a Kubernetes snapshot, connections and hops carry a ``<address>_name`` next to each
 address (``client_dst_name``: ``svc default/web:http``; hops ``src_name``, ``dst_name``).
