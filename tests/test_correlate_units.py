@@ -102,6 +102,16 @@ def test_change_labels_fold_ports_into_address_rewrites():
     assert change_labels(DNAT, 1) == ["reverse DNAT"]
 
 
+def _tcp_fields(packets, **columns):
+    """``packets`` with the TCP columns the timer caps read: by default sequence and
+    acknowledgement numbers 0, no payload and a 64 KiB window (no cap applies)."""
+    n = len(packets)
+    base = {"seq": np.zeros(n, dtype=np.uint32), "ack": np.zeros(n, dtype=np.uint32),
+            "payload_len": np.zeros(n, dtype=np.uint32), "window": np.full(n, 65535, dtype=np.uint16)}
+    base.update({k: np.asarray(v, dtype=base[k].dtype) for k, v in columns.items()})
+    return packets.assign(**base)
+
+
 def _walk(times_s, *, proto=17, replies=(), limits=None, flags=None):
     """The entries conntrack creates for one key's packets at ``times_s`` (requests, but
     the indices in ``replies``; TCP ``flags`` per packet), through the same event filter
@@ -113,7 +123,7 @@ def _walk(times_s, *, proto=17, replies=(), limits=None, flags=None):
 
     n = len(times_s)
     tcp_flags = np.zeros(n, dtype=np.uint16) if flags is None else np.asarray(flags, dtype=np.uint16)
-    packets = pd.DataFrame({"proto": np.full(n, proto, dtype=np.uint8), "tcp_flags": tcp_flags})
+    packets = _tcp_fields(pd.DataFrame({"proto": np.full(n, proto, dtype=np.uint8), "tcp_flags": tcp_flags}))
     ev = pd.DataFrame({"key": np.zeros(n, dtype=np.int64),
                        "ts": (np.asarray(times_s, dtype=np.float64) * 1e9).astype(np.int64),
                        "direction": ["reply" if i in replies else REQUEST for i in range(n)],
@@ -199,6 +209,79 @@ def test_a_syn_reopening_a_closed_entry_kills_it_with_the_seconds_left():
     assert life["updates"].iloc[0][-1] == (2_000_000, S_CL, True, False, 10)
 
 
+def _caps(flags, replies, seq, ack, payload, window=None):
+    """The timer cap of each packet of one TCP entry (``replies``: indices sent by the server)."""
+    import pandas as pd
+
+    from flowtrace.correlate.conntrack import _timer_caps
+
+    n = len(flags)
+    packets = _tcp_fields(pd.DataFrame({"proto": np.full(n, 6, dtype=np.uint8),
+                                        "tcp_flags": np.asarray(flags, dtype=np.uint16)}),
+                          seq=seq, ack=ack, payload_len=payload, **({"window": window} if window else {}))
+    reply = np.isin(np.arange(n), list(replies))
+    return _timer_caps(packets, np.arange(n), reply, np.r_[True, np.zeros(n - 1, dtype=bool)]).tolist()
+
+
+def test_timer_caps_follow_unacknowledged_data_retransmissions_and_zero_windows():
+    from flowtrace.correlate.conntrack import CAP_NONE as N
+    from flowtrace.correlate.conntrack import CAP_RETRANS as R
+    from flowtrace.correlate.conntrack import CAP_UNACK as U
+
+    c, s = 1000, 5000  # the two sides' initial sequence numbers (near the wrap: modular)
+    hand = dict(flags=[SYN, SYNACK, ACK], replies={1}, seq=[c, s, c + 1], ack=[0, c + 1, s + 1], payload=[0, 0, 0])
+    # 100 bytes sent, then acknowledged: capped until the ACK covers exactly their end
+    caps = _caps(hand["flags"] + [ACK, ACK], {1, 4}, hand["seq"] + [c + 1, s + 1], hand["ack"] + [s + 1, c + 101],
+                 hand["payload"] + [100, 0])
+    assert caps == [N, N, N, U, N]
+    # sequence numbers wrap around 2**32; an ACK short of the end leaves the cap
+    w = (1 << 32) - 40
+    m = 1 << 32
+    wrap = dict(flags=[SYN, SYNACK, ACK, ACK, ACK], replies={1, 4}, seq=[w, s, (w + 1) % m, (w + 1) % m, s + 1],
+                payload=[0, 0, 0, 100, 0])
+    assert _caps(**wrap, ack=[0, (w + 1) % m, s + 1, s + 1, (w + 101) % m]) == [N, N, N, U, N]
+    assert _caps(**wrap, ack=[0, (w + 1) % m, s + 1, s + 1, (w + 51) % m]) == [N, N, N, U, U]
+    # the same segment four times in a row: the fourth is a retransmission past the limit
+    caps = _caps(hand["flags"] + [ACK] * 4, {1}, hand["seq"] + [c + 1] * 4, hand["ack"] + [s + 1] * 4,
+                 hand["payload"] + [100] * 4)
+    assert caps == [N, N, N, U, U, U, R]
+    # a zero window caps too; a RST with one does not
+    assert _caps([SYN, SYNACK, ACK, RST], {1, 2}, [c, s, s + 1, c + 1], [0, c + 1, c + 1, 0], [0, 0, 0, 0],
+                 window=[65535, 65535, 0, 0]) == [N, N, R, N]
+
+
+def test_unacknowledged_data_expires_an_established_entry_after_five_idle_minutes():
+    # The kernel's tcp_timeout_unacknowledged (300 s) instead of ESTABLISHED's 432000 s:
+    # a request never acknowledged, then silence, then a retransmission 301 s later.
+    import pandas as pd
+
+    from flowtrace.correlate.conntrack import Limits, _lifecycle, _relevant
+    from flowtrace.correlate.path import REQUEST
+
+    c, s = 1000, 5000
+
+    def life(acked: bool):
+        flags = [SYN, SYNACK, ACK, ACK] + ([ACK] if acked else []) + [ACK]
+        direction = [REQUEST, "reply", REQUEST, REQUEST] + (["reply"] if acked else []) + [REQUEST]
+        times = [0, 0.001, 0.002, 0.003] + ([0.004] if acked else []) + [301.0]
+        seq = [c, s, c + 1, c + 1] + ([s + 1] if acked else []) + [c + 101]
+        ack = [0, c + 1, s + 1, s + 1] + ([c + 101] if acked else []) + [s + 1]
+        payload = [0, 0, 0, 100] + ([0] if acked else []) + [0]
+        n = len(flags)
+        packets = _tcp_fields(pd.DataFrame({"proto": np.full(n, 6, dtype=np.uint8),
+                                            "tcp_flags": np.asarray(flags, dtype=np.uint16)}),
+                              seq=seq, ack=ack, payload_len=payload)
+        ev = pd.DataFrame({"key": np.zeros(n, dtype=np.int64), "ts": (np.asarray(times) * 1e9).astype(np.int64),
+                           "direction": direction, "row": np.arange(n)})
+        limits = Limits.of()
+        return _lifecycle(_relevant(ev, packets, limits.shortest), packets, limits)
+
+    assert life(acked=True)["ended"].tolist() == [None]
+    unacked = life(acked=False)
+    assert unacked["ended"].iloc[0] == "expired"
+    assert unacked["last_cap"].iloc[0] == 2  # CAP_UNACK: the entry's last packet left data unacknowledged
+
+
 def test_no_packet_creates_no_entry():
     assert _walk([]).empty
     assert list(_walk([]).columns)[:3] == ["key", "created", "last"]
@@ -230,8 +313,9 @@ def test_host_events_of_sightings_no_host_holds_are_none():
 
     from flowtrace.correlate.conntrack import host_events
 
-    packets = pd.DataFrame({"capture": pd.Categorical(["node1", "node1"]), "proto": np.array([6, 6], dtype=np.uint8),
-                            "tcp_flags": np.array([2, 18], dtype=np.uint16)})
+    packets = _tcp_fields(pd.DataFrame({"capture": pd.Categorical(["node1", "node1"]),
+                                        "proto": np.array([6, 6], dtype=np.uint8),
+                                        "tcp_flags": np.array([2, 18], dtype=np.uint16)}))
     st = pd.DataFrame({"row": np.array([0, 1]), "connection": np.array([7, 7]), "group": np.array([0, 1]),
                        "ts": np.array([10, 20]), "direction": np.array([0, 1], dtype=np.int8)})
     hosts = pd.DataFrame({"capture": [0], "connection": [7], "key": [0], "proto": [6]})
@@ -392,3 +476,24 @@ def test_positions_find_each_key_or_minus_one(bound: int) -> None:
     assert np.array_equal(_positions(keys, want, bound), expected)
     # Keys at or above the bound are never asked for; the table leaves them out.
     assert np.array_equal(_positions(np.r_[keys, 5_000], want, 1_000), expected)
+
+
+def test_a_real_router_caps_an_entry_with_unacknowledged_data_at_300_seconds():
+    """tests/data/unacknowledged-router.*: the kernel listed the entry ESTABLISHED with 297 s
+    left (300 s for unacknowledged data, read 3 s after its last packet), not 432000."""
+    from pathlib import Path
+
+    import flowtrace
+    from flowtrace.context.conntrack import compare, read_dump
+
+    data = Path(__file__).resolve().parent / "data"
+    a = flowtrace.analyze(f"router={data / 'unacknowledged-router.pcap'}")
+    (entry,) = [e.entry for e in a.conntrack_table("router")]
+    (kernel,) = read_dump(data / "unacknowledged-router.conntrack.txt", node="router")
+    assert compare([entry], [kernel], check_state=True).agrees
+    assert entry.timeout_s == 300 and 290 <= kernel.timeout_s <= 300
+    # its last packets are the fourth and later sendings of one segment: the retransmission
+    # cap comes first, as in tcp_packet(); each cap is the timeout of its own key
+    for key, left in (("tcp_max_retrans", 100), ("tcp_unacknowledged", 300)):
+        other = flowtrace.analyze(f"router={data / 'unacknowledged-router.pcap'}", timeouts={key: 100})
+        assert [e.entry.timeout_s for e in other.conntrack_table("router")] == [left], key

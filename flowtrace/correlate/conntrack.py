@@ -7,7 +7,9 @@ Its life follows the packets the host saw, one per distinct packet however many
 interfaces showed it: created by the first packet, TCP states as in
 nf_conntrack_proto_tcp.c, [UNREPLIED] until a reply passed, [ASSURED] when the kernel
 sets it, killed by a lone RST before any reply, re-created by a SYN after a close, and
-expired after its state's timeout. Each creation is one ``conntrack -E`` NEW event.
+expired after its state's timeout (capped at 300 s while data is unacknowledged or a
+segment is retransmitted, as tcp_packet does). Each creation is one ``conntrack -E`` NEW
+event, each change an UPDATE, each end within the capture a DESTROY.
 """
 
 from __future__ import annotations
@@ -66,6 +68,9 @@ class Limits:
     udp: int
     udp_stream: int
     icmp: int
+    caps: tuple[int, int, int] = (0, 300_000_000_000, 300_000_000_000)
+    """A TCP entry's timeout cap by ``cap`` code of the packet that set its timer (see
+    ``_relevant``): none, ``tcp_max_retrans``, ``tcp_unacknowledged``."""
 
     @classmethod
     def of(cls, timeouts: Mapping[str, float] | None = None) -> Limits:
@@ -73,7 +78,8 @@ class Limits:
         raises InputError for an unknown key or a bad value."""
         ns = resolve_timeouts(timeouts)
         tcp = [0] + [ns[f"tcp_{state.lower()}"] for state in STATE_NAMES[1:9]] + [ns["tcp_syn_sent"]]
-        return cls(tcp=tcp, udp=ns["udp"], udp_stream=ns["udp_stream"], icmp=ns["icmp"])
+        return cls(tcp=tcp, udp=ns["udp"], udp_stream=ns["udp_stream"], icmp=ns["icmp"],
+                   caps=(0, ns["tcp_max_retrans"], ns["tcp_unacknowledged"]))
 
     def ns(self, proto: int, state: int, stream: bool) -> int:
         """How long an entry of ``proto`` in TCP ``state`` (a UDP one: a ``stream`` or not)
@@ -205,7 +211,7 @@ def _no_events() -> pd.DataFrame:
     """host_events' table without a row."""
     none = np.zeros(0, dtype=np.int64)
     return pd.DataFrame({"key": none, "ts": none, "row": none, "direction": none.astype(np.int8), "group": none,
-                         "idle": none})
+                         "idle": none, "cap": none.astype(np.int8), "cap_prev": none.astype(np.int8)})
 
 
 def _relevant(ev: pd.DataFrame, packets: pd.DataFrame, shortest_ns: int) -> pd.DataFrame:
@@ -215,7 +221,8 @@ def _relevant(ev: pd.DataFrame, packets: pd.DataFrame, shortest_ns: int) -> pd.D
     (the refresh time). Everything else only refreshes the timer in the same state.
     Adds ``idle``: the time since the key's previous packet, seen or left out."""
     if ev.empty:
-        return ev.assign(idle=np.zeros(0, dtype=np.int64))
+        return ev.assign(idle=np.zeros(0, dtype=np.int64), cap=np.zeros(0, dtype=np.int8),
+                         cap_prev=np.zeros(0, dtype=np.int8))
     key = ev["key"].to_numpy()
     ts = ev["ts"].to_numpy()
     flags = packets["tcp_flags"].to_numpy()[ev["row"].to_numpy()]
@@ -234,9 +241,78 @@ def _relevant(ev: pd.DataFrame, packets: pd.DataFrame, shortest_ns: int) -> pd.D
     idle[start] = 0
     gap = (idle > min(5_000_000_000, shortest_ns)) & ~start
     keep = start | end | control | first_side | first_reply | first_after | gap
+    cap = _timer_caps(packets, ev["row"].to_numpy(), reply, start)
+    cap_prev = np.r_[0, cap[:-1]]
+    cap_prev[start] = 0
     # The packets left out refreshed the timer: the walk judges expiry by the idle time
-    # before each event it sees, not by the time since the previous event it sees.
-    return ev[keep].assign(idle=idle[keep]).reset_index(drop=True)
+    # before each event it sees, not by the time since the previous event it sees, with
+    # the cap the packet before it (seen by the walk or not) set.
+    return ev[keep].assign(idle=idle[keep], cap=cap[keep], cap_prev=cap_prev[keep]).reset_index(drop=True)
+
+
+CAP_NONE, CAP_RETRANS, CAP_UNACK = 0, 1, 2
+"""What caps the timeout a TCP packet sets (``Limits.caps``): nothing, the retransmission
+timeout (a segment sent the fourth time in a row, or a zero window), the unacknowledged-
+data timeout."""
+
+
+def _timer_caps(packets: pd.DataFrame, rows: np.ndarray, reply: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """int8 per event (one key's packets in time order, keys one after the other, ``start``
+    marking each key's first): the cap on the timeout the packet sets, as
+    nf_conntrack_proto_tcp.c's tcp_packet chooses it after tcp_in_window.
+
+    - CAP_RETRANS when the packet repeats the previous one of the entry (direction,
+      sequence, acknowledgement, end and window) for the third time or more
+      (``nf_conntrack_tcp_max_retrans``);
+    - else CAP_UNACK when a side has data the other has not acknowledged: its highest
+      sequence end advanced beyond its first packet's, and no packet from the other side
+      since then acknowledged exactly that end (or came without ACK);
+    - else CAP_RETRANS for a zero window (not a RST);
+    - CAP_NONE otherwise, and for other protocols.
+    """
+    n = rows.size
+    if not n:
+        return np.zeros(0, dtype=np.int8)
+    tcp = packets["proto"].to_numpy()[rows] == 6
+    flags = packets["tcp_flags"].to_numpy()[rows].astype(np.int64)
+    seq = packets["seq"].to_numpy()[rows].astype(np.int64)
+    ack = packets["ack"].to_numpy()[rows].astype(np.int64)
+    win = packets["window"].to_numpy()[rows].astype(np.int64)
+    end = (seq + packets["payload_len"].to_numpy()[rows].astype(np.int64) + ((flags >> 1) & 1) + (flags & 1)) % (1 << 32)
+    side = reply.astype(np.int64)
+    block = np.cumsum(start) - 1
+    index = np.arange(n)
+    block_start = np.flatnonzero(start)[block]
+    # Retransmissions: runs of packets equal to the one before them.
+    same = np.zeros(n, dtype=bool)
+    same[1:] = ((block[1:] == block[:-1]) & (side[1:] == side[:-1]) & (seq[1:] == seq[:-1]) & (ack[1:] == ack[:-1])
+                & (end[1:] == end[:-1]) & (win[1:] == win[:-1]))
+    count = np.cumsum(same)
+    run = count - np.maximum.accumulate(np.where(same, 0, count))
+    unack = np.zeros(n, dtype=bool)
+    span = np.int64(1) << 34  # above any sequence offset: keys' running maxima stay apart
+    for x in (0, 1):
+        mine = side == x
+        # Sequence numbers of side x relative to its first packet in the key.
+        first = np.where(mine, index, n)
+        first_of_block = np.minimum.reduceat(first, np.flatnonzero(start))[block]
+        has = first_of_block < n
+        base = seq[np.minimum(first_of_block, n - 1)]
+        rel_end = np.where(mine & has, (end - base) % (1 << 32), -1)
+        top = np.maximum.accumulate(rel_end + block * span) - block * span
+        top = np.where(top >= 0, top, -1)
+        before = np.r_[-1, top[:-1]]
+        before[start] = -1
+        advanced = mine & (before >= 0) & (top > before)
+        rel_ack = (ack - base) % (1 << 32)
+        cleared = ~mine & has & (top >= 0) & (((flags & 0x10) == 0) | (rel_ack == top))
+        last_set = np.maximum.accumulate(np.where(advanced, index, -1))
+        last_clear = np.maximum.accumulate(np.where(cleared, index, -1))
+        unack |= (last_set >= block_start) & (last_set > last_clear)
+    rst = (flags & 0x04) != 0
+    cap = np.where(run >= 3, CAP_RETRANS, np.where(unack, CAP_UNACK, np.where((win == 0) & ~rst, CAP_RETRANS,
+                                                                                   CAP_NONE)))
+    return np.where(tcp, cap, CAP_NONE).astype(np.int8)
 
 
 def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.DataFrame:
@@ -256,11 +332,15 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.Da
     reply = (ev["direction"].to_numpy() != REQUEST).tolist()
     ts = ev["ts"].to_numpy().astype(np.int64).tolist()
     idle = ev["idle"].to_numpy().astype(np.int64).tolist()
+    cap = ev["cap"].to_numpy().tolist()
+    cap_prev = ev["cap_prev"].to_numpy().tolist()
+    caps = limits.caps
+    caps_s = [c // 1_000_000_000 for c in caps]
     key = key_np.tolist()
     idx = tcp_index(flags).tolist()
     transitions = TCP_TRANSITIONS.tolist()
     columns = ["key", "created", "last", "state", "created_state", "seen_reply", "assured", "stream", "recreated",
-               "ended", "updates", "killed"]
+               "ended", "updates", "killed", "last_cap"]
     if not key_np.size:
         return pd.DataFrame({c: [] for c in columns})
     # Idle limits by (state, stream) for each protocol present, asked of ``limits`` once.
@@ -278,13 +358,20 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.Da
         is_tcp, udp, limit, limit_s = p == 6, p == 17, limit_of[p], limit_s_of[p]
         k = key[a]
         alive = recreated = seen_reply = assured = stream = False
-        created = last = state = created_state = 0
+        created = last = state = created_state = last_cap = 0
         updates: list[tuple[int, int, bool, bool, int]] = []
         for i in range(a, b):
             t = ts[i]
-            if alive and idle[i] > limit[state][stream]:
-                out.append((k, created, last, state, created_state, seen_reply, assured, stream, recreated,
-                            "expired", updates, None))
+            timer = 0
+            if alive:
+                # The timer the previous packet set: its state's timeout, or a TCP cap.
+                timer = limit[state][stream]
+                if is_tcp and cap_prev[i] and caps[cap_prev[i]] < timer:
+                    timer = caps[cap_prev[i]]
+            if alive and idle[i] > timer:
+                # Its last packet was the one before this (seen by the walk or not).
+                out.append((k, created, t - idle[i], state, created_state, seen_reply, assured, stream, recreated,
+                            "expired", updates, None, cap_prev[i]))
                 alive = False
             d = 1 if reply[i] else 0
             if not alive:
@@ -294,7 +381,7 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.Da
                         continue  # conntrack creates no entry for this packet
                 else:
                     state = 0
-                alive, created, last, created_state = True, t, t, state
+                alive, created, last, created_state, last_cap = True, t, t, state, cap[i]
                 seen_reply = assured = stream = False
                 recreated = bool(out) and out[-1][0] == k
                 updates = []
@@ -307,9 +394,9 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.Da
                     # A SYN reopening a closed connection: the kernel kills the entry and the
                     # SYN creates a fresh one (another NEW event).
                     out.append((k, created, last, state, created_state, seen_reply, assured, stream, recreated,
-                                "reopened", updates, (t, state, seen_reply, assured,
-                                                      _left_s(limit[state][stream], idle[i]))))
-                    created, last, state, created_state = t, t, S_SS, S_SS
+                                "reopened", updates, (t, state, seen_reply, assured, _left_s(timer, idle[i])),
+                                last_cap))
+                    created, last, state, created_state, last_cap = t, t, S_SS, S_SS, cap[i]
                     seen_reply = assured = stream = False
                     recreated = True
                     updates = []
@@ -320,8 +407,8 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.Da
                     # Only a RST and no reply yet: the kernel sets CLOSE and deletes the entry
                     # at once, its timer not refreshed.
                     out.append((k, created, last, state, created_state, seen_reply, assured, stream, recreated,
-                                "reset", updates, (t, S_CL, seen_reply, assured,
-                                                   _left_s(limit[state][stream], idle[i]))))
+                                "reset", updates, (t, S_CL, seen_reply, assured, _left_s(timer, idle[i])),
+                                last_cap))
                     alive = False
                     continue
                 if new != S_IG:
@@ -331,7 +418,7 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.Da
                         state, changed = new, True
                 if d == 1 and not seen_reply:
                     seen_reply = changed = True
-                last = t
+                last, last_cap = t, cap[i]
             else:
                 if d == 1 and not seen_reply:
                     seen_reply = changed = True
@@ -341,10 +428,13 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.Da
                         assured = changed = True
                 last = t
             if changed:
-                updates.append((t, state, seen_reply, assured, limit_s[state][stream]))
+                seconds = limit_s[state][stream]
+                if is_tcp and cap[i] and caps_s[cap[i]] < seconds:
+                    seconds = caps_s[cap[i]]
+                updates.append((t, state, seen_reply, assured, seconds))
         if alive:
             out.append((k, created, last, state, created_state, seen_reply, assured, stream, recreated, None,
-                        updates, None))
+                        updates, None, last_cap))
     return pd.DataFrame(out, columns=columns)
 
 
@@ -440,10 +530,11 @@ def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.Data
     limit_of = {p: [[limits.ns(p, st, False), limits.ns(p, st, True)] for st in range(len(STATE_NAMES))]
                 for p in set(f_proto)}
     flag_sets = _FLAG_SETS
+    caps = limits.caps
     for (k, created_ns, last_ns, state_i, created_state, seen_reply, assured, stream, recreated, ended_how, updates,
-         killed) in zip(*(life[c].tolist() for c in ("key", "created", "last", "state", "created_state", "seen_reply",
-                                                       "assured", "stream", "recreated", "ended", "updates",
-                                                       "killed")), strict=True):
+         killed, last_cap) in zip(*(life[c].tolist() for c in (
+             "key", "created", "last", "state", "created_state", "seen_reply", "assured", "stream", "recreated",
+             "ended", "updates", "killed", "last_cap")), strict=True):
         proto_num = f_proto[k]
         proto = REBUILT_PROTOCOLS[proto_num]
         family = "ipv6" if f_ver[k] == 6 else "ipv4"
@@ -460,6 +551,8 @@ def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.Data
         tcp = proto_num == 6
         limit = limit_of[proto_num]
         limit_ns = limit[state_i][1 if stream else 0]
+        if tcp and last_cap and caps[last_cap] < limit_ns:  # the last packet left data unacknowledged, say
+            limit_ns = caps[last_cap]
         node = h_name[k]
         read_at = ends.get(node, last_ns)
         left = max(limit_ns // 1_000_000_000 - (read_at - last_ns) // 1_000_000_000, 0)

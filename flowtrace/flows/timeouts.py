@@ -16,6 +16,8 @@ CONNTRACK_TIMEOUTS: Mapping[str, float] = {
     "tcp_last_ack": 30.0,
     "tcp_time_wait": 120.0,
     "tcp_close": 10.0,
+    "tcp_unacknowledged": 300.0,
+    "tcp_max_retrans": 300.0,
     "udp": 30.0,
     "udp_stream": 120.0,
     "icmp": 30.0,
