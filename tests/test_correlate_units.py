@@ -497,3 +497,16 @@ def test_a_real_router_caps_an_entry_with_unacknowledged_data_at_300_seconds():
     for key, left in (("tcp_max_retrans", 100), ("tcp_unacknowledged", 300)):
         other = flowtrace.analyze(f"router={data / 'unacknowledged-router.pcap'}", timeouts={key: 100})
         assert [e.entry.timeout_s for e in other.conntrack_table("router")] == [left], key
+
+
+def test_a_connection_picked_up_midstream_has_the_unacknowledged_timeout_until_a_reply():
+    # No SYN in the capture: the first ACK makes an ESTABLISHED entry (nf_conntrack_tcp_loose)
+    # whose timeout stays at tcp_unacknowledged (300 s) until a reply, as the kernel does.
+    life = _walk([0, 200, 400], proto=6, flags=[ACK, ACK, ACK])
+    assert life["ended"].iloc[0] is None and life["state"].iloc[0] == S_ES
+    assert len(_walk([0, 301], proto=6, flags=[ACK, ACK])) == 2  # expired: a second pickup
+    answered = _walk([0, 0.001, 400], proto=6, flags=[ACK, ACK, ACK], replies={1})
+    # the reply sets [SEEN_REPLY]; the originator's next packet, [ASSURED] ("a valid answer
+    # for a picked up connection")
+    assert len(answered) == 1 and answered["updates"].iloc[0] == [(1_000_000, S_ES, True, False, 432000),
+                                                                  (400 * S, S_ES, True, True, 432000)]

@@ -366,8 +366,12 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.Da
             if alive:
                 # The timer the previous packet set: its state's timeout, or a TCP cap.
                 timer = limit[state][stream]
-                if is_tcp and cap_prev[i] and caps[cap_prev[i]] < timer:
-                    timer = caps[cap_prev[i]]
+                if is_tcp:
+                    # A connection picked up midstream stays on the unacknowledged-data
+                    # timeout until a reply.
+                    c = CAP_UNACK if state == S_ES and not seen_reply else cap_prev[i]
+                    if c and caps[c] < timer:
+                        timer = caps[c]
             if alive and idle[i] > timer:
                 # Its last packet was the one before this (seen by the walk or not).
                 out.append((k, created, t - idle[i], state, created_state, seen_reply, assured, stream, recreated,
@@ -429,8 +433,10 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.Da
                 last = t
             if changed:
                 seconds = limit_s[state][stream]
-                if is_tcp and cap[i] and caps_s[cap[i]] < seconds:
-                    seconds = caps_s[cap[i]]
+                if is_tcp:
+                    c = CAP_UNACK if state == S_ES and not seen_reply else cap[i]
+                    if c and caps_s[c] < seconds:
+                        seconds = caps_s[c]
                 updates.append((t, state, seen_reply, assured, seconds))
         if alive:
             out.append((k, created, last, state, created_state, seen_reply, assured, stream, recreated, None,
@@ -551,8 +557,12 @@ def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.Data
         tcp = proto_num == 6
         limit = limit_of[proto_num]
         limit_ns = limit[state_i][1 if stream else 0]
-        if tcp and last_cap and caps[last_cap] < limit_ns:  # the last packet left data unacknowledged, say
-            limit_ns = caps[last_cap]
+        if tcp:
+            # The last packet left data unacknowledged, say; or a connection picked up
+            # midstream has seen no reply yet.
+            c = CAP_UNACK if state_i == S_ES and not seen_reply else last_cap
+            if c and caps[c] < limit_ns:
+                limit_ns = caps[c]
         node = h_name[k]
         read_at = ends.get(node, last_ns)
         left = max(limit_ns // 1_000_000_000 - (read_at - last_ns) // 1_000_000_000, 0)
@@ -566,7 +576,8 @@ def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.Data
         if ended == "expired":
             destroyed = (last_ns + limit_ns, state_i, bool(seen_reply), bool(assured), 0)
         created = make_entry(family=family, proto=proto, orig=orig, reply=rep,
-                             timeout_s=limit[created_state][0] // 1_000_000_000,
+                             timeout_s=min(limit[created_state][0], caps[CAP_UNACK]) // 1_000_000_000
+                             if tcp and created_state == S_ES else limit[created_state][0] // 1_000_000_000,
                              state=STATE_NAMES[created_state] if tcp else None, flags=_UNREPLIED, node=node,
                              mark=None, use=None)  # as conntrack -E prints a NEW event: no mark=, no use=
         out.append(RebuiltEntry(entry=entry, node=node, connection=h_conn[k], created_ns=created_ns, last_ns=last_ns,
