@@ -476,7 +476,11 @@ def _leave(code: int) -> NoReturn:
     after a large analysis.
     """
     from flowtrace.decode.early import abandon_early
+    from flowtrace.interrupts import interrupted
 
+    if interrupted() and code != 130:  # a Ctrl-C that a finalizer swallowed
+        typer.echo("flowtrace: interrupted", err=True)
+        code = 130
     abandon_early()
     try:
         sys.stdout.flush()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
+from flowtrace import interrupts
 from flowtrace.collector import relax
 
 READING_COMMANDS = frozenset({"info", "flows", "analyze", "conntrack", "trace", "export"})
@@ -53,6 +54,7 @@ def main() -> None:
     # A command runs once and exits: at the default threshold (700 allocations) the cyclic
     # collector runs ~180 times in a flows run (20 ms). Collections stay, a hundred times rarer.
     relax()
+    interrupts.install()
     try:
         if len(args) > 1 and args[0] in READING_COMMANDS and not {"-h", "--help"} & set(args):
             from flowtrace.decode.early import start_early
