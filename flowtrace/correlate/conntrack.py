@@ -365,13 +365,7 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.Da
             timer = 0
             if alive:
                 # The timer the previous packet set: its state's timeout, or a TCP cap.
-                timer = limit[state][stream]
-                if is_tcp:
-                    # A connection picked up midstream stays on the unacknowledged-data
-                    # timeout until a reply.
-                    c = CAP_UNACK if state == S_ES and not seen_reply else cap_prev[i]
-                    if c and caps[c] < timer:
-                        timer = caps[c]
+                timer = _capped(limit[state][stream], caps, is_tcp, state == S_ES and not seen_reply, cap_prev[i])
             if alive and idle[i] > timer:
                 # Its last packet was the one before this (seen by the walk or not).
                 out.append((k, created, t - idle[i], state, created_state, seen_reply, assured, stream, recreated,
@@ -432,16 +426,25 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.Da
                         assured = changed = True
                 last = t
             if changed:
-                seconds = limit_s[state][stream]
-                if is_tcp:
-                    c = CAP_UNACK if state == S_ES and not seen_reply else cap[i]
-                    if c and caps_s[c] < seconds:
-                        seconds = caps_s[c]
+                seconds = _capped(limit_s[state][stream], caps_s, is_tcp, state == S_ES and not seen_reply, cap[i])
                 updates.append((t, state, seen_reply, assured, seconds))
         if alive:
             out.append((k, created, last, state, created_state, seen_reply, assured, stream, recreated, None,
                         updates, None, last_cap))
     return pd.DataFrame(out, columns=columns)
+
+
+def _capped(timeout: int, caps: Sequence[int], tcp: bool, picked_up: bool, cap: int) -> int:
+    """The timeout a TCP packet sets: its state's ``timeout``, or less where the packet's
+    ``cap`` (``_timer_caps``) caps it, or where the connection was picked up midstream and
+    has seen no reply yet (``picked_up``: ESTABLISHED without [SEEN_REPLY], which the
+    kernel keeps on the unacknowledged-data timeout). ``caps`` are by cap code, in the
+    unit of ``timeout``."""
+    if tcp:
+        c = CAP_UNACK if picked_up else cap
+        if c and caps[c] < timeout:
+            return caps[c]
+    return timeout
 
 
 def _left_s(limit_ns: int, idle_ns: int) -> int:
@@ -557,12 +560,7 @@ def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.Data
         tcp = proto_num == 6
         limit = limit_of[proto_num]
         limit_ns = limit[state_i][1 if stream else 0]
-        if tcp:
-            # The last packet left data unacknowledged, say; or a connection picked up
-            # midstream has seen no reply yet.
-            c = CAP_UNACK if state_i == S_ES and not seen_reply else last_cap
-            if c and caps[c] < limit_ns:
-                limit_ns = caps[c]
+        limit_ns = _capped(limit_ns, caps, tcp, state_i == S_ES and not seen_reply, last_cap)
         node = h_name[k]
         read_at = ends.get(node, last_ns)
         left = max(limit_ns // 1_000_000_000 - (read_at - last_ns) // 1_000_000_000, 0)
@@ -576,8 +574,8 @@ def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.Data
         if ended == "expired":
             destroyed = (last_ns + limit_ns, state_i, bool(seen_reply), bool(assured), 0)
         created = make_entry(family=family, proto=proto, orig=orig, reply=rep,
-                             timeout_s=min(limit[created_state][0], caps[CAP_UNACK]) // 1_000_000_000
-                             if tcp and created_state == S_ES else limit[created_state][0] // 1_000_000_000,
+                             timeout_s=_capped(limit[created_state][0], caps, tcp, created_state == S_ES,
+                                               CAP_NONE) // 1_000_000_000,
                              state=STATE_NAMES[created_state] if tcp else None, flags=_UNREPLIED, node=node,
                              mark=None, use=None)  # as conntrack -E prints a NEW event: no mark=, no use=
         out.append(RebuiltEntry(entry=entry, node=node, connection=h_conn[k], created_ns=created_ns, last_ns=last_ns,
