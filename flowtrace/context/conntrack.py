@@ -166,9 +166,17 @@ class ConntrackEntry:
                 parts.append(f"portid={extra['portid']} ")
         return "".join(parts)[:-1]
 
+    def event_line(self, *, extended: bool = False) -> str:
+        """The ``conntrack -E`` line of this event: its kind's prefix (``    [NEW] ``, `` [UPDATE] ``,
+        ``[DESTROY] ``; NEW when ``event`` is None), then ``format``."""
+        return EVENT_PREFIX[self.event or "NEW"] + self.format(extended=extended)
+
     def __str__(self) -> str:
         return self.format()
 
+
+EVENT_PREFIX = {"NEW": "    [NEW] ", "UPDATE": " [UPDATE] ", "DESTROY": "[DESTROY] "}
+"""What ``conntrack -E`` prints before an event of each kind (``%9s `` of ``[KIND]``)."""
 
 _PLACED = frozenset({"zone-orig", "zone-reply", "secmark", "secctx", "delta-time", "start", "stop", "helper",
                      "portid"})
@@ -544,7 +552,7 @@ def compare(reconstructed: list[ConntrackEntry], dumped: list[ConntrackEntry], *
         candidates = pool.get(r.key())
         if candidates:
             d = candidates.pop(0)
-            if check_state and (r.state != d.state or (r.flags ^ d.flags) & {"ASSURED", "UNREPLIED"}):
+            if check_state and _state_differences(r, d):
                 left.append(r)
                 candidates.insert(0, d)
                 continue
@@ -562,15 +570,8 @@ def compare(reconstructed: list[ConntrackEntry], dumped: list[ConntrackEntry], *
         if candidates:
             d = candidates.pop(0)
             used.add(id(d))
-            what = []
-            if r.reply.key() != d.reply.key():
-                what.append(f"reply {r.reply.text()} != {d.reply.text()}")
-            if r.state != d.state:
-                what.append(f"state {r.state} != {d.state}")
-            for flag in ("ASSURED", "UNREPLIED"):
-                if (flag in r.flags) != (flag in d.flags):
-                    what.append(f"[{flag}] {'only reconstructed' if flag in r.flags else 'only in dump'}")
-            differing.append((r, d, what))
+            what = [f"reply {r.reply.text()} != {d.reply.text()}"] if r.reply.key() != d.reply.key() else []
+            differing.append((r, d, what + _state_differences(r, d)))
         else:
             missing_dump.append(r)
     missing_rec = [d for d in rest if id(d) not in used]
@@ -578,11 +579,16 @@ def compare(reconstructed: list[ConntrackEntry], dumped: list[ConntrackEntry], *
                       missing_in_reconstruction=missing_rec, differing=differing)
 
 
-EVENT_PREFIX = {"NEW": "    [NEW] ", "UPDATE": " [UPDATE] ", "DESTROY": "[DESTROY] "}
-"""What ``conntrack -E`` prints before an event of each kind (``%9s `` of ``[KIND]``)."""
+COMPARED_FLAGS = ("ASSURED", "UNREPLIED")
+"""The flags entries and events are compared by."""
 
-EVENT_FLAGS = frozenset({"ASSURED", "UNREPLIED"})
-"""The flags events are compared by."""
+
+def _state_differences(r: ConntrackEntry, d: ConntrackEntry) -> list[str]:
+    """How reconstructed ``r`` and dumped ``d`` differ in state and compared flags, in words
+    (empty when they agree)."""
+    what = [f"state {r.state} != {d.state}"] if r.state != d.state else []
+    return what + [f"[{flag}] {'only reconstructed' if flag in r.flags else 'only in dump'}"
+                   for flag in COMPARED_FLAGS if (flag in r.flags) != (flag in d.flags)]
 
 
 def compare_events(reconstructed: list[ConntrackEntry], dumped: list[ConntrackEntry]) -> Comparison:
@@ -633,10 +639,7 @@ def compare_events(reconstructed: list[ConntrackEntry], dumped: list[ConntrackEn
         candidates = rest.get(entry_key(r))
         if candidates:
             d = candidates.pop(0)
-            what = [f"state {r.state} != {d.state}"] if r.state != d.state else []
-            what += [f"[{flag}] {'only reconstructed' if flag in r.flags else 'only in dump'}"
-                     for flag in sorted(EVENT_FLAGS) if (flag in r.flags) != (flag in d.flags)]
-            differing.append((r, d, what))
+            differing.append((r, d, _state_differences(r, d)))
         else:
             missing_dump.append(r)
     missing_rec = sorted((d for ds in rest.values() for d in ds), key=when)

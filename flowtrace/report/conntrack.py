@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from flowtrace.analysis import Analysis
-from flowtrace.context.conntrack import EVENT_PREFIX, Comparison, ConntrackEntry
+from flowtrace.context.conntrack import Comparison, ConntrackEntry
 from flowtrace.correlate.conntrack import EVENT_KINDS
 
 
@@ -45,7 +45,7 @@ def render_tables(a: Analysis, *, nodes: list[str], extended: bool = False, even
                 # digits (older versions padded them with spaces after; flowtrace reads both).
                 sec, ns = divmod((ev.ts_ns or 0) + offset, 1_000_000_000)
                 stamp = f"[{sec}.{ns // 1000:06d}]\t"
-            out.write(f"{stamp}{EVENT_PREFIX[ev.event or 'NEW']}{ev.format(extended=extended)}\n")
+            out.write(f"{stamp}{ev.event_line(extended=extended)}\n")
         shown += len(stream)
     word = "flow events" if events else "flow entries"
     err.write(f"flowtrace (reconstructed conntrack): {shown} {word} have been shown.\n")
@@ -70,8 +70,7 @@ def render_comparison(node: str, dump_name: str, c: Comparison, *, out: TextIO |
 
 
 def _differences(c: Comparison, out: TextIO, *, event: bool) -> None:
-    def line(x: ConntrackEntry) -> str:
-        return f"{EVENT_PREFIX[x.event or 'NEW']}{x.format()}" if event else x.format()
+    line = ConntrackEntry.event_line if event else ConntrackEntry.format
 
     for r, d, what in c.differing:
         out.write(f"  differs: {'; '.join(what)}\n    reconstructed: {line(r)}\n    dump:          {line(d)}\n")

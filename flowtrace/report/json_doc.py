@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from flowtrace.analysis import Analysis
-from flowtrace.context.conntrack import EVENT_PREFIX, Comparison, ConntrackEntry, Tuple
+from flowtrace.context.conntrack import Comparison, ConntrackEntry, Tuple
 from flowtrace.context.k8s import KubeNames, add_name_columns
 
 
@@ -57,11 +57,11 @@ def entry_dict(e: ConntrackEntry) -> dict[str, Any]:
             "dnat": e.dnat, "snat": e.snat}
 
 
-def comparison_dict(c: Comparison) -> dict[str, Any]:
-    """A reconstruction-versus-dump comparison as JSON data; ``events`` (UPDATE and DESTROY
-    events, their lines with the ``conntrack -E`` prefix) when the dump has them."""
-    def line(e: ConntrackEntry) -> str:
-        return EVENT_PREFIX[e.event] + e.format() if e.event in EVENT_PREFIX else e.format()
+def comparison_dict(c: Comparison, *, events: bool = False) -> dict[str, Any]:
+    """A reconstruction-versus-dump comparison as JSON data: entries as ``conntrack -L``
+    lines, and ``events`` (UPDATE and DESTROY events, as ``conntrack -E`` lines) when the
+    dump has them (``events``: ``c`` is that comparison)."""
+    line = ConntrackEntry.event_line if events else ConntrackEntry.format
 
     out: dict[str, Any] = {
         "matched": len(c.matched), "precision": c.precision, "recall": c.recall,
@@ -70,7 +70,7 @@ def comparison_dict(c: Comparison) -> dict[str, Any]:
         "differing": [{"reconstructed": line(r), "dump": line(d), "what": what} for r, d, what in c.differing],
     }
     if c.events is not None:
-        out["events"] = comparison_dict(c.events)
+        out["events"] = comparison_dict(c.events, events=True)
     return out
 
 
