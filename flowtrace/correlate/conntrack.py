@@ -70,7 +70,7 @@ class Limits:
     icmp: int
     caps: tuple[int, int, int] = (0, 300_000_000_000, 300_000_000_000)
     """A TCP entry's timeout cap by ``cap`` code of the packet that set its timer (see
-    ``_relevant``): none, ``tcp_max_retrans``, ``tcp_unacknowledged``."""
+    ``_timer_caps``): none, ``tcp_max_retrans``, ``tcp_unacknowledged``."""
 
     @classmethod
     def of(cls, timeouts: Mapping[str, float] | None = None) -> Limits:
@@ -89,6 +89,10 @@ class Limits:
         if proto == 17:
             return self.udp_stream if stream else self.udp
         return self.icmp
+
+    def by_state(self, proto: int) -> list[list[int]]:
+        """``ns`` of ``proto`` as a table, ``[state][stream]``, for walks that read it per packet."""
+        return [[self.ns(proto, state, False), self.ns(proto, state, True)] for state in range(len(STATE_NAMES))]
 
     @property
     def shortest(self) -> int:
@@ -347,8 +351,7 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.Da
     starts = np.flatnonzero(np.r_[True, key_np[1:] != key_np[:-1]])
     ends = np.r_[starts[1:], key_np.size]
     key_proto = proto[starts].tolist()
-    limit_of = {p: [[limits.ns(p, s, False), limits.ns(p, s, True)] for s in range(len(STATE_NAMES))]
-                for p in set(key_proto)}
+    limit_of = {p: limits.by_state(p) for p in set(key_proto)}
     limit_s_of = {p: [[ns // 1_000_000_000 for ns in row] for row in rows] for p, rows in limit_of.items()}
     out: list[tuple] = []
     # Per key a short Python walk over its few state-relevant events; pure ACK and data
@@ -366,11 +369,11 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.Da
             if alive:
                 # The timer the previous packet set: its state's timeout, or a TCP cap.
                 timer = _capped(limit[state][stream], caps, is_tcp, state == S_ES and not seen_reply, cap_prev[i])
-            if alive and idle[i] > timer:
-                # Its last packet was the one before this (seen by the walk or not).
-                out.append((k, created, t - idle[i], state, created_state, seen_reply, assured, stream, recreated,
-                            "expired", updates, None, cap_prev[i]))
-                alive = False
+                if idle[i] > timer:
+                    # Its last packet was the one before this (seen by the walk or not).
+                    out.append((k, created, t - idle[i], state, created_state, seen_reply, assured, stream,
+                                recreated, "expired", updates, None, cap_prev[i]))
+                    alive = False
             d = 1 if reply[i] else 0
             if not alive:
                 if is_tcp:
@@ -534,11 +537,8 @@ def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.Data
     h_name, h_conn = hosts["capture_name"].astype(str).tolist(), hosts["connection"].tolist()
     icmp_type, icmp_code = packets["icmp_type"].to_numpy(), packets["icmp_code"].to_numpy()
     icmp_id = packets["icmp_id"].to_numpy()
-    # Per protocol, the idle limit in ns by [state][stream], asked of ``limits`` once; the
-    # flag sets by (seen a reply, assured).
-    limit_of = {p: [[limits.ns(p, st, False), limits.ns(p, st, True)] for st in range(len(STATE_NAMES))]
-                for p in set(f_proto)}
-    flag_sets = _FLAG_SETS
+    # Per protocol, the idle limit in ns by [state][stream], asked of ``limits`` once.
+    limit_of = {p: limits.by_state(p) for p in set(f_proto)}
     caps = limits.caps
     for (k, created_ns, last_ns, state_i, created_state, seen_reply, assured, stream, recreated, ended_how, updates,
          killed, last_cap) in zip(*(life[c].tolist() for c in (
@@ -566,7 +566,7 @@ def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.Data
         left = max(limit_ns // 1_000_000_000 - (read_at - last_ns) // 1_000_000_000, 0)
         entry = make_entry(family=family, proto=proto, orig=orig, reply=rep, timeout_s=left,
                            state=STATE_NAMES[state_i] if tcp else None,
-                           flags=flag_sets[(bool(seen_reply), bool(assured))], node=node)
+                           flags=_FLAG_SETS[(bool(seen_reply), bool(assured))], node=node)
         ended = ended_how if isinstance(ended_how, str) else None
         destroyed = killed if isinstance(killed, tuple) else None
         if ended is None and read_at - last_ns > limit_ns:

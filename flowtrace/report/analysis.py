@@ -228,9 +228,7 @@ def _comparisons(a: Analysis) -> list[str]:
     for name, c in a.comparisons.items():
         dump = name.split(" (", 1)[-1].rstrip(")")
         for what, x in (("", c), (" UPDATE/DESTROY events", c.events)):
-            if x is not None and not (x.differing or x.missing_in_dump or x.missing_in_reconstruction):
-                continue
-            if x is not None:
+            if x is not None and (x.differing or x.missing_in_dump or x.missing_in_reconstruction):
                 differ.append(f"conntrack {dump}{what}: {len(x.matched):,} matched, {len(x.differing):,} differing, "
                               f"{len(x.missing_in_dump):,} only rebuilt, {len(x.missing_in_reconstruction):,} only "
                               "in the dump (flowtrace conntrack --compare)")
