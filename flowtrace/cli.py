@@ -331,7 +331,7 @@ def export(
             result = run_analysis(captures, manifest=manifest, reference=reference, progress=progress,
                                   directory_dumps=False)
         files = write_tables(result, output, fmt=fmt, names=names, tables=table, version=__version__)
-    except FlowtraceError as e:
+    except (FlowtraceError, ImportError) as e:  # ImportError: Parquet without pyarrow, with what to install
         raise _fail(e) from None
     for name, path in files.items():
         typer.echo(f"{path}  {name}")

@@ -101,6 +101,14 @@ def test_export_command(tmp_path):
     assert r.exit_code == 2 and "bogus" in r.output
 
 
+def test_parquet_without_pyarrow_is_one_line_and_status_2(tmp_path, monkeypatch):
+    # a plain `pip install .` has no pyarrow (it is the [parquet] extra)
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    r = runner.invoke(app, ["export", str(FIXTURES / "same-node"), "-o", str(tmp_path / "tables")])
+    assert r.exit_code == 2
+    assert r.output.strip() == "flowtrace: Parquet export needs pyarrow: pip install 'flowtrace[parquet]'"
+
+
 def test_pyarrow_parquet_is_imported_only_to_write_parquet():
     # pandas itself may import pyarrow's core when it is installed; the Parquet writer is ours to load.
     code = ("import sys, flowtrace.cli, flowtrace.report.export, flowtrace.report.html, flowtrace.report.trace; "
