@@ -191,7 +191,14 @@ def flows(source: pd.DataFrame | PacketArrays | CaptureArg | Sequence[CaptureArg
 
 
 TUNNEL_PORTS = (4789, 8472, 6081, 51820, 51821, 51871)
-"""UDP ports of tunnels whose own (outer) conntrack entries flowtrace does not rebuild."""
+"""UDP ports of tunnels (VXLAN, Geneve, WireGuard): their own (outer) conntrack entries are
+rebuilt for VXLAN and Geneve at a capture that shows tunnelled packets; a dump's others
+are left out of the comparison."""
+UNDERLAY_PORTS = (4789, 8472, 6081)
+"""The TUNNEL_PORTS of VXLAN and Geneve."""
+AFTER_CAPTURE_NS = 1_000_000_000
+"""How long after a node's last captured packet a ``conntrack -E`` event may be stamped and
+still be compared (conntrack stamps an event when it reads it, shortly after the packet)."""
 DUMP_NOTE = "conntrack dump entries"
 """Words every note about dump entries left out of the comparisons contains (the
 ``conntrack --compare`` command prints those notes)."""
@@ -221,6 +228,7 @@ def analyze(captures: CaptureArg | Sequence[CaptureArg], *, manifest: CaptureArg
     from flowtrace.correlate.assemble import correlate
     from flowtrace.correlate.conntrack import rebuild_tables
     from flowtrace.correlate.roles import infer_roles
+    from flowtrace.correlate.underlay import tunnel_packets
     from flowtrace.decode.summary import summarize
 
     args = _as_list(captures)
@@ -269,7 +277,10 @@ def analyze(captures: CaptureArg | Sequence[CaptureArg], *, manifest: CaptureArg
     # while this one rebuilds the tables and compares them with the dumps.
     detection = Forked(partial(_detect, analysis), fork=worth_forking(len(packets))) if detect else None
     try:
-        analysis.conntrack = rebuild_tables(packets, corr.hops, corr.sightings, end_ns=ends, timeouts=timeouts)
+        tunnels, tunnel_notes = tunnel_packets(packets, sources, corr.corrected_ts)
+        analysis.notes.extend(tunnel_notes)
+        analysis.conntrack = rebuild_tables(packets, corr.hops, corr.sightings, end_ns=ends, timeouts=timeouts,
+                                            tunnels=tunnels)
         _compare_dumps(analysis, dumps)
         if detection is not None:
             step("detect", 0, 0)
@@ -339,10 +350,24 @@ def _compare_dumps(a: Analysis, dumps: list[tuple[str, Path]]) -> None:
     rebuilt_names = set(REBUILT_PROTOCOLS.values())
     tunnel_notes = earlier = 0
     others: Counter[str] = Counter()
-    for node, path in dumps:
-        entries = read_dump(path, node=node)
+    # Nodes whose capture showed VXLAN or Geneve packets have their tunnels' own entries rebuilt.
+    underlay = {e.node for e in a.conntrack if e.connection == -1}
+    # Events stamped after the node's capture ended (a retransmission after tcpdump
+    # stopped) are not the captured packets' doing (-E stamps on the node's clock), nor are
+    # the entries they made, which a -L dump of the node taken later lists.
+    ended = {s.capture: s.last_ts_ns + AFTER_CAPTURE_NS for s in a.captures if s.last_ts_ns is not None}
+    read = [(node, path, read_dump(path, node=node)) for node, path in dumps]
+    late = {(node, e.key()) for node, _, entries in read for e in entries
+            if e.event == "NEW" and node in ended and e.ts_ns is not None and e.ts_ns > ended[node]}
+    later_notes = 0
+    for node, path, entries in read:
         a.dumps.setdefault(node, []).extend(entries)
-        inner = [e for e in entries if not (e.proto == "udp" and e.orig.dport in TUNNEL_PORTS)]
+        kept = [e for e in entries if not (e.ts_ns is not None and node in ended and e.ts_ns > ended[node])
+                and not (e.event is None and (node, e.key()) in late)]
+        later_notes += len(entries) - len(kept)
+        entries = kept
+        skipped = TUNNEL_PORTS if node not in underlay else tuple(p for p in TUNNEL_PORTS if p not in UNDERLAY_PORTS)
+        inner = [e for e in entries if not (e.proto == "udp" and e.orig.dport in skipped)]
         tunnel_notes += len(entries) - len(inner)
         others.update(f"{e.proto} {e.proto_number}" for e in inner if e.proto not in rebuilt_names)
         entries = [e for e in inner if e.proto in rebuilt_names]
@@ -369,8 +394,11 @@ def _compare_dumps(a: Analysis, dumps: list[tuple[str, Path]]) -> None:
             rebuilt = [e.entry for e in a.conntrack_table(node)]
             a.comparisons[f"{node} ({path.name})"] = compare(rebuilt, entries, check_state=True)
     if tunnel_notes:
-        a.notes.append(f"{tunnel_notes} {DUMP_NOTE} of tunnel (outer UDP) flows are not compared: "
-                       "flowtrace rebuilds the tables of the connections inside the tunnels")
+        a.notes.append(f"{tunnel_notes} {DUMP_NOTE} of tunnel (outer UDP) flows are not compared: flowtrace "
+                       "rebuilds those of VXLAN and Geneve only where a node's capture shows the tunnelled packets")
+    if later_notes:
+        a.notes.append(f"{later_notes} {DUMP_NOTE} are events stamped more than {AFTER_CAPTURE_NS // 1_000_000_000} s "
+                       "after their node's capture ended, or entries those events made: not compared")
     if earlier:
         a.notes.append(f"{earlier} {DUMP_NOTE} (UPDATE and DESTROY events) belong to entries made before the "
                        "dump and the captures began (no NEW event in the dump, no packet in the captures): "

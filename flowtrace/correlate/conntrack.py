@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from flowtrace.context.conntrack import ConntrackEntry, make_entry, make_tuple
+from flowtrace.context.conntrack import ConntrackEntry, Tuple, make_entry, make_tuple
 from flowtrace.correlate.path import REQUEST
+from flowtrace.correlate.underlay import TunnelPackets, underlay_events
 from flowtrace.flows.timeouts import resolve_timeouts
 
 S_NONE, S_SS, S_SR, S_ES, S_FW, S_CW, S_LA, S_TW, S_CL, S_S2 = range(10)
@@ -109,7 +110,8 @@ class RebuiltEntry:
     node: str
     """Capture of the host holding it."""
     connection: int
-    """flowtrace connection id."""
+    """flowtrace connection id; -1 for an entry of a tunnel's own UDP flow (VXLAN, Geneve
+    between nodes), which carries connections rather than being one."""
     created_ns: int
     """Corrected time of the packet that created it (the NEW event)."""
     last_ns: int
@@ -218,18 +220,22 @@ def _no_events() -> pd.DataFrame:
                          "idle": none, "cap": none.astype(np.int8), "cap_prev": none.astype(np.int8)})
 
 
-def _relevant(ev: pd.DataFrame, packets: pd.DataFrame, shortest_ns: int) -> pd.DataFrame:
+def _relevant(ev: pd.DataFrame, packets: pd.DataFrame, shortest_ns: int, *, outer: bool = False) -> pd.DataFrame:
     """The events that can change an entry: SYN, FIN and RST, the first packet of each side
     after each of them (the ACK that moves a state on), the first reply, a packet 2 s after
     creation (UDP streams), packets after idle gaps (timeouts) and each key's last packet
     (the refresh time). Everything else only refreshes the timer in the same state.
-    Adds ``idle``: the time since the key's previous packet, seen or left out."""
+    Adds ``idle``: the time since the key's previous packet, seen or left out, and the
+    timer caps ``cap`` and ``cap_prev``. ``outer``: the rows stand for their tunnel's
+    outer UDP packet (flowtrace.correlate.underlay), whose TCP flags they do not have."""
     if ev.empty:
         return ev.assign(idle=np.zeros(0, dtype=np.int64), cap=np.zeros(0, dtype=np.int8),
                          cap_prev=np.zeros(0, dtype=np.int8))
     key = ev["key"].to_numpy()
     ts = ev["ts"].to_numpy()
     flags = packets["tcp_flags"].to_numpy()[ev["row"].to_numpy()]
+    if outer:
+        flags = np.zeros_like(flags)
     reply = ev["direction"].to_numpy() != REQUEST
     start = np.r_[True, key[1:] != key[:-1]]
     end = np.r_[key[1:] != key[:-1], True]
@@ -245,7 +251,7 @@ def _relevant(ev: pd.DataFrame, packets: pd.DataFrame, shortest_ns: int) -> pd.D
     idle[start] = 0
     gap = (idle > min(5_000_000_000, shortest_ns)) & ~start
     keep = start | end | control | first_side | first_reply | first_after | gap
-    cap = _timer_caps(packets, ev["row"].to_numpy(), reply, start)
+    cap = np.zeros(key.size, dtype=np.int8) if outer else _timer_caps(packets, ev["row"].to_numpy(), reply, start)
     cap_prev = np.r_[0, cap[:-1]]
     cap_prev[start] = 0
     # The packets left out refreshed the timer: the walk judges expiry by the idle time
@@ -319,8 +325,9 @@ def _timer_caps(packets: pd.DataFrame, rows: np.ndarray, reply: np.ndarray, star
     return np.where(tcp, cap, CAP_NONE).astype(np.int8)
 
 
-def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.DataFrame:
-    """Run conntrack over each key's events; one output row per created entry.
+def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits, *, outer: bool = False) -> pd.DataFrame:
+    """Run conntrack over each key's events; one output row per created entry (``outer``:
+    the rows stand for their tunnel's outer UDP packet, as in ``_relevant``).
 
     Besides its end state, each row has the entry's ``updates``: one (time, state, seen a
     reply, assured, seconds of timeout) per packet that changed its TCP state, or set
@@ -329,7 +336,7 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.Da
     before any reply, a SYN reopening a closed connection), else None.
     """
     rows = ev["row"].to_numpy()
-    proto = packets["proto"].to_numpy()[rows]
+    proto = np.full(rows.size, 17) if outer else packets["proto"].to_numpy()[rows]
     flags = packets["tcp_flags"].to_numpy()[rows]
     key_np = ev["key"].to_numpy()
     # The walk reads Python lists: indexing numpy arrays one element at a time costs more.
@@ -343,8 +350,7 @@ def _lifecycle(ev: pd.DataFrame, packets: pd.DataFrame, limits: Limits) -> pd.Da
     key = key_np.tolist()
     idx = tcp_index(flags).tolist()
     transitions = TCP_TRANSITIONS.tolist()
-    columns = ["key", "created", "last", "state", "created_state", "seen_reply", "assured", "stream", "recreated",
-               "ended", "updates", "killed", "last_cap"]
+    columns = list(LIFE_COLUMNS)
     if not key_np.size:
         return pd.DataFrame({c: [] for c in columns})
     # Idle limits by (state, stream) for each protocol present, asked of ``limits`` once.
@@ -473,9 +479,12 @@ with conntrack's names for them."""
 
 
 def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.DataFrame, *,
-                   end_ns: dict[str, int] | None = None,
-                   timeouts: Mapping[str, float] | None = None) -> list[RebuiltEntry]:
-    """The conntrack entries of every host whose capture shows connections entering and leaving it.
+                   end_ns: dict[str, int] | None = None, timeouts: Mapping[str, float] | None = None,
+                   tunnels: TunnelPackets | None = None) -> list[RebuiltEntry]:
+    """The conntrack entries of every host whose capture shows connections entering and
+    leaving it, and (``tunnels``: the tunnelled packets with their outer UDP ports, see
+    flowtrace.correlate.underlay) of the tunnels' own UDP flows at each capture that shows
+    them, with connection -1.
 
     ``end_ns`` gives, per capture, the (corrected) time the table is read at (default: the
     capture's last packet), for the seconds-left column. ``timeouts`` overrides conntrack's
@@ -484,6 +493,16 @@ def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.Data
     for a bad timeout.
     """
     limits = Limits.of(timeouts)
+    read_at = end_ns or {}
+    out = _connection_entries(packets, hops, sightings, limits, read_at)
+    if tunnels is not None:
+        out += _underlay_entries(packets, tunnels, limits, read_at)
+    return _mark_replaced(out)
+
+
+def _connection_entries(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.DataFrame, limits: Limits,
+                        read_at: Mapping[str, int]) -> list[RebuiltEntry]:
+    """``rebuild_tables``' entries of the connections (hops and sightings of correlate)."""
     is_req = (hops["direction"] == "request").to_numpy()
     req = hops[is_req].reset_index(drop=True)
     if req.empty:
@@ -528,7 +547,6 @@ def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.Data
     ev = host_events(packets, sightings, hosts, shortest_ns=limits.shortest)
     life = _lifecycle(ev, packets, limits)
     out: list[RebuiltEntry] = []
-    ends = end_ns or {}
     f_src, f_dst = first["src"].astype(object).tolist(), first["dst"].astype(object).tolist()
     f_sport, f_dport = first["sport"].tolist(), first["dport"].tolist()
     f_proto, f_ver, f_row = first["proto"].tolist(), first["ip_version"].tolist(), first["first_row"].tolist()
@@ -539,14 +557,9 @@ def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.Data
     icmp_id = packets["icmp_id"].to_numpy()
     # Per protocol, the idle limit in ns by [state][stream], asked of ``limits`` once.
     limit_of = {p: limits.by_state(p) for p in set(f_proto)}
-    caps = limits.caps
-    for (k, created_ns, last_ns, state_i, created_state, seen_reply, assured, stream, recreated, ended_how, updates,
-         killed, last_cap) in zip(*(life[c].tolist() for c in (
-             "key", "created", "last", "state", "created_state", "seen_reply", "assured", "stream", "recreated",
-             "ended", "updates", "killed", "last_cap")), strict=True):
+    for life_row in zip(*(life[c].tolist() for c in LIFE_COLUMNS), strict=True):
+        k = life_row[0]
         proto_num = f_proto[k]
-        proto = REBUILT_PROTOCOLS[proto_num]
-        family = "ipv6" if f_ver[k] == 6 else "ipv4"
         if proto_num in (6, 17, 132):
             orig = make_tuple(src=f_src[k], dst=f_dst[k], sport=f_sport[k], dport=f_dport[k])
             rep = make_tuple(src=l_dst[k], dst=l_src[k], sport=l_dport[k], dport=l_sport[k])
@@ -557,31 +570,69 @@ def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.Data
                               icmp_id=int(icmp_id[row]))
             rep = make_tuple(src=l_dst[k], dst=l_src[k], icmp_type=ICMP_REPLY_TYPE.get(itype, itype), icmp_code=0,
                              icmp_id=int(icmp_id[l_row[k]]))
-        tcp = proto_num == 6
-        limit = limit_of[proto_num]
-        limit_ns = limit[state_i][1 if stream else 0]
-        limit_ns = _capped(limit_ns, caps, tcp, state_i == S_ES and not seen_reply, last_cap)
-        node = h_name[k]
-        read_at = ends.get(node, last_ns)
-        left = max(limit_ns // 1_000_000_000 - (read_at - last_ns) // 1_000_000_000, 0)
-        entry = make_entry(family=family, proto=proto, orig=orig, reply=rep, timeout_s=left,
-                           state=STATE_NAMES[state_i] if tcp else None,
-                           flags=_FLAG_SETS[(bool(seen_reply), bool(assured))], node=node)
-        ended = ended_how if isinstance(ended_how, str) else None
-        destroyed = killed if isinstance(killed, tuple) else None
-        if ended is None and read_at - last_ns > limit_ns:
-            ended = "expired"
-        if ended == "expired":
-            destroyed = (last_ns + limit_ns, state_i, bool(seen_reply), bool(assured), 0)
-        created = make_entry(family=family, proto=proto, orig=orig, reply=rep,
-                             timeout_s=_capped(limit[created_state][0], caps, tcp, created_state == S_ES,
-                                               CAP_NONE) // 1_000_000_000,
-                             state=STATE_NAMES[created_state] if tcp else None, flags=_UNREPLIED, node=node,
-                             mark=None, use=None)  # as conntrack -E prints a NEW event: no mark=, no use=
-        out.append(RebuiltEntry(entry=entry, node=node, connection=h_conn[k], created_ns=created_ns, last_ns=last_ns,
-                                recreated=bool(recreated), created=created, ended=ended, limit_ns=limit_ns,
-                                updates=updates, destroyed=destroyed))
-    return _mark_replaced(out)
+        out.append(rebuilt_entry(life_row, family="ipv6" if f_ver[k] == 6 else "ipv4", proto_num=proto_num,
+                                 orig=orig, reply=rep, node=h_name[k], connection=h_conn[k],
+                                 limit=limit_of[proto_num], limits=limits, read_at=read_at))
+    return out
+
+
+LIFE_COLUMNS = ("key", "created", "last", "state", "created_state", "seen_reply", "assured", "stream", "recreated",
+                "ended", "updates", "killed", "last_cap")
+"""The columns of ``_lifecycle``'s table, in the order ``rebuilt_entry`` reads a row of it."""
+
+
+def rebuilt_entry(life_row: Sequence, *, family: str, proto_num: int, orig: Tuple, reply: Tuple, node: str,
+                  connection: int, limit: list[list[int]], limits: Limits, read_at: Mapping[str, int]) -> RebuiltEntry:
+    """The entry ``_lifecycle`` walked (``life_row``: its values of LIFE_COLUMNS) at host
+    ``node``, with its tuples, for ``connection``: the ``-L`` line at the time ``read_at``
+    gives for ``node`` (default: its last refresh), its NEW line, its UPDATE and DESTROY
+    events. ``limit`` is ``limits.by_state(proto_num)``."""
+    (_, created_ns, last_ns, state_i, created_state, seen_reply, assured, stream, recreated, ended_how, updates,
+     killed, last_cap) = life_row
+    proto = REBUILT_PROTOCOLS[proto_num]
+    tcp = proto_num == 6
+    caps = limits.caps
+    limit_ns = _capped(limit[state_i][1 if stream else 0], caps, tcp, state_i == S_ES and not seen_reply, last_cap)
+    end = read_at.get(node, last_ns)
+    left = max(limit_ns // 1_000_000_000 - (end - last_ns) // 1_000_000_000, 0)
+    entry = make_entry(family=family, proto=proto, orig=orig, reply=reply, timeout_s=left,
+                       state=STATE_NAMES[state_i] if tcp else None,
+                       flags=_FLAG_SETS[(bool(seen_reply), bool(assured))], node=node)
+    ended = ended_how if isinstance(ended_how, str) else None
+    destroyed = killed if isinstance(killed, tuple) else None
+    if ended is None and end - last_ns > limit_ns:
+        ended = "expired"
+    if ended == "expired":
+        destroyed = (last_ns + limit_ns, state_i, bool(seen_reply), bool(assured), 0)
+    created = make_entry(family=family, proto=proto, orig=orig, reply=reply,
+                         timeout_s=_capped(limit[created_state][0], caps, tcp, created_state == S_ES,
+                                           CAP_NONE) // 1_000_000_000,
+                         state=STATE_NAMES[created_state] if tcp else None, flags=_UNREPLIED, node=node,
+                         mark=None, use=None)  # as conntrack -E prints a NEW event: no mark=, no use=
+    return RebuiltEntry(entry=entry, node=node, connection=connection, created_ns=created_ns, last_ns=last_ns,
+                        recreated=bool(recreated), created=created, ended=ended, limit_ns=limit_ns,
+                        updates=updates, destroyed=destroyed)
+
+
+def _underlay_entries(packets: pd.DataFrame, tunnels: TunnelPackets, limits: Limits,
+                      read_at: Mapping[str, int]) -> list[RebuiltEntry]:
+    """The entries of the tunnels' own UDP flows at each capture that shows them
+    (flowtrace.correlate.underlay), with connection -1."""
+    ev, flows = underlay_events(packets, tunnels)
+    ev = _relevant(ev, packets, limits.shortest, outer=True)
+    life = _lifecycle(ev, packets, limits, outer=True)
+    limit = limits.by_state(17)
+    src, dst = flows["src"].tolist(), flows["dst"].tolist()
+    sport, dport = flows["sport"].tolist(), flows["dport"].tolist()
+    node, family = flows["capture"].tolist(), flows["family"].tolist()
+    out = []
+    for life_row in zip(*(life[c].tolist() for c in LIFE_COLUMNS), strict=True):
+        k = life_row[0]
+        out.append(rebuilt_entry(life_row, family=family[k], proto_num=17,
+                                 orig=make_tuple(src=src[k], dst=dst[k], sport=sport[k], dport=dport[k]),
+                                 reply=make_tuple(src=dst[k], dst=src[k], sport=dport[k], dport=sport[k]),
+                                 node=node[k], connection=-1, limit=limit, limits=limits, read_at=read_at))
+    return out
 
 
 def _mark_replaced(entries: list[RebuiltEntry]) -> list[RebuiltEntry]:

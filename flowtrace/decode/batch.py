@@ -32,12 +32,14 @@ def _cat(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.nda
 
 
 def decode_batch(batch: RecordBatch, interfaces: Sequence[Interface], book: AddressBook,
-                 st: BatchState | None = None) -> BatchState:
+                 st: BatchState | None = None, *, outermost: bool = False) -> BatchState:
     """Decode every frame of ``batch``; returns the filled BatchState (never raises on bad packets).
 
     ``interfaces`` gives each frame's link type through ``batch.interface``; ``book``
     interns the addresses seen so that every capture of one read shares its codes;
-    ``st`` may bring output arrays to decode into (default: fresh ones).
+    ``st`` may bring output arrays to decode into (default: fresh ones). ``outermost``
+    stops at the outermost IP header and the tunnel it carries (what
+    ``BatchState.tunnel_ports`` collects): no inner packet, transport or payload.
     """
     st = st if st is not None else BatchState(batch)
     v = FrameView(batch.data)
@@ -63,6 +65,8 @@ def decode_batch(batch: RecordBatch, interfaces: Sequence[Interface], book: Addr
     for _ in range(MAX_TUNNEL_DEPTH + 1):
         decoded = decode_ip(v, st, book, rows, l3, etype)
         inner_rows, inner_pos, inner_type = detect_tunnels(v, st, decoded)
+        if outermost:
+            return st
         if not inner_rows.size:
             break
         eth = inner_type == ETHERNET_INNER

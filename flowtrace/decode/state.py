@@ -69,7 +69,8 @@ class BatchState:
     (absolute indexes into the batch buffer, -1 where the layer is absent).
     """
 
-    __slots__ = ("bogus", "end", "ip_end", "l3", "l4", "n", "out", "pay", "pseudo", "start", "wire_end")
+    __slots__ = ("bogus", "end", "ip_end", "l3", "l4", "n", "out", "pay", "pseudo", "start", "tunnel_ports",
+                 "wire_end")
 
     def __init__(self, batch: RecordBatch, out: dict[str, np.ndarray] | None = None) -> None:
         """Start the state of ``batch``; ``out`` may supply the output arrays (e.g. views into
@@ -92,6 +93,10 @@ class BatchState:
         self.pseudo = np.zeros(n, dtype=np.uint64)
         self.bogus = np.zeros(n, dtype=bool)
         """Rows whose IP length claims more than the frame: decoded, then marked malformed."""
+        self.tunnel_ports: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+        """When a list: (rows, outer source port, outer destination port) of the rows found
+        inside a UDP tunnel (VXLAN, Geneve), outermost tunnel only, appended as found. None
+        (the default) keeps nothing: the packets table has no outer port columns."""
 
     @property
     def status(self) -> np.ndarray:

@@ -117,6 +117,7 @@ def detect_tunnels(v: FrameView, st: BatchState, rows: np.ndarray) -> Inner:
         dport = v.u16(p + 2)
         room = end[udp]
         vx = np.isin(dport, VXLAN_PORTS) & (p + 16 <= room) & ((v.u8(p + 8) & 0x08) != 0)
+        outermost = out["encap"][rows[udp]] == 0 if st.tunnel_ports is not None else None
         _emit_udp(emit, rows.size, udp[vx], p[vx] + 16, ETHERNET_INNER, "vxlan", v.u32(p[vx] + 12) >> 8)
         gpe = (dport == VXLAN_GPE_PORT) & (p + 16 <= room) & ((v.u8(p + 8) & 0x04) != 0)
         if gpe.any():
@@ -134,6 +135,9 @@ def detect_tunnels(v: FrameView, st: BatchState, rows: np.ndarray) -> Inner:
             ok = np.isin(etype, (ETHERNET_INNER, ETH_IPV4, ETH_IPV6))
             _emit_udp(emit, rows.size, udp[gen][ok], g[ok] + 16 + optlen[ok], etype[ok], "geneve",
                       v.u32(g[ok] + 12) >> 8)
+        if outermost is not None and st.tunnel_ports is not None:
+            found = outermost & (out["encap"][rows[udp]] != 0)
+            st.tunnel_ports.append((rows[udp[found]], sport[found], dport[found]))
         wg = ((np.isin(dport, WIREGUARD_PORTS) | np.isin(sport, WIREGUARD_PORTS)) & (p + 12 <= room)
               & np.isin(v.u8(p + 8), (1, 2, 3, 4)) & ((v.u32(p + 8) & 0x00FFFFFF) == 0))
         if wg.any():

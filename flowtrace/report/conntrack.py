@@ -36,8 +36,11 @@ def render_tables(a: Analysis, *, nodes: list[str], extended: bool = False, even
             shown += len(entries)
             continue
         offset = a.offsets[node].offset_ns if node in a.offsets else 0
-        # Stable: an entry's events keep their order where times tie.
-        stream = sorted((ev for e in entries for ev in e.events(kinds)), key=lambda ev: ev.ts_ns or 0)
+        # Stable: an entry's events keep their order where times tie. A tunnel's datagram
+        # and the packet inside it share a time (the packet's first sighting is the
+        # datagram); conntrack sees the datagram first.
+        stream = [ev for ev, _ in sorted(((ev, e.connection >= 0) for e in entries for ev in e.events(kinds)),
+                                         key=lambda pair: (pair[0].ts_ns or 0, pair[1]))]
         for ev in stream:
             stamp = ""
             if timestamp:
