@@ -473,6 +473,8 @@ ICMP_REQUESTS = (8, 13, 15, 17)
 ICMPV6_REQUESTS = (128, 130)
 """ICMPv6 types that create a conntrack entry (echo request, MLD query)."""
 ICMP_REPLY_TYPE = {8: 0, 13: 14, 15: 16, 17: 18, 128: 129, 130: 131}
+PORT_PROTOCOLS = (6, 17, 132)
+"""Protocols whose entries every packet makes, keyed by ports (TCP, UDP, SCTP)."""
 REBUILT_PROTOCOLS = {6: "tcp", 17: "udp", 132: "sctp", 1: "icmp", 58: "icmpv6"}
 """The protocols whose entries ``rebuild_tables`` rebuilds (ICMP: requests only), by number,
 with conntrack's names for them."""
@@ -531,7 +533,7 @@ def _connection_entries(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd
     left = last["packet_direction"].to_numpy() != "in"
     proto = first["proto"].to_numpy()
     first_icmp = packets["icmp_type"].to_numpy()[first["first_row"].to_numpy()]
-    trackable = np.isin(proto, (6, 17, 132)) | ((proto == 1) & np.isin(first_icmp, ICMP_REQUESTS)) \
+    trackable = np.isin(proto, PORT_PROTOCOLS) | ((proto == 1) & np.isin(first_icmp, ICMP_REQUESTS)) \
         | ((proto == 58) & np.isin(first_icmp, ICMPV6_REQUESTS))
     keep = left & trackable
     span, first, last = (x[keep].reset_index(drop=True) for x in (span, first, last))
@@ -560,7 +562,7 @@ def _connection_entries(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd
     for life_row in zip(*(life[c].tolist() for c in LIFE_COLUMNS), strict=True):
         k = life_row[0]
         proto_num = f_proto[k]
-        if proto_num in (6, 17, 132):
+        if proto_num in PORT_PROTOCOLS:
             orig = make_tuple(src=f_src[k], dst=f_dst[k], sport=f_sport[k], dport=f_dport[k])
             rep = make_tuple(src=l_dst[k], dst=l_src[k], sport=l_dport[k], dport=l_sport[k])
         else:

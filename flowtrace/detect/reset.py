@@ -47,8 +47,7 @@ class ConnectionReset:
         first_of = pd.Series(rst).groupby(rst_conn).first()
         # Answers to a SYN that acknowledge something else: the server side still holds an
         # older connection on this tuple (TIME_WAIT, port reuse) and sends a challenge ACK.
-        syn = rows[((flags[rows] & 0x12) == 0x02) & (pdir[rows] == 0)]
-        isn = pd.Series(ctx.col("seq")[syn].astype(np.int64)).groupby(ctx.packet_conn(syn)).first()
+        isn = _client_isns(ctx, rows)
         acks = rows[((flags[rows] & 0x16) == 0x10) & (pdir[rows] == 1)]
         ack_conn = ctx.packet_conn(acks)
         expected = isn.reindex(ack_conn).to_numpy()
@@ -186,23 +185,29 @@ def _retries(ctx: Context, c: pd.DataFrame, connections: set[int]) -> dict[int, 
     (that connection, how much later in ns, its status)."""
     if not connections:
         return {}
-    flags, pdir = ctx.tcp_flags, ctx.analysis.packet_path_direction
-    syn = np.flatnonzero(((flags & 0x12) == 0x02) & (pdir == 0))
-    conn = ctx.packet_conn(syn)
-    syn, conn = syn[conn >= 0], conn[conn >= 0]
-    if not syn.size:
+    isn = _client_isns(ctx, np.arange(ctx.tcp_flags.size))
+    if isn.empty:
         return {}
-    ts = ctx.analysis.corrected_ts
-    order = np.lexsort((ts[syn], conn))
-    syn, conn = syn[order], conn[order]
-    first = np.r_[True, conn[1:] != conn[:-1]]
-    isn = pd.Series(ctx.col("seq")[syn[first]].astype(np.int64), index=conn[first])
     t = c[c["connection"].isin(isn.index).to_numpy()]
     t = t.assign(isn=isn.reindex(t["connection"].to_numpy()).to_numpy())
     earlier, later = _successive(t, ["proto", "client_src", "client_sport", "client_dst", "client_dport", "isn"])
     cid, start, status = t["connection"].to_numpy(), t["start_ts_ns"].to_numpy(), t["status"].astype(str).to_numpy()
     return {int(cid[e]): (int(cid[n]), int(start[n] - start[e]), str(status[n]))
             for e, n in zip(earlier.tolist(), later.tolist(), strict=True) if int(cid[e]) in connections}
+
+
+def _client_isns(ctx: Context, rows: np.ndarray) -> pd.Series:
+    """The client's initial sequence number of each connection with a SYN among packet
+    ``rows``: that of its earliest SYN (corrected time; a retransmitted SYN repeats it),
+    indexed by connection."""
+    flags, pdir = ctx.tcp_flags, ctx.analysis.packet_path_direction
+    syn = rows[((flags[rows] & 0x12) == 0x02) & (pdir[rows] == 0)]
+    conn = ctx.packet_conn(syn)
+    syn, conn = syn[conn >= 0], conn[conn >= 0]
+    order = np.lexsort((ctx.analysis.corrected_ts[syn], conn))
+    syn, conn = syn[order], conn[order]
+    first = np.r_[True, conn[1:] != conn[:-1]] if conn.size else np.zeros(0, dtype=bool)
+    return pd.Series(ctx.col("seq")[syn[first]].astype(np.int64), index=conn[first])
 
 
 def _rows_of(ctx: Context, connections: list[int]) -> dict[int, np.ndarray]:
