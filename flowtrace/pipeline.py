@@ -395,7 +395,7 @@ def _compare_dumps(a: Analysis, dumps: list[tuple[str, Path]]) -> None:
             a.comparisons[f"{node} ({path.name})"] = compare(rebuilt, entries, check_state=True)
     if tunnel_notes:
         a.notes.append(f"{tunnel_notes} {DUMP_NOTE} of tunnel (outer UDP) flows are not compared: flowtrace "
-                       "rebuilds those of VXLAN and Geneve only where a node's capture shows the tunnelled packets")
+                       "rebuilds those of VXLAN and Geneve only at a host whose capture shows the tunnelled packets")
     if later_notes:
         a.notes.append(f"{later_notes} {DUMP_NOTE} are events stamped more than {AFTER_CAPTURE_NS // 1_000_000_000} s "
                        "after their node's capture ended, or entries those events made: not compared")

@@ -485,8 +485,8 @@ def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.Data
                    tunnels: TunnelPackets | None = None) -> list[RebuiltEntry]:
     """The conntrack entries of every host whose capture shows connections entering and
     leaving it, and (``tunnels``: the tunnelled packets with their outer UDP ports, see
-    flowtrace.correlate.underlay) of the tunnels' own UDP flows at each capture that shows
-    them, with connection -1.
+    flowtrace.correlate.underlay) of the tunnels' own UDP flows at each such host that
+    shows them, with connection -1.
 
     ``end_ns`` gives, per capture, the (corrected) time the table is read at (default: the
     capture's last packet), for the seconds-left column. ``timeouts`` overrides conntrack's
@@ -498,7 +498,7 @@ def rebuild_tables(packets: pd.DataFrame, hops: pd.DataFrame, sightings: pd.Data
     read_at = end_ns or {}
     out = _connection_entries(packets, hops, sightings, limits, read_at)
     if tunnels is not None:
-        out += _underlay_entries(packets, tunnels, limits, read_at)
+        out += _underlay_entries(packets, tunnels, limits, read_at, hosts={e.node for e in out})
     return _mark_replaced(out)
 
 
@@ -616,10 +616,19 @@ def rebuilt_entry(life_row: Sequence, *, family: str, proto_num: int, orig: Tupl
                         updates=updates, destroyed=destroyed)
 
 
-def _underlay_entries(packets: pd.DataFrame, tunnels: TunnelPackets, limits: Limits,
-                      read_at: Mapping[str, int]) -> list[RebuiltEntry]:
-    """The entries of the tunnels' own UDP flows at each capture that shows them
-    (flowtrace.correlate.underlay), with connection -1."""
+def _underlay_entries(packets: pd.DataFrame, tunnels: TunnelPackets, limits: Limits, read_at: Mapping[str, int],
+                      hosts: Collection[str]) -> list[RebuiltEntry]:
+    """The entries of the tunnels' own UDP flows (flowtrace.correlate.underlay), with
+    connection -1, at each of ``hosts`` (captures) that shows them. A capture that is no
+    host of the connections (a mirror port, a node's underlay interface alone) shows
+    datagrams passing, not a conntrack table."""
+    names = [str(c) for c in packets["capture"].cat.categories]
+    codes = [i for i, name in enumerate(names) if name in hosts]
+    mine = np.isin(packets["capture"].cat.codes.to_numpy()[tunnels.rows], codes)
+    if not mine.any():
+        return []
+    tunnels = TunnelPackets(rows=tunnels.rows[mine], sport=tunnels.sport[mine], dport=tunnels.dport[mine],
+                            ts=tunnels.ts[mine])
     ev, flows = underlay_events(packets, tunnels)
     ev = _relevant(ev, packets, limits.shortest, outer=True)
     life = _lifecycle(ev, packets, limits, outer=True)
