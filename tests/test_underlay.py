@@ -10,22 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import craft
 import numpy as np
 import pytest
-from craft import (
-    ETH_IPV4,
-    LINKTYPE_LINUX_SLL2,
-    SLL_HOST,
-    SLL_OUTGOING,
-    T0,
-    Rec,
-    ether,
-    geneve,
-    gre,
-    pcap,
-    sll2,
-    vxlan,
-)
+from craft import ETH_IPV4, T0, Rec, ether, geneve, gre, pcap, sll2, vxlan
 from scapy.all import IP, TCP, UDP, IPv6
 
 import flowtrace
@@ -91,16 +79,16 @@ def node_capture(tmp_path: Path, packets: list[tuple[int, bytes, bool]], *, name
     ``mirror``: the datagrams alone, as a mirror port shows them."""
     records = []
     for us, dg, reverse in packets:
-        pair = [(2, SLL_HOST, dg), (3, SLL_OUTGOING, INNER_OF[dg])]
+        pair = [(2, craft.SLL_HOST, dg), (3, craft.SLL_OUTGOING, INNER_OF[dg])]
         if reverse:
-            pair = [(3, SLL_HOST, INNER_OF[dg]), (2, SLL_OUTGOING, dg)]
+            pair = [(3, craft.SLL_HOST, INNER_OF[dg]), (2, craft.SLL_OUTGOING, dg)]
         for k, (ifindex, pkttype, data) in enumerate(pair):
             if mirror and ifindex == 3:
                 continue
             records.append(Rec(sll2(data, ifindex=ifindex, pkttype=pkttype), T0 + us // 1_000_000,
                                us % 1_000_000 + 10 * k))
     path = tmp_path / f"{name}.pcap"
-    path.write_bytes(pcap(records, linktype=LINKTYPE_LINUX_SLL2))
+    path.write_bytes(pcap(records, linktype=craft.LINKTYPE_LINUX_SLL2))
     return str(path)
 
 
