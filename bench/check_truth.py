@@ -20,7 +20,7 @@ from pathlib import Path
 from flowtrace.analysis import Analysis
 from flowtrace.context.conntrack import compare, compare_events, created_entries, read_dump
 from flowtrace.lab.truth import expected_hops, matching_connection
-from flowtrace.pipeline import AFTER_CAPTURE_NS, analyze
+from flowtrace.pipeline import analyze, dump_cutoffs
 
 
 def _why(a: Analysis, truth: dict, conn: dict) -> str | None:
@@ -65,8 +65,7 @@ def main() -> None:
         # As analyze compares them: not the events stamped after the node's capture ended,
         # nor the -L entries those made.
         dump = read_dump(events, node=node)
-        last = next((s.last_ts_ns for s in a.captures if s.capture == node), None)
-        cut = None if last is None else last + AFTER_CAPTURE_NS
+        cut = dump_cutoffs(a).get(node)
         late = {e.key() for e in dump if e.event == "NEW" and cut is not None and (e.ts_ns or 0) > cut}
         if late:
             print(f"{node}: {len(late)} NEW events after the capture ended, not compared")

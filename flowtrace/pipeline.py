@@ -27,6 +27,7 @@ from flowtrace.decode.reading import (
     workers_for,
 )
 from flowtrace.decode.table import PacketArrays, PacketTableBuilder, merge_parts
+from flowtrace.decode.tunnel import GENEVE_PORT, VXLAN_PORTS, WIREGUARD_PORTS
 from flowtrace.errors import CaptureWarning, InputError
 from flowtrace.flows import FlowSet
 from flowtrace.flows import build as build_flows
@@ -190,12 +191,12 @@ def flows(source: pd.DataFrame | PacketArrays | CaptureArg | Sequence[CaptureArg
     return flow_set(source, timeouts=timeouts, ignore_checksums=ignore_checksums)[1].flows
 
 
-TUNNEL_PORTS = (4789, 8472, 6081, 51820, 51821, 51871)
-"""UDP ports of tunnels (VXLAN, Geneve, WireGuard): their own (outer) conntrack entries are
-rebuilt for VXLAN and Geneve at a capture that shows tunnelled packets; a dump's others
-are left out of the comparison."""
-UNDERLAY_PORTS = (4789, 8472, 6081)
-"""The TUNNEL_PORTS of VXLAN and Geneve."""
+UNDERLAY_PORTS = (*VXLAN_PORTS, GENEVE_PORT)
+"""UDP ports of VXLAN and Geneve, whose own (outer) conntrack entries are rebuilt at a host
+whose capture shows tunnelled packets (flowtrace.correlate.underlay)."""
+TUNNEL_PORTS = (*UNDERLAY_PORTS, *WIREGUARD_PORTS)
+"""UDP ports of tunnels: a dump's entries of them are left out of the comparison, but
+UNDERLAY_PORTS' at a host whose tunnel entries were rebuilt."""
 AFTER_CAPTURE_NS = 1_000_000_000
 """How long after a node's last captured packet a ``conntrack -E`` event may be stamped and
 still be compared (conntrack stamps an event when it reads it, shortly after the packet)."""
@@ -340,6 +341,13 @@ def find_dumps(args: Sequence[str]) -> list[tuple[str, Path]]:
     return found
 
 
+def dump_cutoffs(a: Analysis) -> dict[str, int]:
+    """Per capture with packets, the latest time (its own clock) a ``conntrack -E`` event of
+    its node may be stamped and still be compared with the rebuilt table: its last packet
+    plus AFTER_CAPTURE_NS."""
+    return {s.capture: s.last_ts_ns + AFTER_CAPTURE_NS for s in a.captures if s.last_ts_ns is not None}
+
+
 def _compare_dumps(a: Analysis, dumps: list[tuple[str, Path]]) -> None:
     """Attach dumps and their comparisons (created entries vs -E NEW events, live vs -L)."""
     from flowtrace.context.conntrack import compare, compare_events, created_entries, read_dump
@@ -355,7 +363,7 @@ def _compare_dumps(a: Analysis, dumps: list[tuple[str, Path]]) -> None:
     # Events stamped after the node's capture ended (a retransmission after tcpdump
     # stopped) are not the captured packets' doing (-E stamps on the node's clock), nor are
     # the entries they made, which a -L dump of the node taken later lists.
-    ended = {s.capture: s.last_ts_ns + AFTER_CAPTURE_NS for s in a.captures if s.last_ts_ns is not None}
+    ended = dump_cutoffs(a)
     read = [(node, path, read_dump(path, node=node)) for node, path in dumps]
     late = {(node, e.key()) for node, _, entries in read for e in entries
             if e.event == "NEW" and node in ended and e.ts_ns is not None and e.ts_ns > ended[node]}
@@ -363,10 +371,10 @@ def _compare_dumps(a: Analysis, dumps: list[tuple[str, Path]]) -> None:
     for node, path, entries in read:
         a.dumps.setdefault(node, []).extend(entries)
         kept = [e for e in entries if not (e.ts_ns is not None and node in ended and e.ts_ns > ended[node])
-                and not (e.event is None and (node, e.key()) in late)]
+                and not (late and e.event is None and (node, e.key()) in late)]
         later_notes += len(entries) - len(kept)
         entries = kept
-        skipped = TUNNEL_PORTS if node not in underlay else tuple(p for p in TUNNEL_PORTS if p not in UNDERLAY_PORTS)
+        skipped = WIREGUARD_PORTS if node in underlay else TUNNEL_PORTS
         inner = [e for e in entries if not (e.proto == "udp" and e.orig.dport in skipped)]
         tunnel_notes += len(entries) - len(inner)
         others.update(f"{e.proto} {e.proto_number}" for e in inner if e.proto not in rebuilt_names)

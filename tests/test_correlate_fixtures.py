@@ -17,7 +17,7 @@ import pytest
 from flowtrace.analysis import Analysis
 from flowtrace.context.conntrack import compare, compare_events, created_entries, read_dump
 from flowtrace.lab.truth import expected_hops, matching_connection
-from flowtrace.pipeline import AFTER_CAPTURE_NS, analyze
+from flowtrace.pipeline import UNDERLAY_PORTS, analyze, dump_cutoffs
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pcaps"
 SCENARIOS = sorted(p.name for p in FIXTURES.iterdir() if (p / "truth.json").exists())
@@ -33,17 +33,17 @@ def _not_rebuilt(truth: dict) -> set[tuple[str, int]]:
     """(node, line) of the conntrack events outside the captured connections that flowtrace
     does not rebuild: all but the VXLAN underlay's own UDP flows."""
     return {(o["node"], o["event_line"]) for o in truth.get("other_conntrack_events", [])
-            if not (o["orig"]["proto"] == "udp" and o["orig"]["dport"] in (4789, 8472, 6081))}
+            if not (o["orig"]["proto"] == "udp" and o["orig"]["dport"] in UNDERLAY_PORTS)}
 
 
 def _in_capture(a: Analysis, node: str, dump: list) -> list:
     """The lines of an -E ``dump`` of ``node`` stamped before its capture ended (and the
     margin analyze allows): the later ones (a retransmission after tcpdump stopped) are
     not the captured packets' doing."""
-    last = next(s.last_ts_ns for s in a.captures if s.capture == node)
-    if last is None:  # an empty capture: analyze has no time to cut at either
+    cut = dump_cutoffs(a).get(node)
+    if cut is None:  # an empty capture: analyze has no time to cut at either
         return dump
-    return [e for e in dump if e.ts_ns is None or e.ts_ns <= last + AFTER_CAPTURE_NS]
+    return [e for e in dump if e.ts_ns is None or e.ts_ns <= cut]
 
 
 def _match_connection(a: Analysis, conn: dict) -> int:

@@ -158,7 +158,7 @@ def test_a_capture_that_cannot_be_read_again_is_a_note(tmp_path: Path, monkeypat
     def gone(source, frames):
         raise FileNotFoundError(2, "No such file or directory", str(source.path))
 
-    monkeypatch.setattr("flowtrace.decode.outer.tunnel_ports", gone)
+    monkeypatch.setattr("flowtrace.correlate.underlay.tunnel_ports", gone)
     a = flowtrace.analyze(path)
     assert not underlay(a)
     assert any("node1: the outer UDP ports of its tunnelled packets could not be read again" in n for n in a.notes)

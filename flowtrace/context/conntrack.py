@@ -613,7 +613,7 @@ def compare_events(reconstructed: list[ConntrackEntry], dumped: list[ConntrackEn
 
     def key(e: ConntrackEntry) -> tuple:
         flags = e.flags
-        return (entry_key(e), e.state, "ASSURED" in flags, "UNREPLIED" in flags)
+        return (entry_key(e), e.state, *(flag in flags for flag in COMPARED_FLAGS))
 
     def when(e: ConntrackEntry) -> int:
         return e.ts_ns if e.ts_ns is not None else 0

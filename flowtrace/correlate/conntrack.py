@@ -233,9 +233,7 @@ def _relevant(ev: pd.DataFrame, packets: pd.DataFrame, shortest_ns: int, *, oute
                          cap_prev=np.zeros(0, dtype=np.int8))
     key = ev["key"].to_numpy()
     ts = ev["ts"].to_numpy()
-    flags = packets["tcp_flags"].to_numpy()[ev["row"].to_numpy()]
-    if outer:
-        flags = np.zeros_like(flags)
+    flags = np.zeros(key.size, dtype=np.uint16) if outer else packets["tcp_flags"].to_numpy()[ev["row"].to_numpy()]
     reply = ev["direction"].to_numpy() != REQUEST
     start = np.r_[True, key[1:] != key[:-1]]
     end = np.r_[key[1:] != key[:-1], True]

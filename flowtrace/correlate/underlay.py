@@ -24,6 +24,7 @@ import pandas as pd
 
 from flowtrace.capture.files import CaptureSource
 from flowtrace.correlate.path import REQUEST, RESPONSE
+from flowtrace.decode.outer import tunnel_ports
 from flowtrace.errors import CaptureError
 
 UDP_TUNNELS = ("vxlan", "geneve")
@@ -63,8 +64,6 @@ def tunnel_packets(packets: pd.DataFrame, sources: Sequence[CaptureSource],
     sport = np.full(rows.size, -1, dtype=np.int32)
     dport = np.full(rows.size, -1, dtype=np.int32)
     notes = []
-    from flowtrace.decode.outer import tunnel_ports
-
     for code in np.unique(capture).tolist():
         mine = np.flatnonzero(capture == code)
         source = sources[code]
